@@ -1,0 +1,45 @@
+// Linear layers through BLAS. Weights are stored [out, in] (PyTorch / Hugging Face layout), so the
+// forward is out = inp @ W^T and both backward products are plain GEMMs with a transpose flag.
+#include <cblas.h>
+
+#include "kernels/ops.h"
+
+namespace nexus {
+
+namespace {
+
+// C[m,n] = alpha * op(A) op(B) + beta * C, row-major.
+inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, idx m, idx n, idx k, const float* a, idx lda,
+                 const float* b, idx ldb, float beta, float* c, idx ldc) {
+  cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, idx m, idx n, idx k, const double* a, idx lda,
+                 const double* b, idx ldb, double beta, double* c, idx ldc) {
+  cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+}  // namespace
+
+template <typename T>
+void matmul_forward(T* out, const T* inp, const T* weight, idx N, idx I, idx O) {
+  // out[N,O] = inp[N,I] @ weight[O,I]^T
+  gemm(CblasNoTrans, CblasTrans, N, O, I, inp, I, weight, I, T(0), out, O);
+}
+
+template <typename T>
+void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, idx N, idx I, idx O,
+                     bool accumulate_dinp) {
+  // dinp[N,I] (+)= dout[N,O] @ weight[O,I]
+  if (dinp) gemm(CblasNoTrans, CblasNoTrans, N, I, O, dout, O, weight, I, accumulate_dinp ? T(1) : T(0), dinp, I);
+  // dweight[O,I] += dout[N,O]^T @ inp[N,I]
+  gemm(CblasTrans, CblasNoTrans, O, I, N, dout, O, inp, I, T(1), dweight, I);
+}
+
+template void matmul_forward<float>(float*, const float*, const float*, idx, idx, idx);
+template void matmul_forward<double>(double*, const double*, const double*, idx, idx, idx);
+template void matmul_backward<float>(float*, float*, const float*, const float*, const float*, idx, idx, idx,
+                                     bool);
+template void matmul_backward<double>(double*, double*, const double*, const double*, const double*, idx, idx,
+                                      idx, bool);
+
+}  // namespace nexus

@@ -1,0 +1,32 @@
+// Scalar activation functions shared by the CPU kernels, written once so every op (and its
+// backward) agrees on the same numerically safe form.
+#pragma once
+
+#include <cmath>
+
+namespace nexus::cpu {
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+template <typename T>
+inline T silu(T x) {
+  return x * sigmoid(x);
+}
+
+// d silu(x) / dx = s (1 + x (1 - s)) with s = sigmoid(x)
+template <typename T>
+inline T silu_grad(T x) {
+  const T s = sigmoid(x);
+  return s * (T(1) + x * (T(1) - s));
+}
+
+// log(1 + e^x) without overflow for large x or loss of precision for very negative x.
+template <typename T>
+inline T softplus(T x) {
+  return x > T(20) ? x : std::log1p(std::exp(x));
+}
+
+}  // namespace nexus::cpu

@@ -1,0 +1,188 @@
+// Every primitive Nexus computes with, declared once. Each op has a forward and a backward written
+// side by side in its backend file (kernels/cpu/<op>.cpp); every op is a template instantiated for
+// float (training) and double (finite-difference gradient checks).
+//
+// Conventions, shared by all ops:
+//  - Tensors are row-major; the shape comment names the dimensions outermost first.
+//    N = number of tokens (B*T), D = model width.
+//  - A backward ACCUMULATES (+=) into parameter gradients (the delta buffer spans micro-batches)
+//    and into every input gradient documented as "accumulates"; all others overwrite.
+//  - `ld_*` is the leading dimension: the distance in elements between consecutive tokens, so an
+//    op can read a column slice of a wider buffer (e.g. the x/B/C/dt slices of in_proj's output).
+//  - Nothing here allocates. Ops that need scratch take a `workspace` sized by `<op>_workspace`.
+//  - Threads: ops parallelise with OpenMP internally; call them from one thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace nexus {
+
+using idx = std::int64_t;
+
+// ---------------------------------------------------------------------------------------------
+// Token embedding.  out[n, :] = table[tokens[n], :]
+template <typename T>
+void embedding_forward(T* out /*[N,D]*/, const std::int32_t* tokens /*[N]*/, const T* table /*[V,D]*/,
+                       idx N, idx D);
+// dtable accumulates.
+template <typename T>
+void embedding_backward(T* dtable /*[V,D]*/, const std::int32_t* tokens /*[N]*/, const T* dout /*[N,D]*/,
+                        idx N, idx D);
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm fused with the residual add that precedes it:
+//   h = x + branch   (branch may be null: h = x; h may alias x)
+//   y = h * rsqrt(mean(h^2) + eps) * weight
+template <typename T>
+void residual_rmsnorm_forward(T* h /*[N,D]*/, T* y /*[N,D]*/, T* rstd /*[N]*/, const T* x /*[N,D]*/,
+                              const T* branch /*[N,D] or null*/, const T* weight /*[D]*/, idx N, idx D,
+                              double eps);
+// dh accumulates: it is the residual-stream gradient, which already holds the gradient arriving
+// through the skip connection. dweight accumulates.
+template <typename T>
+void rmsnorm_backward(T* dh /*[N,D]*/, T* dweight /*[D]*/, const T* dy /*[N,D]*/, const T* h /*[N,D]*/,
+                      const T* weight /*[D]*/, const T* rstd /*[N]*/, idx N, idx D);
+
+// ---------------------------------------------------------------------------------------------
+// Linear layer without bias, through BLAS GEMM:  out = inp @ weight^T
+template <typename T>
+void matmul_forward(T* out /*[N,O]*/, const T* inp /*[N,I]*/, const T* weight /*[O,I]*/, idx N, idx I,
+                    idx O);
+// dweight accumulates; dinp accumulates when accumulate_dinp, else is overwritten. dinp may be null.
+template <typename T>
+void matmul_backward(T* dinp /*[N,I]*/, T* dweight /*[O,I]*/, const T* dout /*[N,O]*/,
+                     const T* inp /*[N,I]*/, const T* weight /*[O,I]*/, idx N, idx I, idx O,
+                     bool accumulate_dinp);
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU:  out = silu(gate) * up, where each row of gate_up is [gate (F) | up (F)] (the gate and
+// up projections run as one GEMM because their weights are adjacent in the parameter buffer).
+template <typename T>
+void swiglu_forward(T* out /*[N,F]*/, const T* gate_up /*[N,2F]*/, idx N, idx F);
+template <typename T>
+void swiglu_backward(T* dgate_up /*[N,2F]*/, const T* dout /*[N,F]*/, const T* gate_up /*[N,2F]*/, idx N,
+                     idx F);
+
+// ---------------------------------------------------------------------------------------------
+// Rotary position embedding, rotate-half style, on the first `rotary_dim` dims of each head
+// (Bamba: rotary_dim = head_dim / 2). In place. Token t of every sequence has global position
+// pos0 + t. inv_freq[i] = theta^(-2i/rotary_dim); for i < rotary_dim/2, with a = pos*inv_freq[i]:
+//   x'[i]            = x[i] cos a - x[i + r/2] sin a
+//   x'[i + r/2]      = x[i + r/2] cos a + x[i] sin a
+// The backward is the inverse rotation (rope_forward with the angle negated), also in place.
+template <typename T>
+void rope_forward(T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, idx H, idx head_dim, idx rotary_dim, idx pos0,
+                  double theta);
+template <typename T>
+void rope_backward(T* dx /*[B,Tn,H,hd]*/, idx B, idx Tn, idx H, idx head_dim, idx rotary_dim, idx pos0,
+                   double theta);
+
+// ---------------------------------------------------------------------------------------------
+// Grouped-query attention, flash style: tiled, online softmax, never a Tq x Tk buffer.
+// Query i of a sequence sits at global position q_pos0 + i, key j at k_pos0 + j. With `causal`,
+// key j is visible to query i iff k_pos0 + j <= q_pos0 + i; tiles entirely outside are skipped.
+// Query head h reads kv head h / (n_heads / n_kv_heads). Scale is 1/sqrt(head_dim).
+// This is the block contract of ring attention: the ring calls it once per (query block, KV block)
+// and merges partial results through lse.
+struct AttentionShape {
+  idx B;           // sequences
+  idx Tq, Tk;      // query rows, key rows per sequence
+  idx n_heads;     // query heads
+  idx n_kv_heads;  // key/value heads (divides n_heads)
+  idx head_dim;
+  idx q_pos0 = 0, k_pos0 = 0;  // global position of the first query / key
+  bool causal = true;
+};
+// lse[b,i,h] = log sum_j exp(score) over visible keys; a row with no visible key gets
+// out = 0 and lse = -inf.
+template <typename T>
+void attention_forward(T* out /*[B,Tq,Hq,hd]*/, T* lse /*[B,Tq,Hq]*/, const T* q /*[B,Tq,Hq,hd]*/,
+                       const T* k /*[B,Tk,Hkv,hd]*/, const T* v /*[B,Tk,Hkv,hd]*/, const AttentionShape& s);
+// Takes the FINAL (merged over all KV blocks) out and lse, as ring attention requires.
+// dq, dk, dv accumulate.
+template <typename T>
+void attention_backward(T* dq /*[B,Tq,Hq,hd]*/, T* dk /*[B,Tk,Hkv,hd]*/, T* dv /*[B,Tk,Hkv,hd]*/,
+                        const T* dout /*[B,Tq,Hq,hd]*/, const T* q, const T* k, const T* v,
+                        const T* out /*[B,Tq,Hq,hd]*/, const T* lse /*[B,Tq,Hq]*/, const AttentionShape& s);
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise causal conv1d (width K, with bias) fused with SiLU:
+//   out[t,c] = silu(bias[c] + sum_k w[c,k] * xin[t - (K-1) + k, c])
+// where xin[t<0] comes from the halo: the previous segment's last K-1 inputs (zeros when null).
+template <typename T>
+void conv1d_silu_forward(T* out /*[B,Tn,C]*/, const T* x /*[B,Tn,ld_x]*/, idx ld_x,
+                         const T* halo /*[B,K-1,C] or null*/, const T* w /*[C,K]*/, const T* bias /*[C]*/,
+                         idx B, idx Tn, idx C, idx K);
+// dx is overwritten (row stride ld_dx); dhalo (if non-null) is overwritten; dw, dbias accumulate.
+template <typename T>
+void conv1d_silu_backward(T* dx /*[B,Tn,ld_dx]*/, idx ld_dx, T* dhalo /*[B,K-1,C] or null*/, T* dw /*[C,K]*/,
+                          T* dbias /*[C]*/, const T* dout /*[B,Tn,C]*/, const T* x /*[B,Tn,ld_x]*/,
+                          idx ld_x, const T* halo /*[B,K-1,C] or null*/, const T* w, const T* bias, idx B,
+                          idx Tn, idx C, idx K);
+
+// ---------------------------------------------------------------------------------------------
+// Mamba-2 SSD (state space duality) scan, chunked as in mamba_ssm's ssd_minimal.
+// Per sequence b, head h (group g = h / (H/G)), token t:
+//   dt_t = softplus(dt_raw_t + dt_bias[h]),  A = -exp(A_log[h])
+//   S_t  = exp(dt_t A) S_{t-1} + dt_t x_t B_t^T            (S: [P,N], S_{-1} = initial state)
+//   y_t  = S_t C_t + D[h] x_t
+// Computed per chunk of Q tokens: intra-chunk quadratic part, chunk state, state passing,
+// state-to-output. final_state = S_{Tn-1}. Tn need not be a multiple of Q.
+struct SsdShape {
+  idx B, Tn;  // sequences, tokens per sequence
+  idx H, P;   // heads, head dim   (d_inner = H*P)
+  idx G, N;   // groups, state size
+  idx Q;      // chunk size
+};
+// Row strides: x rows are ld_x apart (x[b,t,h,p] at (b*Tn+t)*ld_x + h*P + p); B and C share
+// ld_bc (B[b,t,g,n] at (b*Tn+t)*ld_bc + g*N + n); dt_raw rows are ld_dt apart.
+struct SsdStrides {
+  idx ld_x, ld_bc, ld_dt;
+};
+// Scratch in elements of T, for forward and backward alike.
+idx ssd_workspace(const SsdShape& s);
+// init_state may be null (zeros); final_state may be null (not wanted).
+// decay (optional, [B,H]) receives exp(sum_t dt_t A): the segment's total decay, so that
+// S_out = decay * S_in + S_out(zero initial state) — the summary the cross-rank scan uses.
+template <typename T>
+void ssd_forward(T* y /*[B,Tn,H,P]*/, T* final_state /*[B,H,P,N] or null*/, T* decay /*[B,H] or null*/,
+                 const T* x, const T* Bm, const T* Cm, const T* dt_raw, const T* dt_bias /*[H]*/,
+                 const T* A_log /*[H]*/, const T* D /*[H]*/, const T* init_state /*[B,H,P,N] or null*/,
+                 const SsdShape& s, const SsdStrides& ld, T* workspace);
+// dfinal_state (may be null: zero) is the gradient of final_state. dx, dB, dC, ddt_raw are
+// overwritten using the same strides as their inputs; dinit_state (may be null) is overwritten;
+// ddt_bias, dA_log, dD accumulate.
+template <typename T>
+void ssd_backward(T* dx, T* dB, T* dC, T* ddt_raw, T* ddt_bias /*[H]*/, T* dA_log /*[H]*/, T* dD /*[H]*/,
+                  T* dinit_state /*[B,H,P,N] or null*/, const T* dy /*[B,Tn,H,P]*/,
+                  const T* dfinal_state /*[B,H,P,N] or null*/, const T* x, const T* Bm, const T* Cm,
+                  const T* dt_raw, const T* dt_bias, const T* A_log, const T* D,
+                  const T* init_state /*or null*/, const SsdShape& s, const SsdStrides& ld, T* workspace);
+
+// ---------------------------------------------------------------------------------------------
+// Gated RMSNorm of the Mamba-2 mixer (norm over all C = d_inner channels, one group):
+//   u = y * silu(z);  out = u * rsqrt(mean(u^2) + eps) * weight
+template <typename T>
+void gated_rmsnorm_forward(T* out /*[N,C]*/, T* rstd /*[N]*/, const T* y /*[N,C]*/, const T* z /*[N,ld_z]*/,
+                           idx ld_z, const T* weight /*[C]*/, idx N, idx C, double eps);
+// dy overwritten; dz overwritten (row stride ld_dz); dweight accumulates.
+template <typename T>
+void gated_rmsnorm_backward(T* dy /*[N,C]*/, T* dz /*[N,ld_dz]*/, idx ld_dz, T* dweight /*[C]*/,
+                            const T* dout /*[N,C]*/, const T* y, const T* z, idx ld_z, const T* weight,
+                            const T* rstd /*[N]*/, idx N, idx C);
+
+// ---------------------------------------------------------------------------------------------
+// Softmax cross-entropy over the vocabulary. Targets < 0 are ignored.
+// Forward keeps logits intact (they may be returned to the caller), writes each row's lse and
+// returns the SUM of -log p(target) over non-ignored rows (the caller divides by the global
+// target count). Backward overwrites logits in place with dlogits = (softmax - onehot) * scale
+// (zero rows for ignored targets), so the probabilities are never stored separately.
+template <typename T>
+double cross_entropy_forward(T* lse /*[N]*/, const T* logits /*[N,V]*/, const std::int32_t* targets /*[N]*/,
+                             idx N, idx V);
+template <typename T>
+void cross_entropy_backward(T* logits_to_dlogits /*[N,V]*/, const T* lse /*[N]*/,
+                            const std::int32_t* targets /*[N]*/, idx N, idx V, double scale);
+
+}  // namespace nexus

@@ -1,0 +1,76 @@
+#include "model/config.h"
+
+#include <algorithm>
+
+namespace nexus {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what) { throw ConfigError("invalid model config: " + what); }
+
+void require_positive(const char* field, idx value) {
+  if (value <= 0) fail(std::string("model.") + field + " = " + std::to_string(value) + " must be positive");
+}
+
+void require_multiple(const char* field, idx value, const char* of_field, idx of_value) {
+  if (of_value <= 0 || value % of_value != 0)
+    fail(std::string("model.") + field + " = " + std::to_string(value) + " is not a multiple of model." +
+         of_field + " = " + std::to_string(of_value));
+}
+
+}  // namespace
+
+std::string ModelConfig::layer_pattern() const {
+  if (!pattern.empty()) return pattern;
+  std::string p(static_cast<std::size_t>(std::max<idx>(n_layers, 0)), 'M');
+  for (std::size_t i = 0; i < p.size(); ++i)
+    if (i % 8 == 4) p[i] = 'A';
+  return p;
+}
+
+idx ModelConfig::attention_layer_count() const {
+  const std::string p = layer_pattern();
+  return static_cast<idx>(std::count(p.begin(), p.end(), 'A'));
+}
+
+void ModelConfig::validate() const {
+  require_positive("vocab_size", vocab_size);
+  require_positive("d_model", d_model);
+  require_positive("n_layers", n_layers);
+  require_positive("mlp_hidden", mlp_hidden);
+  if (!pattern.empty()) {
+    if (static_cast<idx>(pattern.size()) != n_layers)
+      fail("model.pattern = \"" + pattern + "\" has " + std::to_string(pattern.size()) +
+           " letters but model.n_layers = " + std::to_string(n_layers));
+    const auto bad = pattern.find_first_not_of("MA");
+    if (bad != std::string::npos)
+      fail("model.pattern = \"" + pattern + "\" has '" + pattern[bad] + "' at layer " + std::to_string(bad) +
+           "; expected only 'M' (Mamba-2) or 'A' (attention)");
+  }
+  if (attention_layer_count() > 0) {
+    require_positive("n_heads", n_heads);
+    require_positive("n_kv_heads", n_kv_heads);
+    require_positive("head_dim", head_dim);
+    require_multiple("n_heads", n_heads, "n_kv_heads", n_kv_heads);
+    if (head_dim % 4 != 0)
+      fail("model.head_dim = " + std::to_string(head_dim) +
+           " must be a multiple of 4 (RoPE rotates half of each head's dims in pairs)");
+    if (rope_theta <= 0) fail("model.rope_theta = " + std::to_string(rope_theta) + " must be positive");
+  }
+  if (attention_layer_count() < n_layers) {
+    require_positive("mamba_expand", mamba_expand);
+    require_positive("mamba_headdim", mamba_headdim);
+    require_positive("mamba_ngroups", mamba_ngroups);
+    require_positive("mamba_d_state", mamba_d_state);
+    require_positive("mamba_d_conv", mamba_d_conv);
+    require_positive("mamba_chunk", mamba_chunk);
+    if (d_inner() % mamba_headdim != 0)
+      fail("d_inner = model.mamba_expand * model.d_model = " + std::to_string(d_inner()) +
+           " is not a multiple of model.mamba_headdim = " + std::to_string(mamba_headdim));
+    require_multiple("mamba heads (d_inner / mamba_headdim)", mamba_heads(), "mamba_ngroups", mamba_ngroups);
+  }
+  if (!(norm_eps > 0)) fail("model.norm_eps = " + std::to_string(norm_eps) + " must be positive");
+  if (!(init_std > 0)) fail("model.init_std = " + std::to_string(init_std) + " must be positive");
+}
+
+}  // namespace nexus

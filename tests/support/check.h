@@ -1,0 +1,96 @@
+// Shared test helpers: seeded random tensors, closeness measures, and the central finite-difference
+// gradient check every backward is held to.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace nexus::test {
+
+// Uniform values in [lo, hi), seeded so failures reproduce.
+template <typename T = double>
+std::vector<T> random_vector(std::size_t n, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(u(rng));
+  return v;
+}
+
+template <typename T>
+std::vector<double> to_double(const std::vector<T>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+// max_i |a_i - b_i| / max(max_i |b_i|, floor): error relative to the reference's scale, so an
+// entry that happens to be near zero does not dominate.
+template <typename A, typename B>
+double max_rel_diff(const std::vector<A>& a, const std::vector<B>& b, double floor = 1e-12) {
+  double scale = floor, err = 0.0;
+  for (std::size_t i = 0; i < b.size(); ++i) scale = std::max(scale, std::abs(double(b[i])));
+  for (std::size_t i = 0; i < b.size(); ++i) err = std::max(err, std::abs(double(a[i]) - double(b[i])));
+  return err / scale;
+}
+
+struct GradCheck {
+  double max_rel_error = 0.0;  // worst |analytic - numeric| / max(|analytic|, |numeric|, floor)
+  std::size_t worst_index = 0;
+  double analytic = 0.0, numeric = 0.0;
+  std::size_t checked = 0;
+};
+
+// Central differences (L(x+h) - L(x-h)) / 2h in fp64 on up to `max_entries` entries of `x`
+// (all when it has fewer; otherwise an evenly strided subset that includes the first and last).
+// With h = 1e-5 the truncation error is ~h^2 |L'''| ~ 1e-10 and the rounding error
+// ~1e-16 |L| / h ~ 1e-11 for the O(1) losses used in tests, so a relative error of 1e-6 leaves
+// four orders of margin while any real mistake in a backward shows as O(1). Entries whose
+// gradients are both below `floor` are compared absolutely against it, since a relative error
+// of two ~0 numbers says nothing.
+inline GradCheck check_gradient(std::vector<double>& x, const std::vector<double>& analytic,
+                                const std::function<double()>& loss, std::size_t max_entries = 64,
+                                double h = 1e-5, double floor = 1e-6) {
+  GradCheck r;
+  const std::size_t n = x.size();
+  const std::size_t count = std::min(n, max_entries);
+  for (std::size_t c = 0; c < count; ++c) {
+    const std::size_t i = count == n ? c : (count == 1 ? 0 : c * (n - 1) / (count - 1));
+    const double saved = x[i];
+    x[i] = saved + h;
+    const double lp = loss();
+    x[i] = saved - h;
+    const double lm = loss();
+    x[i] = saved;
+    const double numeric = (lp - lm) / (2 * h);
+    const double denom = std::max({std::abs(analytic[i]), std::abs(numeric), floor});
+    const double err = std::abs(analytic[i] - numeric) / denom;
+    ++r.checked;
+    if (c == 0 || err > r.max_rel_error) {
+      r.max_rel_error = err;
+      r.worst_index = i;
+      r.analytic = analytic[i];
+      r.numeric = numeric;
+    }
+  }
+  return r;
+}
+
+inline std::string describe(const GradCheck& r) {
+  return "max rel error " + std::to_string(r.max_rel_error) + " at index " + std::to_string(r.worst_index) +
+         " (analytic " + std::to_string(r.analytic) + ", numeric " + std::to_string(r.numeric) + ", " +
+         std::to_string(r.checked) + " entries checked)";
+}
+
+// <a, b> in fp64: the scalar loss L = <R, out> with a fixed random R makes dL/dout = R.
+template <typename A, typename B>
+double dot(const std::vector<A>& a, const std::vector<B>& b) {
+  double s = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += double(a[i]) * double(b[i]);
+  return s;
+}
+
+}  // namespace nexus::test
