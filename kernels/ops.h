@@ -106,6 +106,14 @@ void attention_backward(T* dq /*[B,Tq,Hq,hd]*/, T* dk /*[B,Tk,Hkv,hd]*/, T* dv /
                         const T* dout /*[B,Tq,Hq,hd]*/, const T* q, const T* k, const T* v,
                         const T* out /*[B,Tq,Hq,hd]*/, const T* lse /*[B,Tq,Hq]*/, const AttentionShape& s);
 
+// Merges the partial result (out_b, lse_b) of another KV block into (out, lse), in place, in the
+// overflow-safe form: lse' = m + log(e^(lse-m) + e^(lse_b-m)) with m = max(lse, lse_b), and
+// out' = out e^(lse-lse') + out_b e^(lse_b-lse'). A side with lse = -inf contributes nothing.
+// rows = B*Tq*Hq (the layouts of attention_forward's out and lse).
+template <typename T>
+void attention_merge(T* out /*[rows,hd]*/, T* lse /*[rows]*/, const T* out_b /*[rows,hd]*/,
+                     const T* lse_b /*[rows]*/, idx rows, idx head_dim);
+
 // ---------------------------------------------------------------------------------------------
 // Depthwise causal conv1d (width K, with bias) fused with SiLU:
 //   out[t,c] = silu(bias[c] + sum_k w[c,k] * xin[t - (K-1) + k, c])

@@ -1,0 +1,57 @@
+// One allocation for all activations. The model lays its buffers out twice with the same code:
+// once with no memory to measure the total, once over the real block to hand out pointers. Nothing
+// is allocated or freed after construction.
+#pragma once
+
+#include <cstddef>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#include "kernels/ops.h"
+
+namespace nexus {
+
+class Arena {
+ public:
+  static constexpr std::size_t kAlign = 64;  // a cache line; also the widest vector load
+
+  // Measuring pass: take() returns null and only counts.
+  Arena() = default;
+  // Carving pass over a block of `bytes` (from allocate()).
+  Arena(std::byte* base, std::size_t bytes) : base_(base), capacity_(bytes) {}
+
+  template <typename T>
+  T* take(idx count) {
+    used_ = (used_ + kAlign - 1) / kAlign * kAlign;
+    T* p = base_ ? reinterpret_cast<T*>(base_ + used_) : nullptr;
+    used_ += static_cast<std::size_t>(count) * sizeof(T);
+    if (base_ && used_ > capacity_) throw std::bad_alloc();
+    return p;
+  }
+
+  // Buffers that are never live at the same time (e.g. one mixer kind's backward scratch and the
+  // other's) may overlap: mark(), carve one set, rewind(), carve the other, then keep the larger.
+  std::size_t mark() const { return used_; }
+  void rewind(std::size_t to) { used_ = to; }
+  void advance_to(std::size_t at_least) { used_ = used_ > at_least ? used_ : at_least; }
+  std::size_t used() const { return used_; }
+
+  struct Free {
+    void operator()(std::byte* p) const { std::free(p); }
+  };
+  using Block = std::unique_ptr<std::byte[], Free>;
+  static Block allocate(std::size_t bytes) {
+    const std::size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+    auto* p = static_cast<std::byte*>(std::aligned_alloc(kAlign, rounded ? rounded : kAlign));
+    if (!p) throw std::bad_alloc();
+    return Block(p);
+  }
+
+ private:
+  std::byte* base_ = nullptr;
+  std::size_t capacity_ = 0;
+  std::size_t used_ = 0;
+};
+
+}  // namespace nexus

@@ -1,0 +1,68 @@
+// Attention mixer (Bamba's BambaAttention): GQA without biases, RoPE on the first half of each
+// head's dims at global positions, causal flash attention, o_proj.
+#include <algorithm>
+
+#include "model/layers.h"
+
+namespace nexus {
+
+namespace {
+
+AttentionShape local_shape(const ModelConfig& c, idx B, idx Tn, idx pos0) {
+  return AttentionShape{B, Tn, Tn, c.n_heads, c.n_kv_heads, c.head_dim, pos0, pos0, true};
+}
+
+}  // namespace
+
+template <typename T>
+void attention_mixer_forward(T* out, const AttentionActivations<T>& a, const T* inp,
+                             const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn, idx pos0,
+                             const KvPrefix<T>* prefix) {
+  const idx N = B * Tn, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
+  matmul_forward(a.q, inp, w.q, N, D, Hq * hd);
+  matmul_forward(a.k, inp, w.k, N, D, Hkv * hd);
+  matmul_forward(a.v, inp, w.v, N, D, Hkv * hd);
+  rope_forward(a.q, B, Tn, Hq, hd, c.rotary_dim(), pos0, c.rope_theta);
+  rope_forward(a.k, B, Tn, Hkv, hd, c.rotary_dim(), pos0, c.rope_theta);
+  attention_forward(a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0));
+  if (prefix) {
+    AttentionShape s = local_shape(c, B, Tn, pos0);
+    s.Tk = prefix->len;
+    s.k_pos0 = prefix->pos0;
+    attention_forward(prefix->out_scratch, prefix->lse_scratch, a.q, prefix->k, prefix->v, s);
+    attention_merge(a.att, a.lse, prefix->out_scratch, prefix->lse_scratch, N * Hq, hd);
+  }
+  matmul_forward(out, a.att, w.o, N, Hq * hd, D);
+}
+
+template <typename T>
+void attention_mixer_backward(T* dinp, const AttentionTensors<T*>& g, const AttentionScratch<T>& s,
+                              const T* dout, const T* inp, const AttentionActivations<T>& a,
+                              const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn,
+                              idx pos0) {
+  const idx N = B * Tn, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
+  matmul_backward(s.datt, g.o, dout, a.att, w.o, N, Hq * hd, D, false);
+  // attention_backward accumulates (the ring adds several blocks' contributions).
+  std::fill(s.dq, s.dq + N * Hq * hd, T(0));
+  std::fill(s.dk, s.dk + N * Hkv * hd, T(0));
+  std::fill(s.dv, s.dv + N * Hkv * hd, T(0));
+  attention_backward(s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0));
+  rope_backward(s.dq, B, Tn, Hq, hd, c.rotary_dim(), pos0, c.rope_theta);
+  rope_backward(s.dk, B, Tn, Hkv, hd, c.rotary_dim(), pos0, c.rope_theta);
+  matmul_backward(dinp, g.q, s.dq, inp, w.q, N, D, Hq * hd, false);
+  matmul_backward(dinp, g.k, s.dk, inp, w.k, N, D, Hkv * hd, true);
+  matmul_backward(dinp, g.v, s.dv, inp, w.v, N, D, Hkv * hd, true);
+}
+
+#define NEXUS_INSTANTIATE(T)                                                                                  \
+  template void attention_mixer_forward<T>(T*, const AttentionActivations<T>&, const T*,                      \
+                                           const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx, \
+                                           const KvPrefix<T>*);                                               \
+  template void attention_mixer_backward<T>(T*, const AttentionTensors<T*>&, const AttentionScratch<T>&,      \
+                                            const T*, const T*, const AttentionActivations<T>&,               \
+                                            const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx);
+NEXUS_INSTANTIATE(float)
+NEXUS_INSTANTIATE(double)
+#undef NEXUS_INSTANTIATE
+
+}  // namespace nexus

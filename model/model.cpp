@@ -1,0 +1,181 @@
+// Forward and backward orchestration of the hybrid model. Layer i:
+//   res_in -> input_layernorm -> mixer (Mamba-2 or attention) -> + res_in = res_mid
+//   res_mid -> pre_ff_layernorm -> SwiGLU MLP -> + res_mid = next layer's res_in
+// Each residual add is fused into the RMSNorm that follows it.
+#include "model/model.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace nexus {
+
+template <typename T>
+Model<T>::Model(const ModelConfig& config, BatchShape shape)
+    : config_(config), table_(config), shape_(shape) {
+  if (shape.B <= 0 || shape.T <= 0)
+    throw std::invalid_argument("batch shape B = " + std::to_string(shape.B) + ", T = " + std::to_string(shape.T) +
+                                " must be positive");
+  params_.assign(static_cast<std::size_t>(table_.total()), T(0));
+  deltas_.assign(static_cast<std::size_t>(table_.total()), T(0));
+  layers_.resize(static_cast<std::size_t>(config_.n_layers));
+  Arena measure;
+  carve(measure);
+  arena_bytes_ = measure.used();
+  arena_block_ = Arena::allocate(arena_bytes_);
+  Arena arena(arena_block_.get(), arena_bytes_);
+  carve(arena);
+}
+
+template <typename T>
+void Model<T>::carve(Arena& a) {
+  const ModelConfig& c = config_;
+  const idx N = shape_.B * shape_.T, D = c.d_model, F = c.mlp_hidden, V = c.vocab_size;
+  const idx qdim = c.n_heads * c.head_dim, kvdim = c.n_kv_heads * c.head_dim;
+  for (idx i = 0; i < c.n_layers; ++i) {
+    LayerState& l = layers_[static_cast<std::size_t>(i)];
+    l.res_in = a.take<T>(N * D);
+    l.ln1 = a.take<T>(N * D);
+    l.rstd1 = a.take<T>(N);
+    l.res_mid = a.take<T>(N * D);
+    l.ln2 = a.take<T>(N * D);
+    l.rstd2 = a.take<T>(N);
+    l.mlp = {a.take<T>(N * 2 * F), a.take<T>(N * F)};
+    if (c.is_attention(i))
+      l.attn = {a.take<T>(N * qdim), a.take<T>(N * kvdim), a.take<T>(N * kvdim), a.take<T>(N * qdim),
+                a.take<T>(N * c.n_heads)};
+    else
+      l.mamba = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
+                 a.take<T>(N * c.d_inner()), a.take<T>(N)};
+  }
+  res_final_ = a.take<T>(N * D);
+  lnf_ = a.take<T>(N * D);
+  rstdf_ = a.take<T>(N);
+  logits_ = a.take<T>(N * V);
+  ce_lse_ = a.take<T>(N);
+  branch_ = a.take<T>(N * D);
+  d_res_ = a.take<T>(N * D);
+  d_ln_ = a.take<T>(N * D);
+  mlp_scratch_ = {a.take<T>(N * 2 * F), a.take<T>(N * F)};
+  // Only one mixer runs its backward at a time, so the two kinds' scratch overlap.
+  const std::size_t mixer_scratch = a.mark();
+  if (c.attention_layer_count() < c.n_layers)
+    mamba_scratch_ = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
+                      a.take<T>(N * c.d_inner()), a.take<T>(ssd_workspace(mamba_ssd_shape(c, shape_.B, shape_.T)))};
+  const std::size_t mamba_end = a.used();
+  a.rewind(mixer_scratch);
+  if (c.attention_layer_count() > 0)
+    attn_scratch_ = {a.take<T>(N * qdim), a.take<T>(N * kvdim), a.take<T>(N * kvdim), a.take<T>(N * qdim)};
+  a.advance_to(mamba_end);
+}
+
+template <typename T>
+void Model<T>::zero_deltas() {
+  std::fill(deltas_.begin(), deltas_.end(), T(0));
+}
+
+template <typename T>
+LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* targets) {
+  const ModelConfig& c = config_;
+  const idx B = shape_.B, Tn = shape_.T, N = B * Tn, D = c.d_model, V = c.vocab_size;
+  for (idx n = 0; n < N; ++n) {
+    if (tokens[n] < 0 || tokens[n] >= V)
+      throw std::invalid_argument("token " + std::to_string(tokens[n]) + " at batch index " + std::to_string(n) +
+                                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
+    if (targets[n] >= V)
+      throw std::invalid_argument("target " + std::to_string(targets[n]) + " at batch index " +
+                                  std::to_string(n) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  }
+  tokens_ = tokens;
+  targets_ = targets;
+  const T* P = params_.data();
+
+  embedding_forward(layers_[0].res_in, tokens, P + table_.at("model.embed_tokens.weight").offset, N, D);
+  const T* prev_res = layers_[0].res_in;  // residual entering layer i (before its fused add)
+  const T* prev_branch = nullptr;         // the previous MLP's output, added in the fused norm
+  for (idx i = 0; i < c.n_layers; ++i) {
+    LayerState& l = layers_[static_cast<std::size_t>(i)];
+    const LayerTensors<const T*> w = layer_tensors(P, table_, c, i);
+    residual_rmsnorm_forward(l.res_in, l.ln1, l.rstd1, prev_res, prev_branch, w.input_norm, N, D, c.norm_eps);
+    if (c.is_attention(i))
+      attention_mixer_forward(branch_, l.attn, l.ln1, w.attn, c, B, Tn, idx(0));
+    else
+      mamba_mixer_forward(branch_, l.mamba, l.ln1, w.mamba, c, B, Tn, mamba_scratch_.ssd_workspace);
+    residual_rmsnorm_forward(l.res_mid, l.ln2, l.rstd2, l.res_in, branch_, w.ff_norm, N, D, c.norm_eps);
+    mlp_forward(branch_, l.mlp, l.ln2, w.mlp, N, D, c.mlp_hidden);
+    prev_res = l.res_mid;
+    prev_branch = branch_;
+  }
+  residual_rmsnorm_forward(res_final_, lnf_, rstdf_, prev_res, prev_branch,
+                           P + table_.at("model.final_layernorm.weight").offset, N, D, c.norm_eps);
+  const char* head = c.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  matmul_forward(logits_, lnf_, P + table_.at(head).offset, N, D, V);
+
+  LossSum loss;
+  loss.sum = cross_entropy_forward(ce_lse_, logits_, targets, N, V);
+  for (idx n = 0; n < N; ++n) loss.count += targets[n] >= 0;
+  return loss;
+}
+
+template <typename T>
+void Model<T>::backward(double loss_scale) {
+  if (!tokens_) throw std::logic_error("Model::backward called before forward");
+  const ModelConfig& c = config_;
+  const idx B = shape_.B, Tn = shape_.T, N = B * Tn, D = c.d_model, V = c.vocab_size;
+  const T* P = params_.data();
+  T* G = deltas_.data();
+  const char* head = c.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  const idx head_off = table_.at(head).offset, final_norm_off = table_.at("model.final_layernorm.weight").offset;
+
+  cross_entropy_backward(logits_, ce_lse_, targets_, N, V, loss_scale);  // logits_ now holds dlogits
+  matmul_backward(d_ln_, G + head_off, logits_, lnf_, P + head_off, N, D, V, false);
+  std::fill(d_res_, d_res_ + N * D, T(0));
+  rmsnorm_backward(d_res_, G + final_norm_off, d_ln_, res_final_, P + final_norm_off, rstdf_, N, D);
+  // d_res_ is now the gradient of every residual stream point walked backwards: each branch's
+  // output gradient is d_res_ itself, and each norm's backward adds into it.
+  for (idx i = c.n_layers - 1; i >= 0; --i) {
+    LayerState& l = layers_[static_cast<std::size_t>(i)];
+    const LayerTensors<const T*> w = layer_tensors(P, table_, c, i);
+    const LayerTensors<T*> g = layer_tensors(G, table_, c, i);
+    mlp_backward(d_ln_, g.mlp, mlp_scratch_, d_res_, l.ln2, l.mlp, w.mlp, N, D, c.mlp_hidden);
+    rmsnorm_backward(d_res_, g.ff_norm, d_ln_, l.res_mid, w.ff_norm, l.rstd2, N, D);
+    if (c.is_attention(i))
+      attention_mixer_backward(d_ln_, g.attn, attn_scratch_, d_res_, l.ln1, l.attn, w.attn, c, B, Tn, idx(0));
+    else
+      mamba_mixer_backward(d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba, c, B, Tn);
+    rmsnorm_backward(d_res_, g.input_norm, d_ln_, l.res_in, w.input_norm, l.rstd1, N, D);
+  }
+  embedding_backward(G + table_.at("model.embed_tokens.weight").offset, tokens_, d_res_, N, D);
+  tokens_ = nullptr;  // logits were consumed: a second backward needs a new forward
+}
+
+template <typename T>
+double Model<T>::forward_flops_per_token() const {
+  const ModelConfig& c = config_;
+  const double D = double(c.d_model), F = double(c.mlp_hidden), V = double(c.vocab_size), Tn = double(shape_.T);
+  double flops = 2.0 * D * V;  // lm_head
+  for (idx i = 0; i < c.n_layers; ++i) {
+    flops += 2.0 * D * 3.0 * F;  // gate, up, down
+    if (c.is_attention(i)) {
+      const double q = double(c.n_heads * c.head_dim), kv = double(c.n_kv_heads * c.head_dim);
+      flops += 2.0 * D * (2.0 * q + 2.0 * kv);  // q, k, v, o projections
+      // QK^T and PV over (T+1)/2 visible keys on average (causal), 2 flops per multiply-add.
+      flops += 2.0 * 2.0 * q * (Tn + 1.0) / 2.0;
+    } else {
+      const double Di = double(c.d_inner()), H = double(c.mamba_heads()), Pd = double(c.mamba_headdim);
+      const double G = double(c.mamba_ngroups), Ns = double(c.mamba_d_state);
+      const double Q = double(std::min<idx>(c.mamba_chunk, shape_.T));
+      flops += 2.0 * D * double(c.in_proj_dim()) + 2.0 * Di * D;  // in_proj, out_proj
+      flops += 2.0 * double(c.conv_dim()) * double(c.mamba_d_conv);
+      // SSD per token: C.B scores over half a chunk per group, the masked scores times X per head,
+      // and the state update and state-to-output products (P x N each) per head.
+      flops += 2.0 * G * Ns * (Q + 1.0) / 2.0 + H * (2.0 * Pd * (Q + 1.0) / 2.0 + 2.0 * 2.0 * Pd * Ns);
+    }
+  }
+  return flops;
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace nexus

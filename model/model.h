@@ -1,0 +1,99 @@
+// The whole hybrid model on one rank: flat parameters and deltas, one activation arena, and the
+// evaluate (forward) / differentiate (backward) passes over a fixed batch shape.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/arena.h"
+#include "model/config.h"
+#include "model/layers.h"
+#include "model/params.h"
+
+namespace nexus {
+
+struct BatchShape {
+  idx B;  // sequences per micro-batch
+  idx T;  // tokens per sequence
+};
+
+// Summed next-token loss over the targets that count (target >= 0), and how many there were. The
+// caller divides by the global count (all micro-batches, all ranks) so accumulation is exact.
+struct LossSum {
+  double sum = 0.0;
+  idx count = 0;
+};
+
+template <typename T>
+class Model {
+ public:
+  Model(const ModelConfig& config, BatchShape shape);
+
+  const ModelConfig& config() const { return config_; }
+  const ParamTable& table() const { return table_; }
+  BatchShape shape() const { return shape_; }
+
+  // Flat buffers in table() layout.
+  T* params() { return params_.data(); }
+  const T* params() const { return params_.data(); }
+  T* deltas() { return deltas_.data(); }
+  const T* deltas() const { return deltas_.data(); }
+  idx num_params() const { return table_.total(); }
+
+  void init(std::uint64_t seed) { init_parameters(params_.data(), table_, config_, seed); }
+  void zero_deltas();
+
+  // evaluate. tokens, targets: [B, T]; a token outside [0, vocab) throws std::invalid_argument
+  // naming its index and value; targets < 0 are ignored.
+  LossSum forward(const std::int32_t* tokens, const std::int32_t* targets);
+  // [B*T, V] logits of the last forward; overwritten by backward (which turns them into dlogits).
+  const T* logits() const { return logits_; }
+
+  // differentiate. deltas += d(loss_scale * LossSum.sum) / d(params) for the last forward's batch.
+  void backward(double loss_scale);
+
+  std::size_t arena_bytes() const { return arena_bytes_; }
+  // Model FLOPs of one forward pass per token, counted honestly: every GEMM, causal attention at
+  // the average visible length, and the SSD scan. Training (forward + backward) is 3x.
+  double forward_flops_per_token() const;
+
+ private:
+  struct LayerState {
+    T* res_in;   // [N, D] residual stream entering the layer
+    T* ln1;      // [N, D] input_layernorm output (the mixer's input)
+    T* rstd1;    // [N]
+    T* res_mid;  // [N, D] residual stream after the mixer
+    T* ln2;      // [N, D] pre_ff_layernorm output (the MLP's input)
+    T* rstd2;    // [N]
+    MlpActivations<T> mlp{};
+    MambaActivations<T> mamba{};
+    AttentionActivations<T> attn{};
+  };
+  void carve(Arena& arena);
+
+  ModelConfig config_;
+  ParamTable table_;
+  BatchShape shape_;
+  std::vector<T> params_;  // [num_params] every weight, carved into named views by table_
+  std::vector<T> deltas_;  // [num_params] accumulated gradients, same layout
+
+  Arena::Block arena_block_;
+  std::size_t arena_bytes_ = 0;
+  std::vector<LayerState> layers_;
+  const std::int32_t* tokens_ = nullptr;   // the last forward's batch (borrowed, [B, T])
+  const std::int32_t* targets_ = nullptr;
+  T* res_final_ = nullptr;  // [N, D] residual stream after the last layer
+  T* lnf_ = nullptr;        // [N, D] final_layernorm output
+  T* rstdf_ = nullptr;      // [N]
+  T* logits_ = nullptr;     // [N, V]
+  T* ce_lse_ = nullptr;     // [N]
+  T* branch_ = nullptr;     // [N, D] a mixer's or MLP's output, consumed by the next residual add
+  // Backward scratch, shared by all layers.
+  T* d_res_ = nullptr;      // [N, D] gradient of the residual stream
+  T* d_ln_ = nullptr;       // [N, D] gradient of a norm's output
+  MlpScratch<T> mlp_scratch_{};
+  MambaScratch<T> mamba_scratch_{};
+  AttentionScratch<T> attn_scratch_{};
+};
+
+}  // namespace nexus
