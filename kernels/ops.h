@@ -193,4 +193,10 @@ template <typename T>
 void cross_entropy_backward(T* logits_to_dlogits /*[N,V]*/, const T* lse /*[N]*/,
                             const std::int32_t* targets /*[N]*/, idx N, idx V, double scale);
 
+// ---------------------------------------------------------------------------------------------
+// The backend's dense GEMM rate in GFLOP/s (fp32 sgemm on CPU), measured on n x n x n products for
+// about `seconds` after one warm-up: the peak that model FLOP utilisation is reported against.
+// Allocates its own operands (it is a measurement, not a kernel).
+double measure_gemm_peak_gflops(idx n = 1024, double seconds = 0.5);
+
 }  // namespace nexus

@@ -76,7 +76,12 @@ TEST(Model, EveryParameterGradientMatchesFiniteDifferences) {
       std::copy(x.begin(), x.end(), m.params() + p.offset);
       return m.forward(tokens.data(), targets.data()).sum * scale;
     };
-    const test::GradCheck r = test::check_gradient(x, g, loss, 12);
+    // Through 8 layers the fp64 loss (~3) carries ~1e-15 of rounding, which the stencil turns
+    // into ~3e-12 of gradient noise at h = 3e-4, while its truncation error (h^4 |L^(5)| / 30)
+    // stays below 1e-8 relative even for the first layer's norm. Deep-layer gradients go down to
+    // ~1e-6, so entries below 1e-5 are held to an absolute 1e-11 (floor 1e-5 x 1e-6): still three
+    // orders below any real backward mistake.
+    const test::GradCheck r = test::check_gradient(x, g, loss, 6, 3e-4, 1e-5);
     std::copy(x.begin(), x.end(), m.params() + p.offset);
     EXPECT_LT(r.max_rel_error, 1e-6) << p.name << ": " << test::describe(r);
   }

@@ -1,0 +1,121 @@
+// `nexus`: the command users run, under mpirun or srun.
+//
+//   nexus train [--config FILE] [--section.key=value ...]
+//   nexus data prepare --out PREFIX [--shard-tokens N] [--separator S] FILE...
+//
+// Every rank runs the same command. Any rank's fatal error ends the whole job with a message
+// and a non-zero exit (MPI_Abort), never a hang.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "data/prepare.h"
+#include "parallel/communicator.h"
+#include "trainer/options.h"
+#include "trainer/signals.h"
+#include "trainer/train.h"
+
+using namespace nexus;
+
+namespace {
+
+const char* kUsage =
+    "Usage: nexus <command> [options]\n"
+    "\n"
+    "Commands:\n"
+    "  train          train a model (launch with mpirun -np N or srun); --help lists every option\n"
+    "  data prepare   turn raw text files into llm.c token shards with the byte tokenizer\n"
+    "\n"
+    "Examples:\n"
+    "  mpirun -np 2 nexus train --config configs/tiny.ini\n"
+    "  nexus train --config configs/tiny.ini --train.steps=50 --train.lr=3e-3\n"
+    "  nexus data prepare --out data/mytext *.txt\n";
+
+const char* kPrepareUsage =
+    "Usage: nexus data prepare --out PREFIX [--shard-tokens N] [--separator TEXT] FILE...\n"
+    "  Writes PREFIX_val_000000.bin (the first shard) and PREFIX_train_NNNNNN.bin (the rest):\n"
+    "  llm.c uint16 shards of byte tokens, documents separated by end-of-text (token 256).\n"
+    "  --shard-tokens N   tokens per shard (default 100000000)\n"
+    "  --separator TEXT   also split each file into documents at TEXT (e.g. $'\\n\\n')\n";
+
+int run_train(int argc, char** argv, const Communicator& comm) {
+  const CommandLine cl = parse_command_line(argc - 1, argv + 1);
+  if (cl.help) {
+    if (comm.is_root()) std::printf("%s", options_help().c_str());
+    return 0;
+  }
+  install_stop_signals();
+  const TrainResult r = train(cl.options, comm);
+  if (comm.is_root()) {
+    std::printf("done: %lld steps", (long long)r.steps_done);
+    if (!r.losses.empty()) std::printf(", final loss %.4f", r.losses.back());
+    if (r.eval_accuracy >= 0) std::printf(", eval accuracy %.1f%%", 100 * r.eval_accuracy);
+    std::printf("\nmetrics: %s  (plot: python3 trainer/plot_metrics.py %s)\n", r.metrics_path.c_str(),
+                r.metrics_path.c_str());
+  }
+  return 0;
+}
+
+int run_data_prepare(int argc, char** argv, const Communicator& comm) {
+  PrepareOptions p;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw ConfigError("nexus data prepare: " + a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      if (comm.is_root()) std::printf("%s", kPrepareUsage);
+      return 0;
+    } else if (a == "--out") {
+      p.out_prefix = value();
+    } else if (a == "--shard-tokens") {
+      const std::string v = value();
+      try {
+        p.shard_tokens = std::stoll(v);
+      } catch (const std::exception&) {
+        throw ConfigError("nexus data prepare: --shard-tokens " + v + " is not an integer");
+      }
+    } else if (a == "--separator") {
+      p.document_separator = value();
+    } else if (a.rfind("--", 0) == 0) {
+      throw ConfigError("nexus data prepare: unknown option " + a + "\n" + kPrepareUsage);
+    } else {
+      p.inputs.push_back(a);
+    }
+  }
+  if (p.out_prefix.empty() || p.inputs.empty())
+    throw ConfigError(std::string("nexus data prepare: needs --out PREFIX and at least one input file\n") +
+                      kPrepareUsage);
+  if (!comm.is_root()) return 0;  // one writer
+  for (const PreparedShard& s : prepare_text_shards(p))
+    std::printf("%s  %s  %lld tokens\n", s.split.c_str(), s.path.c_str(), (long long)s.tokens);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MpiRuntime mpi(&argc, &argv);
+  const Communicator comm = Communicator::world();
+  const std::string command = argc > 1 ? argv[1] : "";
+  try {
+    if (command == "train") return run_train(argc - 1, argv + 1, comm);
+    if (command == "data" && argc > 2 && std::strcmp(argv[2], "prepare") == 0)
+      return run_data_prepare(argc - 3, argv + 3, comm);
+    if (command == "--help" || command == "-h" || command == "help") {
+      if (comm.is_root()) std::printf("%s", kUsage);
+      return 0;
+    }
+    if (comm.is_root())
+      std::fprintf(stderr, "nexus: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+    return 2;
+  } catch (const ConfigError& e) {
+    // Configuration errors are identical on every rank: report once, exit cleanly everywhere.
+    if (comm.is_root()) std::fprintf(stderr, "nexus: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    comm.abort(e.what(), 1);
+  }
+}

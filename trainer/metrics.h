@@ -1,0 +1,48 @@
+// What a run reports: one human line per step on stdout (with a progress bar and ETA when stdout
+// is a terminal), and the same fields as JSON lines in <run dir>/metrics.jsonl for plotting.
+// Only the root rank constructs an enabled log; the others' calls do nothing.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "kernels/ops.h"
+
+namespace nexus {
+
+struct StepMetrics {
+  idx step = 0, total_steps = 0;
+  double loss = 0, lr = 0, grad_norm = 0;
+  double tokens_per_s = 0, ms = 0;
+  double mfu = 0;  // model FLOPs achieved / GEMM peak measured at start
+  double peak_mem_mib = 0;
+  idx bad_steps = 0;
+};
+
+class MetricsLog {
+ public:
+  MetricsLog(const std::string& run_dir, bool enabled);
+  ~MetricsLog();
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+
+  void step(const StepMetrics& m);
+  // accuracy < 0 means the task has no accuracy metric.
+  void eval(idx step, double loss, double accuracy);
+  void note(const std::string& text);  // a line on stdout, also recorded as {"note": ...}
+  const std::string& path() const { return path_; }
+
+ private:
+  void write_json(const std::string& line);
+  bool enabled_;
+  bool tty_ = false;
+  std::string path_;
+  std::FILE* file_ = nullptr;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// Peak resident memory of this process so far, in MiB.
+double peak_rss_mib();
+
+}  // namespace nexus

@@ -1,0 +1,391 @@
+#include "trainer/options.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <string_view>
+#include <system_error>
+
+#include <boost/program_options.hpp>
+
+namespace nexus {
+
+namespace po = boost::program_options;
+
+namespace {
+
+// The single list of options: every key, its field and its help line. Templated on constness
+// so one list serves parsing (writes the fields), printing and the help text.
+template <typename Options, typename F>
+void for_each_option(Options& o, F&& f) {
+  auto& m = o.model;
+  f("model.vocab_size", m.vocab_size, "vocabulary size (256 for the byte tokenizer)");
+  f("model.d_model", m.d_model, "hidden size D");
+  f("model.n_layers", m.n_layers, "number of layers L");
+  f("model.pattern", m.pattern, "one letter per layer, M (Mamba-2) or A (attention); empty: A where i % 8 == 4");
+  f("model.mlp_hidden", m.mlp_hidden, "SwiGLU hidden width (intermediate_size)");
+  f("model.n_heads", m.n_heads, "attention query heads");
+  f("model.n_kv_heads", m.n_kv_heads, "attention key/value heads (GQA)");
+  f("model.head_dim", m.head_dim, "attention head size");
+  f("model.rope_theta", m.rope_theta, "RoPE base");
+  f("model.mamba_expand", m.mamba_expand, "Mamba-2 d_inner = expand * d_model");
+  f("model.mamba_headdim", m.mamba_headdim, "Mamba-2 head size P");
+  f("model.mamba_ngroups", m.mamba_ngroups, "Mamba-2 B/C groups G");
+  f("model.mamba_d_state", m.mamba_d_state, "Mamba-2 state size N");
+  f("model.mamba_d_conv", m.mamba_d_conv, "Mamba-2 conv1d kernel size");
+  f("model.mamba_chunk", m.mamba_chunk, "SSD chunk size Q");
+  f("model.norm_eps", m.norm_eps, "RMSNorm epsilon");
+  f("model.tie_embeddings", m.tie_embeddings, "lm_head shares the embedding matrix");
+  f("model.init_std", m.init_std, "standard deviation of the normal weight init");
+  auto& t = o.train;
+  f("train.steps", t.steps, "optimizer steps");
+  f("train.global_batch", t.global_batch, "sequences per optimizer step, all ranks together");
+  f("train.micro_batch", t.micro_batch, "sequences per rank per forward/backward");
+  f("train.grad_accum", t.grad_accum, "micro-batches per step; 0: global_batch / (micro_batch * dp), else checked");
+  f("train.seq_len", t.seq_len, "tokens per sequence");
+  f("train.seed", t.seed, "seed for the initialisation and the data order");
+  f("train.lr", t.lr, "peak learning rate");
+  f("train.min_lr", t.min_lr, "learning rate at the end of the decay");
+  f("train.warmup_steps", t.warmup_steps, "linear warmup steps");
+  f("train.schedule", t.schedule, "cosine | constant | wsd (warmup-stable-decay)");
+  f("train.wsd_decay_fraction", t.wsd_decay_fraction, "wsd: fraction of the steps spent decaying to min_lr");
+  f("train.beta1", t.beta1, "AdamW beta1");
+  f("train.beta2", t.beta2, "AdamW beta2");
+  f("train.eps", t.eps, "AdamW epsilon");
+  f("train.weight_decay", t.weight_decay, "AdamW decoupled weight decay (not on norms, biases, A_log, D, dt_bias)");
+  f("train.grad_clip", t.grad_clip, "max global gradient norm; 0: no clipping");
+  f("train.max_bad_steps", t.max_bad_steps, "non-finite steps skipped in a row before the run stops");
+  f("train.eval_every", t.eval_every, "steps between evaluations; 0: never");
+  f("train.eval_batches", t.eval_batches, "batches per evaluation");
+  f("train.log_every", t.log_every, "steps between log lines");
+  f("train.out_dir", t.out_dir, "run directory (metrics, logs)");
+  f("train.ckpt_every", t.ckpt_every, "steps between checkpoints; 0: never");
+  f("train.ckpt_dir", t.ckpt_dir, "checkpoint directory; empty: <out_dir>/checkpoints");
+  f("train.ckpt_keep", t.ckpt_keep, "checkpoints kept; 0: all");
+  auto& d = o.data;
+  f("data.source", d.source, "mqar | shards | hdf5 | text");
+  f("data.path", d.path, "training data: file, directory or glob (not for mqar)");
+  f("data.mqar_pairs", d.mqar_pairs, "mqar: key-value pairs per sequence");
+  f("data.mqar_queries", d.mqar_queries, "mqar: queries per sequence");
+  f("data.val_path", d.val_path, "validation data; empty: none (mqar: its own stream)");
+  f("parallel.cp", o.parallel.cp, "context-parallel group size; dp = world size / cp");
+}
+
+constexpr std::array<std::pair<const char*, const char*>, 4> kSections = {{
+    {"model", "architecture (Hugging Face BambaConfig)"},
+    {"train", "optimization, schedule, evaluation, checkpoints"},
+    {"data", "training and validation data"},
+    {"parallel", "process mesh"},
+}};
+
+std::string_view section_of(std::string_view key) { return key.substr(0, key.find('.')); }
+
+// ---- values <-> text ---------------------------------------------------------------------
+
+const char* type_name(const idx&) { return "int"; }
+const char* type_name(const std::uint64_t&) { return "uint"; }
+const char* type_name(const double&) { return "float"; }
+const char* type_name(const bool&) { return "bool"; }
+const char* type_name(const std::string&) { return "string"; }
+
+std::string format(idx v) { return std::to_string(v); }
+std::string format(std::uint64_t v) { return std::to_string(v); }
+std::string format(bool v) { return v ? "true" : "false"; }
+std::string format(const std::string& v) { return v; }
+std::string format(double v) {
+  // Shortest text that reads back to the same double, so the INI text round-trips exactly.
+  std::array<char, 64> buf{};
+  const auto r = std::to_chars(buf.data(), buf.data() + buf.size(), v);
+  return std::string(buf.data(), r.ptr);
+}
+
+// Each parse returns false when `text` is not entirely a value of the type.
+template <typename Int>
+bool parse_integer(const std::string& text, Int& out) {
+  const char* end = text.data() + text.size();
+  const auto r = std::from_chars(text.data(), end, out);
+  return r.ec == std::errc() && r.ptr == end;
+}
+bool parse(const std::string& text, idx& out) { return parse_integer(text, out); }
+bool parse(const std::string& text, std::uint64_t& out) { return parse_integer(text, out); }
+bool parse(const std::string& text, double& out) {
+  const char* end = text.data() + text.size();
+  const auto r = std::from_chars(text.data(), end, out);
+  return r.ec == std::errc() && r.ptr == end && std::isfinite(out);
+}
+bool parse(const std::string& text, bool& out) {
+  std::string s = text;
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const bool yes = s == "true" || s == "yes" || s == "on" || s == "1";
+  const bool no = s == "false" || s == "no" || s == "off" || s == "0";
+  if (yes || no) out = yes;
+  return yes || no;
+}
+bool parse(const std::string& text, std::string& out) {
+  out = text;
+  return true;
+}
+
+const char* expected(const idx&) { return "an integer"; }
+const char* expected(const std::uint64_t&) { return "a non-negative integer"; }
+const char* expected(const double&) { return "a finite number"; }
+const char* expected(const bool&) { return "true or false"; }
+const char* expected(const std::string&) { return "a string"; }
+
+// ---- Boost.Program_options plumbing ------------------------------------------------------
+
+// Every option takes its value as a string; the conversion is ours, so that a malformed value
+// reports the key, the value and the expected type. With `show_defaults` the defaults appear
+// in the description (for the help text only: parsing must see just what was given).
+po::options_description describe(bool show_defaults) {
+  po::options_description all(100, 50);
+  const RunOptions defaults;
+  for (const auto& [section, title] : kSections) {
+    po::options_description group(std::string("[") + section + "] " + title, 100, 50);
+    for_each_option(defaults, [&](const char* key, const auto& field, const char* help) {
+      if (section_of(key) != section) return;
+      auto* value = po::value<std::string>()->value_name(type_name(field));
+      if (show_defaults) {
+        const std::string text = format(field);
+        value->default_value(text, text.empty() ? "\"\"" : text);
+      }
+      group.add_options()(key, value, help);
+    });
+    all.add(group);
+  }
+  return all;
+}
+
+po::options_description generic_options() {
+  po::options_description generic("General", 100, 50);
+  generic.add_options()("help,h", "print this help and exit")(
+      "config,c", po::value<std::string>()->value_name("FILE"),
+      "INI file ([section] key = value); the command line overrides it");
+  return generic;
+}
+
+po::variables_map read_ini(const std::string& text, const std::string& origin) {
+  std::istringstream in(text);
+  po::variables_map vm;
+  try {
+    po::store(po::parse_config_file(in, describe(false), /*allow_unregistered=*/false), vm);
+  } catch (const po::unknown_option& e) {
+    throw OptionsError("unknown key '" + e.get_option_name() + "' in " + origin + " (nexus train --help lists the keys)");
+  } catch (const po::error& e) {
+    throw OptionsError(origin + ": " + e.what());
+  }
+  return vm;
+}
+
+void apply(const po::variables_map& vm, const std::string& origin, RunOptions& o) {
+  for_each_option(o, [&](const char* key, auto& field, const char*) {
+    const auto it = vm.find(key);
+    if (it == vm.end()) return;
+    const auto& text = it->second.as<std::string>();
+    if (!parse(text, field))
+      throw OptionsError("invalid value '" + text + "' for " + key + " (" + origin + "): expected " + expected(field));
+  });
+}
+
+[[noreturn]] void fail(const std::string& message) { throw OptionsError("invalid configuration: " + message); }
+
+template <typename T>
+std::string kv(const char* key, const T& value) {
+  return std::string(key) + " = " + format(value);
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) fail(message);
+}
+
+// Fills the values that default to others, then checks everything that does not depend on the
+// world size.
+void finalize(RunOptions& o) {
+  ModelConfig& m = o.model;
+  TrainOptions& t = o.train;
+  DataOptions& d = o.data;
+  try {
+    m.validate();
+  } catch (const OptionsError&) {
+    throw;
+  } catch (const ConfigError& e) {
+    throw OptionsError(e.what());
+  }
+  if (m.pattern.empty()) m.pattern = m.layer_pattern();
+  if (t.ckpt_dir.empty()) t.ckpt_dir = t.out_dir + "/checkpoints";
+
+  require(t.steps > 0, kv("train.steps", t.steps) + " must be positive");
+  require(t.global_batch > 0, kv("train.global_batch", t.global_batch) + " must be positive");
+  require(t.micro_batch > 0, kv("train.micro_batch", t.micro_batch) + " must be positive");
+  require(t.global_batch % t.micro_batch == 0,
+          kv("train.global_batch", t.global_batch) + " is not a multiple of " + kv("train.micro_batch", t.micro_batch));
+  require(t.grad_accum >= 0, kv("train.grad_accum", t.grad_accum) + " must be 0 (derived) or positive");
+  require(t.grad_accum == 0 || t.global_batch % (t.micro_batch * t.grad_accum) == 0,
+          kv("train.global_batch", t.global_batch) + " is not a multiple of train.micro_batch * train.grad_accum = " +
+              format(t.micro_batch) + " * " + format(t.grad_accum));
+  require(t.seq_len > 0, kv("train.seq_len", t.seq_len) + " must be positive");
+  require(t.lr > 0, kv("train.lr", t.lr) + " must be positive");
+  require(t.min_lr >= 0 && t.min_lr <= t.lr,
+          kv("train.min_lr", t.min_lr) + " must lie in [0, train.lr = " + format(t.lr) + "]");
+  require(t.warmup_steps >= 0 && t.warmup_steps <= t.steps,
+          kv("train.warmup_steps", t.warmup_steps) + " must lie in [0, train.steps = " + format(t.steps) + "]");
+  require(parse_lr_schedule(t.schedule).has_value(),
+          "train.schedule = \"" + t.schedule + "\" is not one of cosine, constant, wsd");
+  require(t.wsd_decay_fraction >= 0 && t.wsd_decay_fraction <= 1,
+          kv("train.wsd_decay_fraction", t.wsd_decay_fraction) + " must lie in [0, 1]");
+  if (t.schedule == "wsd")
+    require(t.warmup_steps <= wsd_decay_start(o.schedule()),
+            kv("train.warmup_steps", t.warmup_steps) + " overlaps the decay, which starts at step " +
+                format(wsd_decay_start(o.schedule())) + " (train.steps = " + format(t.steps) +
+                ", train.wsd_decay_fraction = " + format(t.wsd_decay_fraction) + ")");
+  require(t.beta1 >= 0 && t.beta1 < 1, kv("train.beta1", t.beta1) + " must lie in [0, 1)");
+  require(t.beta2 >= 0 && t.beta2 < 1, kv("train.beta2", t.beta2) + " must lie in [0, 1)");
+  require(t.eps > 0, kv("train.eps", t.eps) + " must be positive");
+  require(t.weight_decay >= 0, kv("train.weight_decay", t.weight_decay) + " must not be negative");
+  require(t.grad_clip >= 0, kv("train.grad_clip", t.grad_clip) + " must not be negative (0 disables clipping)");
+  require(t.max_bad_steps >= 0, kv("train.max_bad_steps", t.max_bad_steps) + " must not be negative");
+  require(t.eval_every >= 0, kv("train.eval_every", t.eval_every) + " must not be negative (0: never)");
+  require(t.eval_every == 0 || t.eval_batches > 0,
+          kv("train.eval_batches", t.eval_batches) + " must be positive when train.eval_every = " + format(t.eval_every));
+  require(t.log_every > 0, kv("train.log_every", t.log_every) + " must be positive");
+  require(!t.out_dir.empty(), "train.out_dir must not be empty");
+  require(t.ckpt_every >= 0, kv("train.ckpt_every", t.ckpt_every) + " must not be negative (0: never)");
+  require(t.ckpt_keep >= 0, kv("train.ckpt_keep", t.ckpt_keep) + " must not be negative (0: keep all)");
+
+  require(d.source == "mqar" || d.source == "shards" || d.source == "hdf5" || d.source == "text",
+          "data.source = \"" + d.source + "\" is not one of mqar, shards, hdf5, text");
+  require(d.source == "mqar" || !d.path.empty(), "data.path is required when data.source = " + d.source);
+  require(d.mqar_pairs > 0, kv("data.mqar_pairs", d.mqar_pairs) + " must be positive");
+  require(d.mqar_queries > 0, kv("data.mqar_queries", d.mqar_queries) + " must be positive");
+  require(o.parallel.cp > 0, kv("parallel.cp", o.parallel.cp) + " must be positive");
+
+  // Values that the INI text could not carry back unchanged.
+  for_each_option(o, [](const char* key, const auto& field, const char*) {
+    const std::string text = format(field);
+    const bool padded = !text.empty() && (std::isspace(static_cast<unsigned char>(text.front())) ||
+                                          std::isspace(static_cast<unsigned char>(text.back())));
+    require(!padded && text.find_first_of("#\r\n") == std::string::npos,
+            std::string(key) + " = \"" + text + "\" cannot be stored in an INI file ('#', line breaks or edge spaces)");
+  });
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw OptionsError("cannot open config file '" + path + "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw OptionsError("cannot read config file '" + path + "'");
+  return text.str();
+}
+
+}  // namespace
+
+ScheduleConfig RunOptions::schedule() const {
+  return ScheduleConfig{parse_lr_schedule(train.schedule).value_or(LrSchedule::Cosine),
+                        train.lr,
+                        train.min_lr,
+                        train.warmup_steps,
+                        train.steps,
+                        train.wsd_decay_fraction};
+}
+
+AdamWHyper RunOptions::adamw() const { return AdamWHyper{train.beta1, train.beta2, train.eps, train.weight_decay}; }
+
+CommandLine parse_command_line(const std::vector<std::string>& args) {
+  po::options_description desc = generic_options();
+  desc.add(describe(false));
+  po::positional_options_description positional;
+  positional.add("config", 1);
+  // Guessing would let a misspelt prefix such as --train.ckpt silently pick a key.
+  const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+  po::variables_map cli;
+  try {
+    po::store(po::command_line_parser(args).options(desc).positional(positional).style(style).run(), cli);
+  } catch (const po::unknown_option& e) {
+    const std::string name = e.get_option_name();  // "--key=value" when given with '='
+    throw OptionsError("unknown option '" + name.substr(0, name.find('=')) +
+                       "' on the command line (nexus train --help lists them)");
+  } catch (const po::error& e) {
+    throw OptionsError(std::string("command line: ") + e.what());
+  }
+
+  CommandLine result;
+  result.help = cli.count("help") > 0;
+  if (cli.count("config")) result.config_file = cli["config"].as<std::string>();
+  if (result.help) return result;
+  if (!result.config_file.empty())
+    apply(read_ini(read_file(result.config_file), "config file " + result.config_file),
+          "config file " + result.config_file, result.options);
+  apply(cli, "command line", result.options);
+  finalize(result.options);
+  return result;
+}
+
+CommandLine parse_command_line(int argc, const char* const argv[]) {
+  return parse_command_line(std::vector<std::string>(argv + std::min(argc, 1), argv + argc));
+}
+
+RunOptions parse_ini(const std::string& text, const std::string& origin) {
+  RunOptions o;
+  apply(read_ini(text, origin), origin, o);
+  finalize(o);
+  return o;
+}
+
+std::string to_ini(const RunOptions& options) {
+  std::string out = "# nexus run configuration, resolved values\n";
+  for (const auto& [section, title] : kSections) {
+    out += std::string("\n[") + section + "]\n";
+    for_each_option(options, [&](const char* key, const auto& field, const char*) {
+      const std::string_view k(key);
+      if (section_of(k) != section) return;
+      out += std::string(k.substr(k.find('.') + 1)) + " = " + format(field) + "\n";
+    });
+  }
+  return out;
+}
+
+std::string options_help(const std::string& usage) {
+  po::options_description desc = generic_options();
+  desc.add(describe(true));
+  std::ostringstream out;
+  out << usage << "\n\n"
+      << "Options come from the INI file (section [model], key d_model is model.d_model) and the\n"
+      << "command line (--model.d_model=512), which wins. Defaults in parentheses.\n\n"
+      << desc;
+  return out.str();
+}
+
+BatchLayout batch_layout(const RunOptions& options, idx world_size) {
+  const TrainOptions& t = options.train;
+  const idx cp = options.parallel.cp;
+  require(world_size > 0, "world size " + format(world_size) + " must be positive");
+  require(world_size % cp == 0,
+          "world size " + format(world_size) + " is not a multiple of " + kv("parallel.cp", cp));
+  BatchLayout layout;
+  layout.world = world_size;
+  layout.cp = cp;
+  layout.dp = world_size / cp;
+  layout.micro_batch = t.micro_batch;
+  layout.global_batch = t.global_batch;
+  const idx per_pass = t.micro_batch * layout.dp;  // sequences per micro-step over all replicas
+  require(t.global_batch % per_pass == 0,
+          kv("train.global_batch", t.global_batch) + " is not divisible by train.micro_batch * dp = " +
+              format(t.micro_batch) + " * " + format(layout.dp) + " = " + format(per_pass) + " (world size " +
+              format(world_size) + ", " + kv("parallel.cp", cp) + ")");
+  layout.grad_accum = t.global_batch / per_pass;
+  require(t.grad_accum == 0 || t.grad_accum == layout.grad_accum,
+          kv("train.grad_accum", t.grad_accum) + " does not match train.global_batch / (train.micro_batch * dp) = " +
+              format(t.global_batch) + " / (" + format(t.micro_batch) + " * " + format(layout.dp) + ") = " +
+              format(layout.grad_accum) + " at world size " + format(world_size) + "; set it to 0 to derive it");
+  require(cp == 1 || t.seq_len % (2 * cp) == 0,
+          kv("train.seq_len", t.seq_len) + " is not divisible by 2 * parallel.cp = " + format(2 * cp) +
+              " (each sequence is cut into 2 * cp zigzag chunks)");
+  return layout;
+}
+
+}  // namespace nexus

@@ -1,0 +1,119 @@
+// The configuration of a `nexus train` run: INI files and command-line overrides read by
+// Boost.Program_options into plain structs.
+//
+//   [model]            <=>  --model.d_model=512  or  --model.d_model 512
+//   d_model = 256
+//
+// The command line wins over the file (`--config FILE`, or the file as the one positional
+// argument). Unknown keys, malformed values and impossible combinations throw OptionsError with
+// a message naming the key, the value and (for file keys) the file.
+//
+// Batch rule: train.global_batch (sequences per optimizer step over all ranks) and
+// train.micro_batch (sequences per rank per forward/backward) are given; with dp = world / cp
+// data-parallel replicas, grad_accum = global_batch / (micro_batch * dp) micro-batches per step.
+// train.grad_accum = 0 (the default) derives it; a nonzero value is a check that the run has the
+// batch layout the config was written for. See batch_layout().
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "optim/adamw.h"
+#include "optim/schedule.h"
+
+namespace nexus {
+
+// Every configuration error of the command (a ConfigError, so ModelConfig's errors and these are
+// caught alike); what() is the full message for the user.
+struct OptionsError : ConfigError {
+  using ConfigError::ConfigError;
+};
+
+struct TrainOptions {
+  idx steps = 100;
+  idx global_batch = 8;  // sequences per optimizer step, all ranks together
+  idx micro_batch = 2;   // sequences per rank per forward/backward
+  idx grad_accum = 0;    // 0: derived (see above); otherwise checked
+  idx seq_len = 256;
+  std::uint64_t seed = 1234;
+  double lr = 1e-3;  // peak
+  double min_lr = 1e-4;
+  idx warmup_steps = 10;
+  std::string schedule = "cosine";  // cosine | constant | wsd
+  double wsd_decay_fraction = 0.2;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;  // max global norm; 0 disables clipping
+  idx max_bad_steps = 5;   // non-finite steps skipped in a row before the run stops
+  idx eval_every = 50;     // 0: never
+  idx eval_batches = 4;
+  idx log_every = 10;
+  std::string out_dir = "runs/nexus";  // metrics and logs
+  idx ckpt_every = 100;                // 0: never
+  std::string ckpt_dir;                // empty in a file: <out_dir>/checkpoints
+  idx ckpt_keep = 3;                   // 0: keep all
+  bool operator==(const TrainOptions&) const = default;
+};
+
+struct DataOptions {
+  std::string source = "mqar";  // mqar | shards | hdf5 | text
+  std::string path;             // file, directory or glob; unused by mqar
+  idx mqar_pairs = 16;
+  idx mqar_queries = 16;
+  std::string val_path;  // empty: no held-out file (mqar draws validation from its own stream)
+  bool operator==(const DataOptions&) const = default;
+};
+
+struct ParallelOptions {
+  idx cp = 1;  // context-parallel group size; dp = world / cp
+  bool operator==(const ParallelOptions&) const = default;
+};
+
+struct RunOptions {
+  ModelConfig model;
+  TrainOptions train;
+  DataOptions data;
+  ParallelOptions parallel;
+
+  ScheduleConfig schedule() const;
+  AdamWHyper adamw() const;
+};
+
+struct CommandLine {
+  RunOptions options;
+  bool help = false;        // --help / -h: print options_help() and exit 0
+  std::string config_file;  // empty when none was given
+};
+
+// Reads `args` (the arguments after the subcommand, e.g. {"--config", "tiny.ini",
+// "--train.steps=5"}). Everything independent of the world size is validated here, including
+// ModelConfig::validate(). With --help the options are not validated.
+CommandLine parse_command_line(const std::vector<std::string>& args);
+// argv-style: argv[0] is skipped (pass `argc - 1, argv + 1` to skip the program name and keep
+// the subcommand as argv[0]).
+CommandLine parse_command_line(int argc, const char* const argv[]);
+
+// Parses INI text such as to_ini()'s (e.g. the config stored in a checkpoint) and validates it.
+// `origin` names the text in error messages.
+RunOptions parse_ini(const std::string& text, const std::string& origin = "<config text>");
+
+// Every key with its resolved value, grouped by section; parse_ini(to_ini(o)) reproduces o.
+std::string to_ini(const RunOptions& options);
+
+// The option reference, every key with its default, e.g. for `nexus train --help`.
+std::string options_help(const std::string& usage = "Usage: nexus train [--config FILE] [--section.key=value ...]");
+
+// How the global batch is split at a world size. Throws OptionsError naming the values when
+// world % cp != 0, global_batch % (micro_batch * dp) != 0, a nonzero grad_accum disagrees, or
+// (cp > 1) seq_len % (2 * cp) != 0.
+struct BatchLayout {
+  idx world = 1, dp = 1, cp = 1;
+  idx micro_batch = 1, grad_accum = 1, global_batch = 1;
+};
+BatchLayout batch_layout(const RunOptions& options, idx world_size);
+
+}  // namespace nexus

@@ -1,0 +1,190 @@
+#include "trainer/train.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "data/mqar.h"
+#include "data/token_source.h"
+#include "model/model.h"
+#include "optim/adamw.h"
+#include "optim/grad.h"
+#include "optim/schedule.h"
+#include "trainer/metrics.h"
+#include "trainer/signals.h"
+
+namespace nexus {
+
+std::unique_ptr<SequenceSource> make_sequences(const RunOptions& o, bool eval) {
+  const DataOptions& d = o.data;
+  if (d.source == "mqar") {
+    MqarConfig m;
+    m.vocab_size = o.model.vocab_size;
+    m.seq_len = o.train.seq_len;
+    m.num_pairs = d.mqar_pairs;
+    m.num_queries = d.mqar_queries;
+    m.seed = o.train.seed;
+    if (!eval) return std::make_unique<MqarSequences>(m, MqarSplit::train);
+    return std::make_unique<MqarSequences>(m, MqarSplit::eval, std::max<idx>(1, o.train.eval_batches) *
+                                                                   o.train.global_batch);
+  }
+  if (d.source == "shards" || d.source == "hdf5") {
+    const std::string& spec = eval ? d.val_path : d.path;
+    if (spec.empty()) {
+      if (eval) return nullptr;
+      throw OptionsError("data.path is empty: data.source = " + d.source + " needs token files (a path or glob)");
+    }
+    return std::make_unique<TokenSequences>(TokenSource::open(spec, o.model.vocab_size), o.train.seq_len);
+  }
+  throw OptionsError("data.source = " + d.source +
+                     " is not readable by the trainer; expected mqar, shards or hdf5 (turn raw text into shards "
+                     "with `nexus data prepare`)");
+}
+
+namespace {
+
+struct Evaluation {
+  double loss = 0;
+  double accuracy = -1;
+};
+
+// Mean loss (and answer accuracy for MQAR) over the whole eval split, all ranks together.
+Evaluation evaluate(Model<float>& model, DataLoader& loader, idx batches, bool score, const Communicator& comm) {
+  loader.reset();
+  Batch batch;
+  double totals[4] = {0, 0, 0, 0};  // loss sum, target count, correct answers, answers
+  for (idx i = 0; i < batches; ++i) {
+    loader.next(batch);
+    const LossSum l = model.forward(batch.tokens.data(), batch.targets.data());
+    totals[0] += l.sum;
+    totals[1] += double(l.count);
+    if (score) {
+      const AnswerScore s =
+          score_answer_logits(model.logits(), model.config().vocab_size, batch.targets.data(), batch.B * batch.T);
+      totals[2] += double(s.correct);
+      totals[3] += double(s.total);
+    }
+  }
+  comm.allreduce_sum(totals, 4);
+  Evaluation e;
+  e.loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
+  if (score && totals[3] > 0) e.accuracy = totals[2] / totals[3];
+  return e;
+}
+
+}  // namespace
+
+TrainResult train(const RunOptions& o, const Communicator& comm) {
+  const BatchLayout layout = batch_layout(o, comm.size());
+  if (layout.cp != 1)
+    throw OptionsError("parallel.cp = " + std::to_string(layout.cp) +
+                       ": context parallelism is not in this build yet; use parallel.cp = 1 (data parallel)");
+  const TrainOptions& t = o.train;
+  MetricsLog log(t.out_dir, comm.is_root());
+  if (comm.is_root()) {
+    const std::string ini = to_ini(o);
+    std::printf("# nexus train: %d rank(s), dp %lld x cp %lld, micro_batch %lld x grad_accum %lld = global_batch %lld\n%s\n",
+                comm.size(), (long long)layout.dp, (long long)layout.cp, (long long)layout.micro_batch,
+                (long long)layout.grad_accum, (long long)layout.global_batch, ini.c_str());
+    std::ofstream(std::filesystem::path(t.out_dir) / "config.ini") << ini;
+  }
+
+  DataLoader train_data(make_sequences(o, false), layout.global_batch, comm.rank(), layout.dp);
+  std::unique_ptr<SequenceSource> eval_source = make_sequences(o, true);
+  const bool score = o.data.source == "mqar";
+  std::unique_ptr<DataLoader> eval_data;
+  idx eval_batches = 0;
+  if (eval_source && t.eval_every > 0) {
+    const idx eval_global = layout.micro_batch * layout.dp;
+    eval_batches = std::min<idx>(t.eval_batches, eval_source->num_sequences() / eval_global);
+    if (eval_batches > 0)
+      eval_data = std::make_unique<DataLoader>(std::move(eval_source), eval_global, comm.rank(), layout.dp);
+  }
+
+  Model<float> model(o.model, BatchShape{layout.micro_batch, t.seq_len});
+  model.init(t.seed);  // same seed on every rank: identical weights without a broadcast
+  AdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()));
+  const ScheduleConfig schedule = o.schedule();
+  // Every rank measures its GEMM peak at the same time, so the sum is the job's real peak.
+  const double peak_gflops = comm.sum(measure_gemm_peak_gflops(512, 0.2));
+  const double train_flops_per_token = 3.0 * model.forward_flops_per_token();
+  if (comm.is_root())
+    log.note("model: " + std::to_string(model.num_params()) + " parameters, activation arena " +
+             std::to_string(model.arena_bytes() >> 20) + " MiB per rank, GEMM peak " +
+             std::to_string(int(peak_gflops)) + " GFLOP/s (all ranks)");
+
+  TrainResult result;
+  result.metrics_path = log.path();
+  Batch batch;
+  idx bad_in_a_row = 0;
+  const idx n = model.num_params();
+  for (idx step = 0; step < t.steps; ++step) {
+    // Agreeing on the stop costs one tiny all-reduce, and keeps ranks from diverging on it.
+    if (!comm.all(stop_signal() == 0)) {
+      result.stop_signal = int(comm.max(double(stop_signal())));
+      log.note("stop requested by signal " + std::to_string(result.stop_signal) + ": stopping after step " +
+               std::to_string(step));
+      break;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    // evaluate + differentiate: every micro-batch adds its summed-loss gradient to the deltas.
+    model.zero_deltas();
+    double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
+    for (idx micro = 0; micro < layout.grad_accum; ++micro) {
+      train_data.next(batch);
+      const LossSum l = model.forward(batch.tokens.data(), batch.targets.data());
+      model.backward(1.0);
+      totals[0] += l.sum;
+      totals[1] += double(l.count);
+    }
+    // integrate: sum over ranks, normalise by the global target count, clip, AdamW.
+    comm.allreduce_sum(model.deltas(), n);
+    comm.allreduce_sum(totals, 2);
+    if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
+    scale_deltas(model.deltas(), n, float(1.0 / totals[1]));
+    const double loss = totals[0] / totals[1];
+    const double grad_norm = clip_grad_norm(model.deltas(), n, t.grad_clip);
+    const double lr = learning_rate(schedule, step);
+    if (std::isfinite(loss) && std::isfinite(grad_norm)) {
+      optimizer.step(model.params(), model.deltas(), lr);
+      bad_in_a_row = 0;
+    } else {
+      ++result.bad_steps;
+      log.note("step " + std::to_string(step + 1) + ": non-finite loss " + std::to_string(loss) +
+               " or gradient norm " + std::to_string(grad_norm) + ", step skipped");
+      if (++bad_in_a_row >= t.max_bad_steps)
+        throw std::runtime_error(std::to_string(bad_in_a_row) + " non-finite steps in a row (train.max_bad_steps = " +
+                                 std::to_string(t.max_bad_steps) + "); lower train.lr or check the data");
+    }
+    result.losses.push_back(loss);
+    result.steps_done = step + 1;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+    const bool last = step + 1 == t.steps;
+    if (t.log_every > 0 && ((step + 1) % t.log_every == 0 || step == 0 || last)) {
+      StepMetrics m;
+      m.step = step + 1;
+      m.total_steps = t.steps;
+      m.loss = loss;
+      m.lr = lr;
+      m.grad_norm = grad_norm;
+      m.ms = 1e3 * seconds;
+      m.tokens_per_s = double(layout.global_batch * t.seq_len) / seconds;
+      m.mfu = train_flops_per_token * m.tokens_per_s / (peak_gflops * 1e9);
+      m.peak_mem_mib = comm.max(peak_rss_mib());
+      m.bad_steps = result.bad_steps;
+      log.step(m);
+    }
+    if (eval_data && ((step + 1) % t.eval_every == 0 || last)) {
+      const Evaluation e = evaluate(model, *eval_data, eval_batches, score, comm);
+      result.eval_loss = e.loss;
+      result.eval_accuracy = e.accuracy;
+      log.eval(step + 1, e.loss, e.accuracy);
+    }
+  }
+  result.params.assign(model.params(), model.params() + n);
+  return result;
+}
+
+}  // namespace nexus
