@@ -1,0 +1,182 @@
+// Gated RMSNorm: forward against a naive double reference with z a strided slice, the float
+// forward against it, and the backward (dy, dz through another strided slice, dweight) against
+// finite differences of L = <R, out>, on a narrow row and on one wider than the kernel's
+// 4096-column dweight chunk.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "tests/support/check.h"
+
+namespace nexus {
+namespace {
+
+using test::check_gradient;
+using test::describe;
+using test::max_rel_diff;
+using test::random_vector;
+
+constexpr double kEps = 1e-5;
+
+// L(x) - L(x0) for L = <R, out(x)>, x0 being the inputs when it is made, summed in long double.
+// A finite difference of a plain double L of size ~1 carries L's final rounding, ~1e-16 / 2h =
+// 5e-12: a relative 1e-5 on a gradient entry of 1e-6 (check_gradient's floor), noise in the check
+// rather than the kernel. Centred and summed wider, L keeps the digits that change. (Where one
+// input moves a whole row of outputs, as in a norm, those outputs' own roundings add up likewise,
+// so such tests compute the reference in long double too.)
+template <typename F>
+std::function<double()> centred_loss(const std::vector<double>& R, F out) {
+  auto dot = [&R, out] {
+    long double s = 0.0L;
+    const auto o = out();
+    for (std::size_t i = 0; i < R.size(); ++i) s += static_cast<long double>(R[i]) * o[i];
+    return s;
+  };
+  const long double base = dot();
+  return [dot, base] { return static_cast<double>(dot() - base); };
+}
+
+// z (and dz) are column slices of wider rows, as z is of in_proj's output.
+struct Shape {
+  idx N, C;
+  idx ld_z = C + 9, z_off = 5;
+  idx ld_dz = C + 3, dz_off = 2;
+};
+
+// R = double, or long double for the finite-difference loss.
+template <typename R = double>
+struct Ref {
+  std::vector<R> out, rstd;
+};
+
+// u = y * z / (1 + exp(-z)); out = u / sqrt(mean(u^2) + eps) * w, from a compact z [N,C].
+template <typename R = double>
+Ref<R> reference_forward(const std::vector<double>& y, const std::vector<double>& z, const std::vector<double>& w,
+                         const Shape& s) {
+  Ref<R> r{std::vector<R>(s.N * s.C), std::vector<R>(s.N)};
+  std::vector<R> u(s.C);
+  for (idx n = 0; n < s.N; ++n) {
+    R ss = 0;
+    for (idx c = 0; c < s.C; ++c) {
+      const R zc = z[n * s.C + c];
+      u[c] = y[n * s.C + c] * zc / (1 + std::exp(-zc));
+      ss += u[c] * u[c];
+    }
+    r.rstd[n] = 1 / std::sqrt(ss / R(s.C) + R(kEps));
+    for (idx c = 0; c < s.C; ++c) r.out[n * s.C + c] = u[c] * r.rstd[n] * w[c];
+  }
+  return r;
+}
+
+// compact [N, C] placed at columns [off, off + C) of a [N, ld] buffer filled with `fill`.
+template <typename T>
+std::vector<T> widen(const std::vector<T>& compact, const Shape& s, idx ld, idx off, T fill) {
+  std::vector<T> wide(s.N * ld, fill);
+  for (idx n = 0; n < s.N; ++n) std::copy_n(compact.begin() + n * s.C, s.C, wide.begin() + n * ld + off);
+  return wide;
+}
+
+struct Inputs {
+  std::vector<double> y, z, w;
+};
+Inputs make_inputs(const Shape& s, unsigned seed) {
+  return {random_vector(s.N * s.C, seed), random_vector(s.N * s.C, seed + 1, -4.0, 4.0),
+          random_vector(s.C, seed + 2, 0.5, 1.5)};
+}
+
+template <typename T>
+Ref<> kernel_forward(const std::vector<T>& y, const std::vector<T>& z, const std::vector<T>& w, const Shape& s) {
+  const auto zw = widen(z, s, s.ld_z, s.z_off, T(0));
+  std::vector<T> out(s.N * s.C), rstd(s.N);
+  gated_rmsnorm_forward(out.data(), rstd.data(), y.data(), zw.data() + s.z_off, s.ld_z, w.data(), s.N, s.C, kEps);
+  return {test::to_double(out), test::to_double(rstd)};
+}
+
+TEST(GatedRmsNorm, ForwardMatchesReference) {
+  const Shape s{13, 53};
+  const Inputs in = make_inputs(s, 1);
+  const Ref<> got = kernel_forward(in.y, in.z, in.w, s), ref = reference_forward(in.y, in.z, in.w, s);
+  EXPECT_LT(max_rel_diff(got.out, ref.out), 1e-13);
+  EXPECT_LT(max_rel_diff(got.rstd, ref.rstd), 1e-13);
+}
+
+// Float: u is one exp (a few ulp) and three float operations, rstd comes from a double sum rounded
+// once, out is two more products: within ~10 ulp (6e-7) of exact, so 1e-5 relative to the largest
+// entry leaves an order of margin.
+TEST(GatedRmsNorm, FloatForwardMatchesDouble) {
+  const Shape s{13, 53};
+  const Inputs in = make_inputs(s, 1);
+  auto f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  const Ref<> got = kernel_forward(f(in.y), f(in.z), f(in.w), s);
+  const Ref<> ref = reference_forward(test::to_double(f(in.y)), test::to_double(f(in.z)), test::to_double(f(in.w)), s);
+  EXPECT_LT(max_rel_diff(got.out, ref.out), 1e-5);
+  EXPECT_LT(max_rel_diff(got.rstd, ref.rstd), 1e-5);
+}
+
+void check_backward(const Shape& s) {
+  Inputs in = make_inputs(s, 11);
+  const auto R = random_vector(s.N * s.C, 14);
+  const auto dw_prior = random_vector(s.C, 15, 2.0, 3.0);
+  const auto loss = centred_loss(R, [&] { return reference_forward<long double>(in.y, in.z, in.w, s).out; });
+
+  constexpr double kStale = 1e3;  // dy and dz are overwritten; the gaps of dz's wide rows untouched
+  const auto zw = widen(in.z, s, s.ld_z, s.z_off, 0.0);
+  const Ref<> fwd = reference_forward(in.y, in.z, in.w, s);
+  std::vector<double> dy(s.N * s.C, kStale), dzw(s.N * s.ld_dz, kStale), dw = dw_prior;
+  gated_rmsnorm_backward(dy.data(), dzw.data() + s.dz_off, s.ld_dz, dw.data(), R.data(), in.y.data(),
+                         zw.data() + s.z_off, s.ld_z, in.w.data(), fwd.rstd.data(), s.N, s.C);
+
+  std::vector<double> dz(s.N * s.C), dw_added(s.C);
+  for (idx n = 0; n < s.N; ++n)
+    for (idx j = 0; j < s.ld_dz; ++j) {
+      const double v = dzw[n * s.ld_dz + j];
+      if (j >= s.dz_off && j < s.dz_off + s.C) dz[n * s.C + j - s.dz_off] = v;
+      else EXPECT_EQ(v, kStale) << "dz row " << n << " column " << j << " outside the slice";
+    }
+  for (idx c = 0; c < s.C; ++c) dw_added[c] = dw[c] - dw_prior[c];
+
+  const auto gy = check_gradient(in.y, dy, loss, 200);
+  EXPECT_LT(gy.max_rel_error, 1e-6) << "dy, C " << s.C << ": " << describe(gy);
+  const auto gz = check_gradient(in.z, dz, loss, 200);
+  EXPECT_LT(gz.max_rel_error, 1e-6) << "dz, C " << s.C << ": " << describe(gz);
+  const auto gw = check_gradient(in.w, dw_added, loss, 200);
+  EXPECT_LT(gw.max_rel_error, 1e-6) << "dweight, C " << s.C << ": " << describe(gw);
+
+  // Finite differences sample 200 columns; every column of dweight (each chunk boundary included)
+  // against its closed form sum_n dout u rstd = sum_n dout out / w.
+  std::vector<double> dw_closed(s.C, 0.0);
+  for (idx n = 0; n < s.N; ++n)
+    for (idx c = 0; c < s.C; ++c) dw_closed[c] += R[n * s.C + c] * fwd.out[n * s.C + c] / in.w[c];
+  EXPECT_LT(max_rel_diff(dw_added, dw_closed), 1e-12) << "dweight, all columns, C " << s.C;
+}
+
+TEST(GatedRmsNorm, BackwardMatchesFiniteDifferences) { check_backward(Shape{13, 53}); }
+
+// Wider than the kernel's 4096-column dweight chunk: the second chunk is summed on a later pass.
+TEST(GatedRmsNorm, BackwardMatchesFiniteDifferencesWideRows) { check_backward(Shape{3, 4133}); }
+
+// The float backward against the verified double one: per-element terms are a few float operations
+// on O(1) values and dweight sums N = 29 of them, so again 1e-5 relative.
+TEST(GatedRmsNorm, FloatBackwardMatchesDouble) {
+  const Shape s{29, 53, 53, 0, 53, 0};
+  const Inputs in = make_inputs(s, 21);
+  const auto R = random_vector(s.N * s.C, 22);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    auto cast = [](const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); };
+    const auto y = cast(in.y), z = cast(in.z), w = cast(in.w), dout = cast(R);
+    std::vector<T> out(s.N * s.C), rstd(s.N), dy(s.N * s.C), dz(s.N * s.C), dw(s.C, T(1));
+    gated_rmsnorm_forward(out.data(), rstd.data(), y.data(), z.data(), s.C, w.data(), s.N, s.C, kEps);
+    gated_rmsnorm_backward(dy.data(), dz.data(), s.C, dw.data(), dout.data(), y.data(), z.data(), s.C, w.data(),
+                           rstd.data(), s.N, s.C);
+    return std::vector<std::vector<double>>{test::to_double(dy), test::to_double(dz), test::to_double(dw)};
+  };
+  const auto f = run(0.0f), d = run(0.0);
+  for (std::size_t i = 0; i < f.size(); ++i) EXPECT_LT(max_rel_diff(f[i], d[i]), 1e-5) << "gradient " << i;
+}
+
+}  // namespace
+}  // namespace nexus
