@@ -1,0 +1,368 @@
+// Grouped-query attention, FlashAttention-2 style: queries and keys are cut into 64-row tiles, the
+// softmax runs online (running max and sum per query), and no Tq x Tk buffer ever exists — a
+// thread holds 64 x 64 tiles of scores on its stack. Masking works on global positions (query i
+// at q_pos0 + i, key j at k_pos0 + j), so the same kernel serves a ring attention step on any
+// (query block, KV block) pair; tiles that the causal mask hides entirely are never visited.
+//
+// All tile products go through one register-blocked micro-kernel (gemm_acc). The score products
+// need one operand transposed so that every innermost loop runs over contiguous memory; the side
+// that stays fixed across a loop is the one transposed, once: Q^T per query tile in the forward,
+// K^T and V^T per key tile in the backward.
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include <omp.h>
+
+#include "kernels/ops.h"
+
+namespace nexus {
+
+namespace {
+
+constexpr idx BQ = 64;  // query rows per tile
+constexpr idx BK = 64;  // key rows per tile; also the row length of every score tile
+constexpr idx DC = 128;  // head dims per transposed chunk: bounds the stack buffers; hd <= DC in one go
+
+// exp for softmax weights (arguments <= ~0). float: a Cephes-style polynomial (relative error
+// < 1.5 ulp on [-87, 2]) written so GCC vectorises the row loops — libm's expf stays a scalar
+// call without -ffast-math and would cost more than the tile's matrix products; for the same
+// reason x / ln 2 is rounded by the 1.5 * 2^23 shift rather than std::floor. Below -87
+// (including the -inf of masked scores) it returns exactly 0. double (gradient checks) keeps
+// std::exp.
+inline float softmax_exp(float x) {
+  const float xc = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;               // x - n ln 2, in two parts
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float er = p * (r * r) + r + 1.0f;
+  const float two_n = std::bit_cast<float>(static_cast<std::uint32_t>(static_cast<std::int32_t>(n) + 127) << 23);
+  return x < -87.0f ? 0.0f : er * two_n;
+}
+inline double softmax_exp(double x) { return std::exp(x); }
+
+// C[i, c] += sum_k A(i, k) B[k, c]  for i < m, k < kd, c < nc, with A(i, k) = A[i*ai + k*ak] (so
+// P^T and dS^T are read in place) and rows of B and C contiguous. Eight rows of C by W columns
+// accumulate in named arrays that GCC keeps in vector registers across the k loop (a 2-D array
+// it does not); W spans 64 bytes. Leftover rows and columns take the plain loop.
+template <typename T>
+void gemm_acc(T* __restrict C, idx ldc, const T* __restrict A, idx ai, idx ak, const T* __restrict B, idx ldb,
+              idx m, idx kd, idx nc) {
+  constexpr idx W = 64 / idx(sizeof(T));
+  const idx m8 = m - m % 8, ncw = nc - nc % W;
+  for (idx i = 0; i < m8; i += 8) {
+    const T* a = A + i * ai;
+    T* c = C + i * ldc;
+    for (idx c0 = 0; c0 < ncw; c0 += W) {
+      T r0[W] = {}, r1[W] = {}, r2[W] = {}, r3[W] = {}, r4[W] = {}, r5[W] = {}, r6[W] = {}, r7[W] = {};
+      for (idx k = 0; k < kd; ++k) {
+        const T* b = B + k * ldb + c0;
+        const T* ap = a + k * ak;
+        const T x0 = ap[0], x1 = ap[ai], x2 = ap[2 * ai], x3 = ap[3 * ai], x4 = ap[4 * ai], x5 = ap[5 * ai],
+                x6 = ap[6 * ai], x7 = ap[7 * ai];
+        for (idx w = 0; w < W; ++w) {
+          r0[w] += x0 * b[w];
+          r1[w] += x1 * b[w];
+          r2[w] += x2 * b[w];
+          r3[w] += x3 * b[w];
+          r4[w] += x4 * b[w];
+          r5[w] += x5 * b[w];
+          r6[w] += x6 * b[w];
+          r7[w] += x7 * b[w];
+        }
+      }
+      for (idx w = 0; w < W; ++w) {
+        c[c0 + w] += r0[w];
+        c[ldc + c0 + w] += r1[w];
+        c[2 * ldc + c0 + w] += r2[w];
+        c[3 * ldc + c0 + w] += r3[w];
+        c[4 * ldc + c0 + w] += r4[w];
+        c[5 * ldc + c0 + w] += r5[w];
+        c[6 * ldc + c0 + w] += r6[w];
+        c[7 * ldc + c0 + w] += r7[w];
+      }
+    }
+    if (ncw < nc)
+      for (idx r = 0; r < 8; ++r)
+        for (idx k = 0; k < kd; ++k) {
+          const T x = a[r * ai + k * ak];
+          for (idx cc = ncw; cc < nc; ++cc) c[r * ldc + cc] += x * B[k * ldb + cc];
+        }
+  }
+  for (idx i = m8; i < m; ++i)
+    for (idx k = 0; k < kd; ++k) {
+      const T x = A[i * ai + k * ak];
+      const T* b = B + k * ldb;
+      T* c = C + i * ldc;
+      for (idx cc = 0; cc < nc; ++cc) c[cc] += x * b[cc];
+    }
+}
+
+// xt[d, c] = X[c, d0 + d] for c < n, d < dc: a chunk of X's rows laid out as columns.
+template <typename T>
+void transpose_chunk(T* __restrict xt, idx ldt, const T* __restrict X, idx ldx, idx n, idx d0, idx dc) {
+  for (idx c = 0; c < n; ++c)
+    for (idx d = 0; d < dc; ++d) xt[d * ldt + c] = X[c * ldx + d0 + d];
+}
+
+// C[r, c] = <A row r, X row c> over hd dims for r < mr, c < nc; A rows lda apart, X rows ldx
+// apart, C rows ldc long. xt, when given, is X already transposed ([hd, ldc], possible when
+// hd <= DC and worth it when the same X meets many A); otherwise X is transposed DC dims at a
+// time into bt [DC, ldc].
+template <typename T>
+void tile_scores(T* __restrict C, idx ldc, const T* A, idx lda, idx mr, const T* X, idx ldx, idx nc, idx hd,
+                 const T* xt, T* bt) {
+  for (idx r = 0; r < mr; ++r) std::fill(C + r * ldc, C + r * ldc + nc, T(0));
+  if (xt) {
+    gemm_acc(C, ldc, A, lda, 1, xt, ldc, mr, hd, nc);
+    return;
+  }
+  for (idx d0 = 0; d0 < hd; d0 += DC) {
+    const idx dc = std::min(DC, hd - d0);
+    transpose_chunk(bt, ldc, X, ldx, nc, d0, dc);
+    gemm_acc(C, ldc, A + d0, lda, 1, bt, ldc, mr, dc, nc);
+  }
+}
+
+// Keys [0, end) hold every key visible to query rows [i0, i0 + m).
+inline idx key_end(const AttentionShape& s, idx i0, idx m) {
+  if (!s.causal) return s.Tk;
+  return std::clamp(s.q_pos0 + i0 + m - s.k_pos0, idx(0), s.Tk);
+}
+
+// Queries [begin, Tq) hold every query that sees key j0 or any later key.
+inline idx query_begin(const AttentionShape& s, idx j0) {
+  if (!s.causal) return 0;
+  return std::clamp(s.k_pos0 + j0 - s.q_pos0, idx(0), s.Tq);
+}
+
+// Under the causal mask query i0 + i sees key j0 + j iff i - j >= j0 - i0 + k_pos0 - q_pos0:
+// a diagonal band offset, the same for every pair of a (query tile, key tile).
+inline idx mask_offset(const AttentionShape& s, idx i0, idx j0) { return j0 - i0 + s.k_pos0 - s.q_pos0; }
+
+// Row strides of the [B,T,H,hd] tensors, and the flat offset of one (sequence, row, head).
+struct Layout {
+  idx ldq, ldk;  // elements between consecutive tokens of q-shaped / k-shaped tensors
+  idx hd, Hq, Hkv, group;
+  idx q_at(const AttentionShape& s, idx b, idx i, idx h) const { return ((b * s.Tq + i) * Hq + h) * hd; }
+  idx k_at(const AttentionShape& s, idx b, idx j, idx g) const { return ((b * s.Tk + j) * Hkv + g) * hd; }
+};
+
+inline Layout layout_of(const AttentionShape& s) {
+  return {s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim, s.head_dim, s.n_heads, s.n_kv_heads,
+          s.n_heads / s.n_kv_heads};
+}
+
+// Forward of one query tile (sequence b, head h) against every key tile it can see. The scores
+// are held transposed, keys by queries, so that Q^T is formed once per query tile rather than K^T
+// once per pair, and the online-softmax statistics update as vectors across the query lanes.
+template <typename T>
+void forward_query_tile(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& s,
+                        const Layout& L, idx b, idx h, idx i0) {
+  const idx m = std::min(BQ, s.Tq - i0), hd = L.hd, g = h / L.group;
+  const T scale = T(1) / std::sqrt(T(hd));
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  T St[BK * BQ];  // [n keys, BQ queries]: scores, then softmax weights P^T
+  T qT[DC * BQ];  // [hd or DC, BQ]: Q^T, or a chunk of it when hd > DC
+  T row_max[BQ], row_sum[BQ];  // [BQ] running max and sum of exp(score - max) per query
+  T new_max[BQ], shift[BQ], alpha[BQ], tile_sum[BQ];  // [BQ] this key tile's update
+  const T* qt = q + L.q_at(s, b, i0, h);
+  T* ot = out + L.q_at(s, b, i0, h);  // [m rows, ldq apart, hd]: accumulates unnormalised
+  for (idx i = 0; i < m; ++i) std::fill(ot + i * L.ldq, ot + i * L.ldq + hd, T(0));
+  std::fill(row_max, row_max + BQ, neg_inf);
+  std::fill(row_sum, row_sum + BQ, T(0));
+  const bool q_once = hd <= DC;
+  if (q_once) transpose_chunk(qT, BQ, qt, L.ldq, m, 0, hd);
+  const idx j_end = key_end(s, i0, m);
+  for (idx j0 = 0; j0 < j_end; j0 += BK) {
+    const idx n = std::min(BK, j_end - j0), off = mask_offset(s, i0, j0);
+    tile_scores(St, BQ, k + L.k_at(s, b, j0, g), L.ldk, n, qt, L.ldq, m, hd, q_once ? qT : nullptr, qT);
+    std::copy(row_max, row_max + BQ, new_max);
+    for (idx j = 0; j < n; ++j) {
+      T* sr = St + j * BQ;
+      const idx first = s.causal ? std::clamp(j + off, idx(0), m) : 0;  // first query that sees key j
+#pragma omp simd
+      for (idx i = 0; i < BQ; ++i) {
+        const T x = i >= first && i < m ? sr[i] * scale : neg_inf;
+        sr[i] = x;
+        new_max[i] = new_max[i] > x ? new_max[i] : x;  // not std::max, which GCC leaves scalar
+      }
+    }
+#pragma omp simd
+    for (idx i = 0; i < BQ; ++i) {
+      shift[i] = new_max[i] == neg_inf ? T(0) : new_max[i];  // no key seen yet: keep exp(-inf) = 0
+      alpha[i] = softmax_exp(row_max[i] - shift[i]);         // rescales what earlier tiles gave
+      tile_sum[i] = T(0);
+    }
+    for (idx j = 0; j < n; ++j) {
+      T* sr = St + j * BQ;
+#pragma omp simd
+      for (idx i = 0; i < BQ; ++i) {
+        sr[i] = softmax_exp(sr[i] - shift[i]);
+        tile_sum[i] += sr[i];
+      }
+    }
+    for (idx i = 0; i < m; ++i) {
+      row_sum[i] = row_sum[i] * alpha[i] + tile_sum[i];
+      row_max[i] = new_max[i];
+      if (alpha[i] != T(1))
+        for (T *o = ot + i * L.ldq, *e = o + hd; o < e; ++o) *o *= alpha[i];
+    }
+    gemm_acc(ot, L.ldq, St, 1, BQ, v + L.k_at(s, b, j0, g), L.ldk, m, n, hd);  // O += P V
+  }
+  T* lt = lse + (b * s.Tq + i0) * L.Hq + h;  // [m], Hq apart
+  for (idx i = 0; i < m; ++i) {
+    if (row_sum[i] > T(0)) {
+      const T inv = T(1) / row_sum[i];
+      for (T *o = ot + i * L.ldq, *e = o + hd; o < e; ++o) *o *= inv;
+      lt[i * L.Hq] = row_max[i] + std::log(row_sum[i]);
+    } else {
+      lt[i * L.Hq] = neg_inf;
+    }
+  }
+}
+
+enum Grads : unsigned { kDq = 1, kDkDv = 2 };
+
+// Where a backward pair sits: query rows [i0, i0 + m), key rows [j0, j0 + n).
+struct Tile {
+  idx i0, m, j0, n;
+};
+
+// Backward of one (query tile, key tile) pair of sequence b, head h: recomputes the scores, takes
+// P = exp(score - lse) with the given (merged) lse and dS = P (dP - rowsum(dO * O)) scaled, and
+// adds dS K to dq and/or P^T dO, dS^T Q to dk, dv as `grads` says. kT, vT: the key tile's K^T
+// and V^T ([hd, BK]) when its caller formed them once for many pairs, else null.
+template <typename T>
+void backward_tile(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                   const T* lse, const AttentionShape& s, const Layout& L, idx b, idx h, const Tile& t,
+                   const T* kT, const T* vT, unsigned grads) {
+  const idx hd = L.hd, g = h / L.group, off = mask_offset(s, t.i0, t.j0);
+  const T scale = T(1) / std::sqrt(T(hd));
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  T P[BQ * BK];   // [m, BK] scores, then P
+  T dS[BQ * BK];  // [m, BK] dP = dO V^T, then dS
+  T bt[DC * BK];  // [DC, BK] transposed chunk of K or V when kT, vT are null
+  const idx qo = L.q_at(s, b, t.i0, h), ko = L.k_at(s, b, t.j0, g);
+  tile_scores(P, BK, q + qo, L.ldq, t.m, k + ko, L.ldk, t.n, hd, kT, bt);
+  tile_scores(dS, BK, dout + qo, L.ldq, t.m, v + ko, L.ldk, t.n, hd, vT, bt);
+  for (idx i = 0; i < t.m; ++i) {
+    T* pr = P + i * BK;
+    T* dr = dS + i * BK;
+    const T row_lse = lse[(b * s.Tq + t.i0 + i) * L.Hq + h];
+    // Keys [0, vis) of the tile are visible; none when lse = -inf (the row saw no key at all).
+    const idx vis = row_lse == neg_inf ? 0 : s.causal ? std::clamp(i - off + 1, idx(0), t.n) : t.n;
+    if (vis == 0) {
+      std::fill(pr, pr + BK, T(0));
+      std::fill(dr, dr + BK, T(0));
+      continue;
+    }
+    const T* dor = dout + qo + i * L.ldq;
+    const T* orow = out + qo + i * L.ldq;
+    T drow = T(0);  // rowsum(dO * O) = sum_j P_j dP_j over ALL key blocks, hence from the final out
+#pragma omp simd reduction(+ : drow)
+    for (idx d = 0; d < hd; ++d) drow += dor[d] * orow[d];
+#pragma omp simd
+    for (idx j = 0; j < BK; ++j) {
+      const T p = j < vis ? softmax_exp(pr[j] * scale - row_lse) : T(0);
+      pr[j] = p;
+      dr[j] = p * (dr[j] - drow) * scale;  // the score's scale folded in for dq and dk
+    }
+  }
+  if (grads & kDkDv) {
+    gemm_acc(dv + ko, L.ldk, P, 1, BK, dout + qo, L.ldq, t.n, t.m, hd);  // dv += P^T dO
+    gemm_acc(dk + ko, L.ldk, dS, 1, BK, q + qo, L.ldq, t.n, t.m, hd);    // dk += dS^T Q
+  }
+  if (grads & kDq) gemm_acc(dq + qo, L.ldq, dS, BK, 1, k + ko, L.ldk, t.m, t.n, hd);  // dq += dS K
+}
+
+// Every (query tile, this key tile) pair of sequence b and kv head g, over the group's query
+// heads; K^T and V^T of the tile are formed once here for all of them.
+template <typename T>
+void backward_key_tile(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                       const T* lse, const AttentionShape& s, const Layout& L, idx b, idx g, idx j0,
+                       unsigned grads) {
+  const idx n = std::min(BK, s.Tk - j0), first = query_begin(s, j0) / BQ * BQ;
+  T kT[DC * BK], vT[DC * BK];  // [hd, BK] K^T and V^T of the tile (used when hd <= DC)
+  const bool kv_once = L.hd <= DC;
+  if (kv_once) {
+    transpose_chunk(kT, BK, k + L.k_at(s, b, j0, g), L.ldk, n, 0, L.hd);
+    transpose_chunk(vT, BK, v + L.k_at(s, b, j0, g), L.ldk, n, 0, L.hd);
+  }
+  for (idx h = g * L.group; h < (g + 1) * L.group; ++h)
+    for (idx i0 = first; i0 < s.Tq; i0 += BQ)
+      backward_tile(dq, dk, dv, dout, q, k, v, out, lse, s, L, b, h, Tile{i0, std::min(BQ, s.Tq - i0), j0, n},
+                    kv_once ? kT : nullptr, kv_once ? vT : nullptr, grads);
+}
+
+inline idx tiles(idx rows, idx tile) { return (rows + tile - 1) / tile; }
+
+}  // namespace
+
+template <typename T>
+void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& s) {
+  const Layout L = layout_of(s);
+  const idx nqt = tiles(s.Tq, BQ), heads = s.B * s.n_heads;
+  // Heaviest (last, under the causal mask) query tiles first, so the dynamic schedule ends evenly.
+#pragma omp parallel for schedule(dynamic, 1)
+  for (idx task = 0; task < nqt * heads; ++task) {
+    const idx qt = nqt - 1 - task / heads, bh = task % heads;
+    forward_query_tile(out, lse, q, k, v, s, L, bh / s.n_heads, bh % s.n_heads, qt * BQ);
+  }
+}
+
+// Races: dk/dv rows of a key tile are shared by every query tile, dq rows by every key tile.
+// With G = B * n_kv_heads groups and p threads, one task per (b, kv head) owns all of that
+// group's dq, dk and dv, so a single pass computes the 5 tile products — but only G tasks exist,
+// and with B = 1 and one or two kv heads on 2 cores a thread would sit idle. Otherwise two
+// passes: dq by query tiles, then dk/dv by key tiles, each race-free and with ~T/64 tasks per
+// head, at the price of recomputing S, P and dP (7 tile products instead of 5). The single pass
+// is chosen when its slowest thread does no more work: 5 * ceil(G / p) <= 7 * G / p.
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                        const T* lse, const AttentionShape& s) {
+  const Layout L = layout_of(s);
+  const idx G = s.B * s.n_kv_heads, p = omp_get_max_threads();
+  const idx nqt = tiles(s.Tq, BQ), nkt = tiles(s.Tk, BK);
+  if (5 * p * tiles(G, p) <= 7 * G) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (idx bg = 0; bg < G; ++bg)
+      for (idx kt = 0; kt < nkt; ++kt)
+        backward_key_tile(dq, dk, dv, dout, q, k, v, out, lse, s, L, bg / s.n_kv_heads, bg % s.n_kv_heads,
+                          kt * BK, kDq | kDkDv);
+    return;
+  }
+  const idx heads = s.B * s.n_heads;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (idx task = 0; task < nqt * heads; ++task) {
+    const idx i0 = (nqt - 1 - task / heads) * BQ, bh = task % heads;
+    const idx m = std::min(BQ, s.Tq - i0), j_end = key_end(s, i0, m);
+    for (idx j0 = 0; j0 < j_end; j0 += BK)
+      backward_tile<T>(dq, dk, dv, dout, q, k, v, out, lse, s, L, bh / s.n_heads, bh % s.n_heads,
+                       Tile{i0, m, j0, std::min(BK, j_end - j0)}, nullptr, nullptr, kDq);
+  }
+  // Key tiles in ascending order: under the causal mask the first are seen by the most queries.
+#pragma omp parallel for schedule(dynamic, 1)
+  for (idx task = 0; task < nkt * G; ++task)
+    backward_key_tile(dq, dk, dv, dout, q, k, v, out, lse, s, L, (task % G) / s.n_kv_heads,
+                      (task % G) % s.n_kv_heads, task / G * BK, kDkDv);
+}
+
+template void attention_forward<float>(float*, float*, const float*, const float*, const float*,
+                                       const AttentionShape&);
+template void attention_forward<double>(double*, double*, const double*, const double*, const double*,
+                                        const AttentionShape&);
+template void attention_backward<float>(float*, float*, float*, const float*, const float*, const float*,
+                                        const float*, const float*, const float*, const AttentionShape&);
+template void attention_backward<double>(double*, double*, double*, const double*, const double*,
+                                         const double*, const double*, const double*, const double*,
+                                         const AttentionShape&);
+
+}  // namespace nexus
