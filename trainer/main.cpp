@@ -51,7 +51,7 @@ int run_train(int argc, char** argv, const Communicator& comm) {
     std::printf("done: %lld steps", (long long)r.steps_done);
     if (!r.losses.empty()) std::printf(", final loss %.4f", r.losses.back());
     if (r.eval_accuracy >= 0) std::printf(", eval accuracy %.1f%%", 100 * r.eval_accuracy);
-    std::printf("\nmetrics: %s  (plot: python3 trainer/plot_metrics.py %s)\n", r.metrics_path.c_str(),
+    std::printf("\nmetrics: %s  (plot: trainer/plot_metrics.py %s)\n", r.metrics_path.c_str(),
                 r.metrics_path.c_str());
   }
   return 0;

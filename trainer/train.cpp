@@ -90,7 +90,9 @@ TrainResult train(const RunOptions& o, const Communicator& comm) {
     std::ofstream(std::filesystem::path(t.out_dir) / "config.ini") << ini;
   }
 
-  DataLoader train_data(make_sequences(o, false), layout.global_batch, comm.rank(), layout.dp);
+  // One loader batch is one micro-batch on every rank: the grad_accum successive micro-batches of
+  // all ranks together are exactly the global batch a single rank would read in one go.
+  DataLoader train_data(make_sequences(o, false), layout.micro_batch * layout.dp, comm.rank(), layout.dp);
   std::unique_ptr<SequenceSource> eval_source = make_sequences(o, true);
   const bool score = o.data.source == "mqar";
   std::unique_ptr<DataLoader> eval_data;

@@ -14,7 +14,8 @@ const Communicator& world() { return *g_world; }
 }  // namespace nexus::test
 
 int main(int argc, char** argv) {
-  nexus::Communicator comm(&argc, &argv);
+  nexus::MpiRuntime mpi(&argc, &argv);
+  nexus::Communicator comm = nexus::Communicator::world();
   nexus::test::g_world = &comm;
   ::testing::InitGoogleTest(&argc, argv);
   if (comm.rank() != 0) {

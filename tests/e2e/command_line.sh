@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The `nexus` command as a user meets it: help, configuration errors (message and exit code),
+# and clean stops on SIGTERM / SIGUSR1.   usage: command_line.sh NEXUS_BINARY SOURCE_DIR
+set -uo pipefail
+nexus=$1
+src=$2
+tiny="$src/configs/tiny.ini"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+pass() { echo "ok: $1"; }
+fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
+
+# expect_error NAME EXPECTED_TEXT COMMAND...: non-zero exit and the text in stderr.
+expect_error() {
+  local name=$1 text=$2
+  shift 2
+  if "$@" >"$work/out" 2>"$work/err"; then
+    fail "$name: exited 0"
+  elif grep -qF -- "$text" "$work/err"; then
+    pass "$name"
+  else
+    fail "$name: stderr lacks '$text':"; cat "$work/err"
+  fi
+}
+
+"$nexus" --help | grep -q "train" && pass "nexus --help" || fail "nexus --help"
+"$nexus" train --help >"$work/help" && grep -q "train.steps" "$work/help" && grep -q "model.d_model" "$work/help" \
+  && pass "nexus train --help lists options" || fail "nexus train --help"
+
+expect_error "unknown key on the command line" "train.bogus" "$nexus" train --config "$tiny" --train.bogus=1
+printf '[train]\nstepz = 3\n' >"$work/bad.ini"
+expect_error "unknown key in a file" "stepz" "$nexus" train --config "$work/bad.ini"
+expect_error "malformed value" "train.steps" "$nexus" train --config "$tiny" --train.steps=abc
+expect_error "impossible batch" "global_batch" mpirun --oversubscribe -np 2 "$nexus" train --config "$tiny" \
+  --train.global_batch=3 --train.micro_batch=1
+expect_error "missing data file" "no_such_file.bin" "$nexus" train --config "$tiny" --data.source=shards \
+  --data.path="$work/no_such_file.bin"
+expect_error "unknown command" "unknown command" "$nexus" frobnicate
+
+# A stop signal ends the run at the next step boundary with exit code 0.
+stop_test() {
+  local name=$1 signal=$2
+  shift 2
+  "$@" --config "$tiny" --train.steps=100000 --train.log_every=1 --train.out_dir="$work/$name" >"$work/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 600); do
+    grep -q '"step"' "$work/$name/metrics.jsonl" 2>/dev/null && break
+    sleep 0.1
+  done
+  kill -"$signal" "$pid"
+  if wait "$pid" && grep -q "stop requested by signal" "$work/$name.log"; then
+    pass "$name"
+  else
+    fail "$name"; tail -5 "$work/$name.log"
+  fi
+}
+stop_test "SIGTERM stops cleanly" TERM "$nexus" train
+stop_test "SIGUSR1 through mpirun stops cleanly" USR1 mpirun --oversubscribe -np 2 "$nexus" train
+
+if ((failures)); then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all command-line checks passed"
