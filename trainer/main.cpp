@@ -40,7 +40,7 @@ const char* kPrepareUsage =
     "  --separator TEXT   also split each file into documents at TEXT (e.g. $'\\n\\n')\n";
 
 int run_train(int argc, char** argv, const Communicator& comm) {
-  const CommandLine cl = parse_command_line(argc - 1, argv + 1);
+  const CommandLine cl = parse_command_line(argc, argv);  // argv[0] is "train"
   if (cl.help) {
     if (comm.is_root()) std::printf("%s", options_help().c_str());
     return 0;
