@@ -11,27 +11,41 @@
 #include <cassert>
 #include <cmath>
 
+#include <omp.h>
+
 #include "kernels/ops.h"
 
 namespace nexus {
 
 template <typename T>
 double cross_entropy_forward(T* lse, const T* logits, const std::int32_t* targets, idx N, idx V) {
-  double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-  for (idx n = 0; n < N; ++n) {
-    const T* __restrict row = logits + n * V;  // [V]
-    T mx = row[0];
+  // Each thread sums a fixed contiguous block of rows, and the blocks are added in thread order:
+  // unlike an OpenMP reduction, the total is bit-identical from run to run (and so is every logged
+  // loss, which exact resume relies on).
+  constexpr int kMaxThreads = 256;
+  double partial[kMaxThreads] = {};
+  const int threads = std::min(omp_get_max_threads(), kMaxThreads);
+#pragma omp parallel num_threads(threads)
+  {
+    double mine = 0.0;
+#pragma omp for schedule(static)
+    for (idx n = 0; n < N; ++n) {
+      const T* __restrict row = logits + n * V;  // [V]
+      T mx = row[0];
 #pragma omp simd reduction(max : mx)
-    for (idx v = 1; v < V; ++v) mx = std::max(mx, row[v]);
-    double sum = 0.0;
-    for (idx v = 0; v < V; ++v) sum += double(std::exp(row[v] - mx));
-    const double row_lse = double(mx) + std::log(sum);
-    lse[n] = T(row_lse);
-    const std::int32_t target = targets[n];
-    assert(target < V);
-    if (target >= 0) total += row_lse - double(row[target]);
+      for (idx v = 1; v < V; ++v) mx = std::max(mx, row[v]);
+      double sum = 0.0;
+      for (idx v = 0; v < V; ++v) sum += double(std::exp(row[v] - mx));
+      const double row_lse = double(mx) + std::log(sum);
+      lse[n] = T(row_lse);
+      const std::int32_t target = targets[n];
+      assert(target < V);
+      if (target >= 0) mine += row_lse - double(row[target]);
+    }
+    partial[omp_get_thread_num()] = mine;
   }
+  double total = 0.0;
+  for (int t = 0; t < threads; ++t) total += partial[t];
   return total;
 }
 
