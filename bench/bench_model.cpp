@@ -56,8 +56,8 @@ int main(int argc, char** argv) {
       bwd_s += std::chrono::duration<double>(t2 - t1).count();
     }
   }
-  const double tokens = double(shape.B * shape.T * iters);
-  const double step_flops = 3.0 * model.forward_flops_per_token() * tokens;
+  const double tokens_timed = double(shape.B * shape.T * iters);
+  const double step_flops = 3.0 * model.forward_flops_per_token() * tokens_timed;
   const double gflops = step_flops / (fwd_s + bwd_s) / 1e9;
   nlohmann::json j{{"bench", "model_forward_backward"},
                    {"config", config},
@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
                    {"threads", omp_get_max_threads()},
                    {"forward_ms", 1e3 * fwd_s / double(iters)},
                    {"backward_ms", 1e3 * bwd_s / double(iters)},
-                   {"tokens_per_s", tokens / (fwd_s + bwd_s)},
+                   {"tokens_per_s", tokens_timed / (fwd_s + bwd_s)},
                    {"model_gflops", gflops},
                    {"sgemm_gflops", sgemm_gflops},
                    {"gemm_ratio", gflops / sgemm_gflops},

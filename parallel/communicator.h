@@ -2,6 +2,8 @@
 // node-local), and provides the few collectives training needs.
 #pragma once
 
+#include <mpi.h>
+
 #include <cstdint>
 #include <string>
 
@@ -9,14 +11,23 @@
 
 namespace nexus {
 
+// MPI's lifetime: construct once at the top of main (thread level FUNNELED: only the main thread
+// calls MPI); the destructor finalises.
+class MpiRuntime {
+ public:
+  MpiRuntime(int* argc, char*** argv);
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+};
+
+// A group of ranks (a view of an MPI communicator it does not own).
 class Communicator {
  public:
-  // Initialises MPI (thread level FUNNELED: only the main thread calls MPI). Safe to construct
-  // once per process; the destructor finalises MPI.
-  Communicator(int* argc, char*** argv);
-  ~Communicator();
-  Communicator(const Communicator&) = delete;
-  Communicator& operator=(const Communicator&) = delete;
+  explicit Communicator(MPI_Comm comm);
+  static Communicator world() { return Communicator(MPI_COMM_WORLD); }
+  // This process alone: the single-rank reference that distributed results are compared with.
+  static Communicator self() { return Communicator(MPI_COMM_SELF); }
 
   int rank() const { return rank_; }
   int size() const { return size_; }
@@ -40,6 +51,7 @@ class Communicator {
   [[noreturn]] void abort(const std::string& message, int code = 1) const;
 
  private:
+  MPI_Comm comm_;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
 };
 

@@ -1,6 +1,9 @@
 // `nexus`: the command users run, under mpirun or srun.
 //
-//   nexus train [--config FILE] [--section.key=value ...]
+//   nexus train [--config FILE] [--section.key=value ...] [--resume latest|DIR|FILE]
+//   nexus eval --model CHECKPOINT|EXPORT_DIR (--tokens 1,2,3 | --text TEXT) [--logits-out F.npy]
+//   nexus export CHECKPOINT --out DIR [--dtype bf16|fp32]
+//   nexus inspect CHECKPOINT
 //   nexus data prepare --out PREFIX [--shard-tokens N] [--separator S] FILE...
 //
 // Every rank runs the same command. Any rank's fatal error ends the whole job with a message
@@ -12,6 +15,8 @@
 
 #include "data/prepare.h"
 #include "parallel/communicator.h"
+#include "trainer/checkpoint.h"
+#include "trainer/export.h"
 #include "trainer/options.h"
 #include "trainer/signals.h"
 #include "trainer/train.h"
@@ -25,10 +30,15 @@ const char* kUsage =
     "\n"
     "Commands:\n"
     "  train          train a model (launch with mpirun -np N or srun); --help lists every option\n"
+    "  eval           loss (and logits) of a checkpoint or exported model on given tokens or text\n"
+    "  export         write a checkpoint as a Hugging Face Bamba folder (config.json, safetensors)\n"
+    "  inspect        print a checkpoint's step, tokens, config and every tensor's shape and norm\n"
     "  data prepare   turn raw text files into llm.c token shards with the byte tokenizer\n"
     "\n"
     "Examples:\n"
     "  mpirun -np 2 nexus train --config configs/tiny.ini\n"
+    "  mpirun -np 2 nexus train --config configs/tiny.ini --resume latest\n"
+    "  nexus export runs/tiny/checkpoints/step_00000300.h5 --out runs/tiny/hf\n"
     "  nexus train --config configs/tiny.ini --train.steps=50 --train.lr=3e-3\n"
     "  nexus data prepare --out data/mytext *.txt\n";
 
@@ -46,7 +56,7 @@ int run_train(int argc, char** argv, const Communicator& comm) {
     return 0;
   }
   install_stop_signals();
-  const TrainResult r = train(cl.options, comm);
+  const TrainResult r = train(cl.options, comm, cl.resume);
   if (comm.is_root()) {
     std::printf("done: %lld steps", (long long)r.steps_done);
     if (!r.losses.empty()) std::printf(", final loss %.4f", r.losses.back());
@@ -102,6 +112,13 @@ int main(int argc, char** argv) {
   const std::string command = argc > 1 ? argv[1] : "";
   try {
     if (command == "train") return run_train(argc - 1, argv + 1, comm);
+    // Single-process commands: only the root rank acts when launched under mpirun.
+    if (command == "eval" || command == "export" || command == "inspect") {
+      if (!comm.is_root()) return 0;
+      if (command == "eval") return command_eval(argc - 1, argv + 1);
+      if (command == "export") return command_export(argc - 1, argv + 1);
+      return command_inspect(argc - 1, argv + 1);
+    }
     if (command == "data" && argc > 2 && std::strcmp(argv[2], "prepare") == 0)
       return run_data_prepare(argc - 3, argv + 3, comm);
     if (command == "--help" || command == "-h" || command == "help") {

@@ -66,6 +66,8 @@ void for_each_option(Options& o, F&& f) {
   f("train.ckpt_every", t.ckpt_every, "steps between checkpoints; 0: never");
   f("train.ckpt_dir", t.ckpt_dir, "checkpoint directory; empty: <out_dir>/checkpoints");
   f("train.ckpt_keep", t.ckpt_keep, "checkpoints kept; 0: all");
+  f("train.exit_after", t.exit_after,
+    "stop (with a checkpoint) after this many steps of this run, e.g. to fit a job's time limit; 0: never");
   auto& d = o.data;
   f("data.source", d.source, "mqar | shards | hdf5 | text");
   f("data.path", d.path, "training data: file, directory or glob (not for mqar)");
@@ -164,7 +166,10 @@ po::options_description generic_options() {
   po::options_description generic("General", 100, 50);
   generic.add_options()("help,h", "print this help and exit")(
       "config,c", po::value<std::string>()->value_name("FILE"),
-      "INI file ([section] key = value); the command line overrides it");
+      "INI file ([section] key = value); the command line overrides it")(
+      "resume", po::value<std::string>()->value_name("latest|DIR|FILE"),
+      "resume from a checkpoint: 'latest' (the newest valid one in train.ckpt_dir), a checkpoint "
+      "directory, or a checkpoint file");
   return generic;
 }
 
@@ -256,6 +261,7 @@ void finalize(RunOptions& o) {
   require(!t.out_dir.empty(), "train.out_dir must not be empty");
   require(t.ckpt_every >= 0, kv("train.ckpt_every", t.ckpt_every) + " must not be negative (0: never)");
   require(t.ckpt_keep >= 0, kv("train.ckpt_keep", t.ckpt_keep) + " must not be negative (0: keep all)");
+  require(t.exit_after >= 0, kv("train.exit_after", t.exit_after) + " must not be negative (0: never)");
 
   require(d.source == "mqar" || d.source == "shards" || d.source == "hdf5" || d.source == "text",
           "data.source = \"" + d.source + "\" is not one of mqar, shards, hdf5, text");
@@ -317,6 +323,7 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   CommandLine result;
   result.help = cli.count("help") > 0;
   if (cli.count("config")) result.config_file = cli["config"].as<std::string>();
+  if (cli.count("resume")) result.resume = cli["resume"].as<std::string>();
   if (result.help) return result;
   if (!result.config_file.empty())
     apply(read_ini(read_file(result.config_file), "config file " + result.config_file),

@@ -56,6 +56,7 @@ struct TrainOptions {
   idx ckpt_every = 100;                // 0: never
   std::string ckpt_dir;                // empty in a file: <out_dir>/checkpoints
   idx ckpt_keep = 3;                   // 0: keep all
+  idx exit_after = 0;                  // stop after this many steps of this run (0: never)
   bool operator==(const TrainOptions&) const = default;
 };
 
@@ -87,6 +88,7 @@ struct CommandLine {
   RunOptions options;
   bool help = false;        // --help / -h: print options_help() and exit 0
   std::string config_file;  // empty when none was given
+  std::string resume;       // --resume: "latest", a checkpoint directory or file; empty: fresh start
 };
 
 // Reads `args` (the arguments after the subcommand, e.g. {"--config", "tiny.ini",

@@ -11,6 +11,7 @@
 #include "optim/adamw.h"
 #include "optim/grad.h"
 #include "optim/schedule.h"
+#include "trainer/checkpoint.h"
 #include "trainer/metrics.h"
 #include "trainer/signals.h"
 
@@ -73,9 +74,84 @@ Evaluation evaluate(Model<float>& model, DataLoader& loader, idx batches, bool s
   return e;
 }
 
+// The state a checkpoint captures, gathered on every rank (ranks hold identical copies).
+struct RunState {
+  idx step = 0;
+  std::int64_t tokens_seen = 0;
+  idx bad_steps = 0;
+};
+
+// Root writes; every rank learns whether it worked, so a failed save stops the whole job with
+// root's message instead of leaving other ranks training on.
+std::string save(const RunOptions& o, const RunState& st, const Model<float>& model, const AdamW& opt,
+                 const DataLoader& data, const Communicator& comm, MetricsLog& log) {
+  std::string path, error;
+  if (comm.is_root()) {
+    CheckpointMeta meta;
+    meta.step = st.step;
+    meta.tokens_seen = st.tokens_seen;
+    meta.config_ini = to_ini(o);
+    meta.loader_position = data.position().to_string();
+    meta.seed = o.train.seed;
+    meta.optimizer_steps = opt.steps();
+    meta.bad_steps = st.bad_steps;
+    try {
+      path = save_checkpoint(o.train.ckpt_dir, meta, model.table(), model.params(), opt.exp_avg().data(),
+                             opt.exp_avg_sq().data(), o.train.ckpt_keep);
+      log.note("checkpoint: " + path);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  if (!comm.all(error.empty())) throw CheckpointError(comm.is_root() ? error : "checkpoint save failed on rank 0");
+  return path;
+}
+
+// Root reads and verifies the checkpoint, then broadcasts it: one reader, whatever the world size.
+void restore(const std::string& resume, const RunOptions& o, RunState& st, Model<float>& model, AdamW& opt,
+             DataLoader& data, const Communicator& comm, MetricsLog& log) {
+  std::string path, error;
+  CheckpointMeta meta;
+  if (comm.is_root()) {
+    try {
+      std::vector<std::string> notes;
+      path = resolve_checkpoint(resume, o.train.ckpt_dir, notes);
+      for (const std::string& n : notes) log.note(n);
+      if (!path.empty())
+        meta = load_checkpoint(path, o.model, model.table(), model.params(), opt.exp_avg().data(),
+                               opt.exp_avg_sq().data());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  if (!comm.all(error.empty())) throw CheckpointError(comm.is_root() ? error : "checkpoint load failed on rank 0");
+  std::int64_t found = comm.is_root() && !path.empty() ? 1 : 0;
+  comm.broadcast(&found, sizeof found);
+  if (!found) {
+    log.note("resume " + resume + ": no checkpoint in " + o.train.ckpt_dir + " yet, starting fresh");
+    return;
+  }
+  std::int64_t header[5] = {meta.step, meta.tokens_seen, meta.optimizer_steps, meta.bad_steps, 0};
+  std::string position = meta.loader_position;
+  header[4] = std::int64_t(position.size());
+  comm.broadcast(header, sizeof header);
+  position.resize(std::size_t(header[4]));
+  comm.broadcast(position.data(), position.size());
+  comm.broadcast(model.params(), std::size_t(model.num_params()) * sizeof(float));
+  comm.broadcast(opt.exp_avg().data(), opt.exp_avg().size_bytes());
+  comm.broadcast(opt.exp_avg_sq().data(), opt.exp_avg_sq().size_bytes());
+  st.step = header[0];
+  st.tokens_seen = header[1];
+  opt.set_steps(header[2]);
+  st.bad_steps = header[3];
+  data.restore(LoaderPosition::parse(position));
+  log.note("resumed from " + (comm.is_root() ? path : std::string("checkpoint")) + " at step " +
+           std::to_string(st.step) + ", data position " + position);
+}
+
 }  // namespace
 
-TrainResult train(const RunOptions& o, const Communicator& comm) {
+TrainResult train(const RunOptions& o, const Communicator& comm, const std::string& resume) {
   const BatchLayout layout = batch_layout(o, comm.size());
   if (layout.cp != 1)
     throw OptionsError("parallel.cp = " + std::to_string(layout.cp) +
@@ -116,17 +192,26 @@ TrainResult train(const RunOptions& o, const Communicator& comm) {
              std::to_string(model.arena_bytes() >> 20) + " MiB per rank, GEMM peak " +
              std::to_string(int(peak_gflops)) + " GFLOP/s (all ranks)");
 
+  RunState st;
+  if (!resume.empty()) restore(resume, o, st, model, optimizer, train_data, comm, log);
+
   TrainResult result;
   result.metrics_path = log.path();
+  result.first_step = st.step;
+  result.steps_done = st.step;
+  result.bad_steps = st.bad_steps;
   Batch batch;
   idx bad_in_a_row = 0;
   const idx n = model.num_params();
-  for (idx step = 0; step < t.steps; ++step) {
+  const bool checkpoints = t.ckpt_every > 0;
+  idx saved_step = st.step;  // the step of the newest checkpoint on disk
+  for (idx step = st.step; step < t.steps; ++step) {
     // Agreeing on the stop costs one tiny all-reduce, and keeps ranks from diverging on it.
     if (!comm.all(stop_signal() == 0)) {
       result.stop_signal = int(comm.max(double(stop_signal())));
       log.note("stop requested by signal " + std::to_string(result.stop_signal) + ": stopping after step " +
                std::to_string(step));
+      if (checkpoints && st.step > saved_step) result.last_checkpoint = save(o, st, model, optimizer, train_data, comm, log);
       break;
     }
     const auto start = std::chrono::steady_clock::now();
@@ -153,6 +238,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm) {
       bad_in_a_row = 0;
     } else {
       ++result.bad_steps;
+      ++st.bad_steps;
       log.note("step " + std::to_string(step + 1) + ": non-finite loss " + std::to_string(loss) +
                " or gradient norm " + std::to_string(grad_norm) + ", step skipped");
       if (++bad_in_a_row >= t.max_bad_steps)
@@ -161,9 +247,12 @@ TrainResult train(const RunOptions& o, const Communicator& comm) {
     }
     result.losses.push_back(loss);
     result.steps_done = step + 1;
+    st.step = step + 1;
+    st.tokens_seen += layout.global_batch * t.seq_len;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-    const bool last = step + 1 == t.steps;
+    const bool exiting = t.exit_after > 0 && step + 1 - result.first_step >= t.exit_after;
+    const bool last = step + 1 == t.steps || exiting;
     if (t.log_every > 0 && ((step + 1) % t.log_every == 0 || step == 0 || last)) {
       StepMetrics m;
       m.step = step + 1;
@@ -183,6 +272,15 @@ TrainResult train(const RunOptions& o, const Communicator& comm) {
       result.eval_loss = e.loss;
       result.eval_accuracy = e.accuracy;
       log.eval(step + 1, e.loss, e.accuracy);
+    }
+    if (checkpoints && ((step + 1) % t.ckpt_every == 0 || last)) {
+      result.last_checkpoint = save(o, st, model, optimizer, train_data, comm, log);
+      saved_step = st.step;
+    }
+    if (exiting) {
+      log.note("train.exit_after = " + std::to_string(t.exit_after) + " steps reached: stopping at step " +
+               std::to_string(step + 1) + " of " + std::to_string(t.steps));
+      break;
     }
   }
   result.params.assign(model.params(), model.params() + n);

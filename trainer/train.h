@@ -12,7 +12,8 @@
 namespace nexus {
 
 struct TrainResult {
-  idx steps_done = 0;             // optimizer steps taken or skipped in this run
+  idx first_step = 0;             // 0, or the step a resumed run started from
+  idx steps_done = 0;             // the run's step count when it stopped (skipped steps included)
   std::vector<double> losses;     // global mean training loss of each step
   double eval_loss = -1;          // last evaluation (-1: none ran)
   double eval_accuracy = -1;      // last evaluation's answer accuracy (-1: task has none)
@@ -20,15 +21,20 @@ struct TrainResult {
   int stop_signal = 0;            // the signal that stopped the run early, or 0
   std::vector<float> params;      // final weights (identical on every rank)
   std::string metrics_path;       // root rank only
+  std::string last_checkpoint;    // root rank only; empty when none was written
 };
 
 // The sequences a run reads, built from the [data] options: split 0 = train, 1 = eval (null when
 // the data has no eval split). Errors name the option and the file.
 std::unique_ptr<SequenceSource> make_sequences(const RunOptions& options, bool eval);
 
-// Runs options.train.steps steps on `comm` (all of its ranks call this). Stops early, at a step
-// boundary, when SIGTERM or SIGUSR1 arrives on any rank. Throws on configuration or data errors
-// before any step, and std::runtime_error after max_bad_steps non-finite steps in a row.
-TrainResult train(const RunOptions& options, const Communicator& comm);
+// Runs until options.train.steps steps are done, on `comm` (all of its ranks call this).
+// `resume` ("latest", a checkpoint directory or file; empty for a fresh start) restores the
+// weights, optimizer state, step, token count and data position, so the run continues exactly as
+// if it had never stopped. Checkpoints are written every train.ckpt_every steps, at the end, and
+// when SIGTERM or SIGUSR1 arrives on any rank (the run then stops at the step boundary). Throws on
+// configuration, data or checkpoint errors before any step, and std::runtime_error after
+// max_bad_steps non-finite steps in a row.
+TrainResult train(const RunOptions& options, const Communicator& comm, const std::string& resume = "");
 
 }  // namespace nexus

@@ -54,3 +54,60 @@ TEST(DataParallel, RanksSplittingTheGlobalBatchMatchOneRank) {
 
 }  // namespace
 }  // namespace nexus
+
+namespace nexus {
+namespace {
+
+// Checkpoints hold logical shapes and the global data position, so a run continues on another
+// number of data-parallel ranks with the same global batch.
+TEST(DataParallel, CheckpointsResumeOnAnotherNumberOfRanks) {
+  const Communicator& world = test::world();
+  const std::vector<std::string> args{"--train.steps=6", "--train.global_batch=8", "--train.warmup_steps=1",
+                                      "--train.eval_every=0", "--train.ckpt_every=3", "--train.micro_batch=2"};
+  auto with = [&](const std::string& dir, std::vector<std::string> extra) {
+    auto a = args;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return test::tiny_run(dir, a);
+  };
+  const std::string mine = test::temp_run_dir("ranks_r" + std::to_string(world.rank()));
+  // The reference: 6 steps on every rank alone (micro 2, grad_accum 4: same global batch).
+  const TrainResult single = train(with(mine + "/single", {}), Communicator::self());
+
+  // N ranks for 3 steps, then 1 rank resumes from the N-rank checkpoint (root wrote it).
+  const TrainResult first = train(with(mine + "/world", {"--train.exit_after=3"}), world);
+  std::string ckpt = first.last_checkpoint;
+  std::int64_t len = std::int64_t(ckpt.size());
+  world.broadcast(&len, sizeof len);
+  ckpt.resize(std::size_t(len));
+  world.broadcast(ckpt.data(), ckpt.size());
+  const TrainResult one = train(with(mine + "/one", {}), Communicator::self(), ckpt);
+  ASSERT_EQ(one.first_step, 3);
+
+  // 1 rank for 3 steps (rank 0's run), then N ranks resume from it.
+  const TrainResult alone = train(with(mine + "/alone", {"--train.exit_after=3"}), Communicator::self());
+  std::string ckpt1 = alone.last_checkpoint;
+  len = std::int64_t(ckpt1.size());
+  world.broadcast(&len, sizeof len);
+  ckpt1.resize(std::size_t(len));
+  world.broadcast(ckpt1.data(), ckpt1.size());
+  const TrainResult many = train(with(mine + "/many", {}), world, ckpt1);
+  ASSERT_EQ(many.first_step, 3);
+
+  // Same tolerance argument as above: only fp32 summation order differs between the paths.
+  for (std::size_t s = 0; s < 3; ++s) {
+    EXPECT_NEAR(one.losses[s], single.losses[s + 3], 1e-5 * single.losses[s + 3]) << "N -> 1, step " << s + 3;
+    EXPECT_NEAR(many.losses[s], single.losses[s + 3], 1e-5 * single.losses[s + 3]) << "1 -> N, step " << s + 3;
+  }
+  double worst_one = 0, worst_many = 0;
+  for (std::size_t i = 0; i < single.params.size(); ++i) {
+    worst_one = std::max(worst_one, double(std::abs(one.params[i] - single.params[i])));
+    worst_many = std::max(worst_many, double(std::abs(many.params[i] - single.params[i])));
+  }
+  EXPECT_LT(worst_one, 1e-5);
+  EXPECT_LT(worst_many, 1e-5);
+  world.barrier();
+  std::filesystem::remove_all(mine);
+}
+
+}  // namespace
+}  // namespace nexus

@@ -24,7 +24,8 @@ const std::vector<std::string> kAllKeys = {
     "train.grad_accum", "train.seq_len", "train.seed", "train.lr", "train.min_lr", "train.warmup_steps",
     "train.schedule", "train.wsd_decay_fraction", "train.beta1", "train.beta2", "train.eps", "train.weight_decay",
     "train.grad_clip", "train.max_bad_steps", "train.eval_every", "train.eval_batches", "train.log_every",
-    "train.out_dir", "train.ckpt_every", "train.ckpt_dir", "train.ckpt_keep", "data.source", "data.path",
+    "train.out_dir", "train.ckpt_every", "train.ckpt_dir", "train.ckpt_keep", "train.exit_after", "data.source",
+    "data.path",
     "data.mqar_pairs", "data.mqar_queries", "data.val_path", "parallel.cp"};
 
 // A scratch INI file removed at the end of the test.
