@@ -1,7 +1,6 @@
 #include "trainer/metrics.h"
 
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -18,7 +17,6 @@ double peak_rss_mib() {
 MetricsLog::MetricsLog(const std::string& run_dir, bool enabled)
     : enabled_(enabled), start_(std::chrono::steady_clock::now()) {
   if (!enabled_) return;
-  tty_ = isatty(STDOUT_FILENO) != 0;
   std::filesystem::create_directories(run_dir);
   path_ = (std::filesystem::path(run_dir) / "metrics.jsonl").string();
   file_ = std::fopen(path_.c_str(), "a");
@@ -36,19 +34,19 @@ void MetricsLog::write_json(const std::string& line) {
 
 void MetricsLog::step(const StepMetrics& m) {
   if (!enabled_) return;
-  if (tty_) std::printf("\r\033[K");  // replace the progress bar with the step line
-  std::printf("step %6lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %8.0f tok/s | %7.1f ms | mfu %5.1f%% | mem %.0f MiB%s\n",
-              (long long)m.step, (long long)m.total_steps, m.loss, m.lr, m.grad_norm, m.tokens_per_s, m.ms,
-              100.0 * m.mfu, m.peak_mem_mib,
-              m.bad_steps ? (" | skipped " + std::to_string(m.bad_steps)).c_str() : "");
-  if (tty_) {
+  // Progress and ETA ride on every step line rather than a redrawn bar: mpirun gives ranks a
+  // pseudo-terminal even when the job's output goes to a file, where escape codes would be noise.
+  if (m.step > first_step_) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    const double frac = double(m.step) / double(std::max<idx>(m.total_steps, 1));
-    const double eta = frac > 0 ? elapsed * (1 - frac) / frac : 0;
-    const int width = 30, filled = int(frac * width);
-    std::printf("[%s%s] %3.0f%% ETA %02d:%02d", std::string(std::size_t(filled), '#').c_str(),
-                std::string(std::size_t(width - filled), '.').c_str(), 100 * frac, int(eta) / 60, int(eta) % 60);
+    const double rate = double(m.step - first_step_) / elapsed;  // steps per second in this run
+    eta_s_ = double(m.total_steps - m.step) / rate;
   }
+  const int eta = int(eta_s_ + 0.5);
+  std::printf("step %6lld/%lld %3.0f%% | loss %.4f | lr %.2e | gnorm %.3f | %8.0f tok/s | %7.1f ms | mfu %5.1f%% | "
+              "mem %.0f MiB | eta %d:%02d:%02d%s\n",
+              (long long)m.step, (long long)m.total_steps, 100.0 * double(m.step) / double(std::max<idx>(m.total_steps, 1)),
+              m.loss, m.lr, m.grad_norm, m.tokens_per_s, m.ms, 100.0 * m.mfu, m.peak_mem_mib, eta / 3600,
+              eta / 60 % 60, eta % 60, m.bad_steps ? (" | skipped " + std::to_string(m.bad_steps)).c_str() : "");
   std::fflush(stdout);
   write_json(nlohmann::json{{"step", m.step},
                             {"loss", m.loss},
@@ -64,7 +62,6 @@ void MetricsLog::step(const StepMetrics& m) {
 
 void MetricsLog::eval(idx step, double loss, double accuracy) {
   if (!enabled_) return;
-  if (tty_) std::printf("\r\033[K");
   nlohmann::json j{{"step", step}, {"eval_loss", loss}};
   if (accuracy >= 0) {
     std::printf("eval   %6lld | loss %.4f | accuracy %.2f%%\n", (long long)step, loss, 100 * accuracy);
@@ -78,7 +75,6 @@ void MetricsLog::eval(idx step, double loss, double accuracy) {
 
 void MetricsLog::note(const std::string& text) {
   if (!enabled_) return;
-  if (tty_) std::printf("\r\033[K");
   std::printf("%s\n", text.c_str());
   std::fflush(stdout);
   write_json(nlohmann::json{{"note", text}}.dump());

@@ -1,5 +1,5 @@
-// What a run reports: one human line per step on stdout (with a progress bar and ETA when stdout
-// is a terminal), and the same fields as JSON lines in <run dir>/metrics.jsonl for plotting.
+// What a run reports: one human line per step on stdout (with progress and the ETA), and the same
+// fields as JSON lines in <run dir>/metrics.jsonl for plotting.
 // Only the root rank constructs an enabled log; the others' calls do nothing.
 #pragma once
 
@@ -27,6 +27,8 @@ class MetricsLog {
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
 
+  // The step a (resumed) run starts from, so the ETA counts only this run's pace.
+  void start_at(idx step) { first_step_ = step; start_ = std::chrono::steady_clock::now(); }
   void step(const StepMetrics& m);
   // accuracy < 0 means the task has no accuracy metric.
   void eval(idx step, double loss, double accuracy);
@@ -36,7 +38,8 @@ class MetricsLog {
  private:
   void write_json(const std::string& line);
   bool enabled_;
-  bool tty_ = false;
+  idx first_step_ = 0;
+  double eta_s_ = 0;
   std::string path_;
   std::FILE* file_ = nullptr;
   std::chrono::steady_clock::time_point start_;

@@ -195,6 +195,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   RunState st;
   if (!resume.empty()) restore(resume, o, st, model, optimizer, train_data, comm, log);
 
+  log.start_at(st.step);
   TrainResult result;
   result.metrics_path = log.path();
   result.first_step = st.step;
