@@ -1,0 +1,558 @@
+// Checkpoints: exact round trip, logical shapes, crash-safe directory handling, architecture
+// checks, and damage (truncation, flipped bytes, rewritten data, removed pieces) that must be
+// refused, never loaded as different values.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "data/data_test_util.h"
+#include "trainer/checkpoint.h"
+#include "trainer/options.h"
+
+namespace nexus {
+namespace {
+
+namespace fs = std::filesystem;
+using test::read_bytes;
+using test::TempDir;
+using test::write_bytes;
+
+ModelConfig small_config() {
+  ModelConfig c;
+  c.vocab_size = 32;
+  c.d_model = 16;
+  c.n_layers = 2;
+  c.pattern = "MA";
+  c.mlp_hidden = 32;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.head_dim = 8;
+  c.mamba_headdim = 8;
+  c.mamba_d_state = 8;
+  c.mamba_chunk = 16;
+  return c;
+}
+
+// Bit-by-bit CRC-32 (reflected 0xEDB88320), written independently of the table-driven one.
+std::uint32_t reference_crc32(const void* data, std::size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::uint32_t c = 0xFFFFFFFFu;
+  for (std::size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
+// A model's parameters and optimizer state with random values (and a few special ones), plus
+// the metadata of a run that has them.
+struct State {
+  ModelConfig config;
+  ParamTable table;
+  std::vector<float> params, m, v;
+  CheckpointMeta meta;
+
+  explicit State(const ModelConfig& c, std::uint32_t seed = 7) : config(c), table(c) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const std::size_t n = static_cast<std::size_t>(table.total());
+    params.resize(n);
+    m.resize(n);
+    v.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      params[i] = normal(rng);
+      m[i] = 1e-3f * normal(rng);
+      v[i] = std::abs(1e-6f * normal(rng));
+    }
+    // Values whose bits a lossy path would change.
+    params[0] = -0.0f;
+    params[1] = std::numeric_limits<float>::denorm_min();
+    params[2] = std::numeric_limits<float>::infinity();
+    params[3] = std::numeric_limits<float>::quiet_NaN();
+    RunOptions o = parse_ini("");
+    o.model = c;
+    meta.step = 100;
+    meta.tokens_seen = 123456789012LL;
+    meta.config_ini = to_ini(o);
+    meta.loader_position = "epoch=2,sequence=1536";
+    meta.seed = 0xFEDCBA9876543210ull;
+    meta.optimizer_steps = 98;
+    meta.bad_steps = 2;
+  }
+
+  std::string save(const std::string& dir, idx step, idx keep = 0) {
+    meta.step = step;
+    return save_checkpoint(dir, meta, table, params.data(), m.data(), v.data(), keep);
+  }
+};
+
+struct Loaded {
+  std::vector<float> params, m, v;
+  CheckpointMeta meta;
+};
+
+Loaded load(const std::string& path, const ModelConfig& config) {
+  const ParamTable table(config);
+  Loaded l;
+  const std::size_t n = static_cast<std::size_t>(table.total());
+  l.params.assign(n, 0.f);
+  l.m.assign(n, 0.f);
+  l.v.assign(n, 0.f);
+  l.meta = load_checkpoint(path, config, table, l.params.data(), l.m.data(), l.v.data());
+  return l;
+}
+
+bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// The message of the CheckpointError that f throws (a test failure if it throws nothing else).
+std::string checkpoint_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a CheckpointError";
+  return {};
+}
+
+std::set<std::string> dir_listing(const fs::path& dir) {
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.insert(e.path().filename().string());
+  return names;
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Test-side HDF5 access to a checkpoint file, without the code under test; no file locking.
+hid_t open_h5(const std::string& path, unsigned flags) {
+  const hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_file_locking(fapl, false, true);
+  const hid_t f = H5Fopen(path.c_str(), flags, fapl);
+  H5Pclose(fapl);
+  return f;
+}
+
+// File offset and size of the first chunk of `dataset`.
+std::pair<std::size_t, std::size_t> first_chunk(const std::string& path, const std::string& dataset) {
+  const hid_t f = open_h5(path, H5F_ACC_RDONLY);
+  EXPECT_GE(f, 0);
+  const hid_t d = H5Dopen2(f, dataset.c_str(), H5P_DEFAULT);
+  EXPECT_GE(d, 0);
+  hsize_t offset[8] = {};
+  unsigned mask = 0;
+  haddr_t addr = 0;
+  hsize_t size = 0;
+  const hid_t space = H5Dget_space(d);
+  EXPECT_GE(H5Dget_chunk_info(d, space, 0, offset, &mask, &addr, &size), 0);
+  H5Sclose(space);
+  H5Dclose(d);
+  H5Fclose(f);
+  return {static_cast<std::size_t>(addr), static_cast<std::size_t>(size)};
+}
+
+// `copy` := `path` changed through the HDF5 API by `edit`, so HDF5's own checksums stay valid.
+void edit_copy(const std::string& path, const std::string& copy, const std::function<void(hid_t)>& edit) {
+  fs::copy_file(path, copy, fs::copy_options::overwrite_existing);
+  const hid_t f = open_h5(copy, H5F_ACC_RDWR);
+  ASSERT_GE(f, 0);
+  edit(f);
+  H5Fclose(f);
+}
+
+// `to` := `bytes` with byte `at` xor-ed with `mask`.
+void write_flipped(const std::vector<unsigned char>& bytes, std::size_t at, unsigned char mask, const std::string& to) {
+  std::vector<unsigned char> b = bytes;
+  b[at] ^= mask;
+  write_bytes(to, b);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(Checkpoint, Crc32MatchesTheStandardCheckValueAndABitwiseReference) {
+  EXPECT_EQ(checkpoint_crc32("123456789", 9), 0xCBF43926u);  // the CRC-32/ISO-HDLC check value
+  EXPECT_EQ(checkpoint_crc32("", 0), 0u);
+  std::mt19937 rng(3);
+  std::vector<unsigned char> bytes(1000);
+  for (auto& b : bytes) b = static_cast<unsigned char>(rng());
+  for (std::size_t n : {1u, 7u, 8u, 9u, 63u, 1000u}) {
+    EXPECT_EQ(checkpoint_crc32(bytes.data(), n), reference_crc32(bytes.data(), n)) << n;
+    // Continuing a CRC over a split buffer gives the CRC of the whole.
+    EXPECT_EQ(checkpoint_crc32(bytes.data() + n / 3, n - n / 3, checkpoint_crc32(bytes.data(), n / 3)),
+              reference_crc32(bytes.data(), n))
+        << n;
+  }
+}
+
+TEST(Checkpoint, RoundTripIsBitIdenticalWithEveryMetaField) {
+  TempDir dir;
+  State s(small_config());
+  const std::string path = s.save(dir.path().string(), 100);
+  EXPECT_EQ(path, (dir.path() / "step_00000100.h5").string());
+
+  const Loaded l = load(path, s.config);
+  EXPECT_TRUE(bit_identical(l.params, s.params));
+  EXPECT_TRUE(bit_identical(l.m, s.m));
+  EXPECT_TRUE(bit_identical(l.v, s.v));
+  EXPECT_EQ(l.meta.format_version, 1);
+  EXPECT_EQ(l.meta.step, 100);
+  EXPECT_EQ(l.meta.tokens_seen, 123456789012LL);
+  EXPECT_EQ(l.meta.config_ini, s.meta.config_ini);
+  EXPECT_EQ(l.meta.loader_position, "epoch=2,sequence=1536");
+  EXPECT_EQ(l.meta.seed, 0xFEDCBA9876543210ull);
+  EXPECT_EQ(l.meta.optimizer_steps, 98);
+  EXPECT_EQ(l.meta.bad_steps, 2);
+  EXPECT_EQ(read_checkpoint_meta(path), l.meta);
+  EXPECT_EQ(verify_checkpoint(path), l.meta);
+  // The stored config reads back to the same architecture.
+  EXPECT_EQ(parse_ini(l.meta.config_ini).model.d_model, 16);
+
+  // Independent look with the HDF5 API: logical shapes, fp32, Fletcher32, and the CRC attribute
+  // equals the reference CRC of the expected values.
+  const hid_t f = open_h5(path, H5F_ACC_RDONLY);
+  ASSERT_GE(f, 0);
+  const ModelConfig& c = s.config;
+  const struct {
+    std::string name;
+    std::vector<hsize_t> dims;
+  } expected[] = {
+      {"/model/model.embed_tokens.weight", {32, 16}},
+      {"/model/model.layers.0.mamba.conv1d.weight", {hsize_t(c.conv_dim()), 1, 4}},
+      {"/optim/exp_avg/model.layers.1.self_attn.k_proj.weight", {8, 16}},
+      {"/optim/exp_avg_sq/model.layers.0.mamba.A_log", {hsize_t(c.mamba_heads())}},
+  };
+  for (const auto& e : expected) {
+    SCOPED_TRACE(e.name);
+    const hid_t d = H5Dopen2(f, e.name.c_str(), H5P_DEFAULT);
+    ASSERT_GE(d, 0);
+    const hid_t space = H5Dget_space(d);
+    std::vector<hsize_t> dims(static_cast<std::size_t>(H5Sget_simple_extent_ndims(space)));
+    H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+    EXPECT_EQ(dims, e.dims);
+    const hid_t type = H5Dget_type(d);
+    EXPECT_TRUE(H5Tequal(type, H5T_IEEE_F32LE) > 0);
+    const hid_t dcpl = H5Dget_create_plist(d);
+    EXPECT_EQ(H5Pget_layout(dcpl), H5D_CHUNKED);
+    bool fletcher = false;
+    for (int i = 0; i < H5Pget_nfilters(dcpl); ++i) {
+      unsigned flags = 0, config = 0;
+      std::size_t nelem = 0;
+      fletcher |= H5Pget_filter2(dcpl, static_cast<unsigned>(i), &flags, &nelem, nullptr, 0, nullptr, &config) ==
+                  H5Z_FILTER_FLETCHER32;
+    }
+    EXPECT_TRUE(fletcher);
+    const std::string group = e.name.substr(0, e.name.rfind('/'));
+    const ParamInfo& p = s.table.at(e.name.substr(e.name.rfind('/') + 1));
+    const std::vector<float>& src = group == "/model" ? s.params : group == "/optim/exp_avg" ? s.m : s.v;
+    const hid_t attr = H5Aopen(d, "crc32", H5P_DEFAULT);
+    std::uint32_t crc = 0;
+    H5Aread(attr, H5T_NATIVE_UINT32, &crc);
+    EXPECT_EQ(crc, reference_crc32(src.data() + p.offset, static_cast<std::size_t>(p.numel) * sizeof(float)));
+    H5Aclose(attr);
+    H5Pclose(dcpl);
+    H5Tclose(type);
+    H5Sclose(space);
+    H5Dclose(d);
+  }
+  H5Fclose(f);
+}
+
+TEST(Checkpoint, SaveLeavesNoTemporaryFileUpdatesLatestAndPrunes) {
+  TempDir dir;
+  State s(small_config());
+  const std::string d = dir.path().string();
+  // A stray temporary file from an earlier, interrupted write: the next save removes it.
+  write_bytes(dir.file("step_00000007.h5.tmp-4242"), {1, 2, 3});
+  for (idx step : {10, 20, 30, 40}) {
+    s.save(d, step, /*keep=*/2);
+    EXPECT_EQ(read_text(dir.path() / "latest"), checkpoint_file_name(step) + "\n");
+    for (const auto& name : dir_listing(dir.path())) EXPECT_EQ(name.find("tmp"), std::string::npos) << name;
+  }
+  EXPECT_EQ(dir_listing(dir.path()), (std::set<std::string>{"latest", "step_00000030.h5", "step_00000040.h5"}));
+
+  // keep = 0 keeps everything.
+  s.save(d, 50, 0);
+  s.save(d, 60, 0);
+  EXPECT_EQ(dir_listing(dir.path()).size(), 5u);
+
+  // The file just written is kept even when older-run files carry higher step numbers.
+  s.save(d, 45, 2);
+  EXPECT_EQ(dir_listing(dir.path()), (std::set<std::string>{"latest", "step_00000045.h5", "step_00000060.h5"}));
+  EXPECT_EQ(read_text(dir.path() / "latest"), "step_00000045.h5\n");
+}
+
+TEST(Checkpoint, ArchitectureMismatchNamesTheFirstDifferingFieldWithBothValues) {
+  TempDir dir;
+  State s(small_config());
+  const std::string path = s.save(dir.path().string(), 100);
+
+  ModelConfig other = small_config();
+  other.d_model = 32;  // differs first (d_model precedes n_layers in the [model] section)
+  other.n_layers = 3;
+  other.pattern = "MAM";
+  std::string msg = checkpoint_error([&] { load(path, other); });
+  EXPECT_NE(msg.find("checkpoint " + path + " was written for model.d_model = 16, this run has model.d_model = 32"),
+            std::string::npos)
+      << msg;
+
+  other = small_config();
+  other.mamba_d_state = 16;  // same tensor names, different shapes
+  msg = checkpoint_error([&] { load(path, other); });
+  EXPECT_NE(msg.find("model.mamba_d_state = 8, this run has model.mamba_d_state = 16"), std::string::npos) << msg;
+
+  other = small_config();
+  other.pattern = "";  // resolves to the default pattern "MM"
+  msg = checkpoint_error([&] { load(path, other); });
+  EXPECT_NE(msg.find("model.pattern = MA, this run has model.pattern = MM"), std::string::npos) << msg;
+
+  // The same architecture with an explicit pattern equal to the default loads.
+  other = small_config();
+  EXPECT_NO_THROW(load(path, other));
+}
+
+TEST(Checkpoint, TruncatedFilesAreRefusedNamingTheFile) {
+  TempDir dir;
+  State s(small_config());
+  const std::string path = s.save(dir.path().string(), 100);
+  const std::vector<unsigned char> bytes = read_bytes(path);
+  ASSERT_GT(bytes.size(), 4096u);
+  const std::string damaged = dir.file("step_00000200.h5");
+  for (std::size_t size :
+       {std::size_t(0), std::size_t(7), std::size_t(100), bytes.size() / 2, bytes.size() - 1024, bytes.size() - 1}) {
+    SCOPED_TRACE(size);
+    write_bytes(damaged, std::vector<unsigned char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(size)));
+    const std::string msg = checkpoint_error([&] { load(damaged, s.config); });
+    EXPECT_NE(msg.find(damaged), std::string::npos) << msg;
+    EXPECT_THROW(read_checkpoint_meta(damaged), CheckpointError);
+  }
+  EXPECT_NE(checkpoint_error([&] { load(dir.file("missing.h5"), s.config); }).find("does not exist"),
+            std::string::npos);
+}
+
+TEST(Checkpoint, FlippedBytesInTensorDataAreDetected) {
+  TempDir dir;
+  State s(small_config());
+  const std::string path = s.save(dir.path().string(), 100);
+  const std::vector<unsigned char> bytes = read_bytes(path);
+  const std::string damaged = dir.file("damaged.h5");
+  for (const std::string dataset : {"/model/model.embed_tokens.weight", "/optim/exp_avg_sq/lm_head.weight",
+                                    "/optim/exp_avg/model.layers.0.mamba.D"}) {
+    SCOPED_TRACE(dataset);
+    const auto [addr, size] = first_chunk(path, dataset);
+    ASSERT_GT(size, 0u);
+    ASSERT_LE(addr + size, bytes.size());
+    for (std::size_t at : {addr, addr + size / 2, addr + size - 1}) {
+      write_flipped(bytes, at, 0x10, damaged);
+      const std::string msg = checkpoint_error([&] { load(damaged, s.config); });
+      EXPECT_NE(msg.find(damaged), std::string::npos) << msg;
+      EXPECT_NE(msg.find(dataset), std::string::npos) << msg;
+      EXPECT_THROW(verify_checkpoint(damaged), CheckpointError);
+    }
+  }
+}
+
+TEST(Checkpoint, AFlippedByteAnywhereIsRefusedOrHarmless) {
+  TempDir dir;
+  State s(small_config());
+  const std::string path = s.save(dir.path().string(), 100);
+  const std::vector<unsigned char> bytes = read_bytes(path);
+  const std::string damaged = dir.file("damaged.h5");
+  // Every byte of the first 256 (superblock, start of the root object header with the meta
+  // attributes), then ~400 positions spread over the rest of the file.
+  std::vector<std::size_t> positions;
+  for (std::size_t at = 0; at < std::min<std::size_t>(256, bytes.size()); ++at) positions.push_back(at);
+  for (std::size_t at = 256; at < bytes.size(); at += std::max<std::size_t>(1, bytes.size() / 400))
+    positions.push_back(at);
+  idx refused = 0, harmless = 0;
+  for (std::size_t at : positions) {
+    write_flipped(bytes, at, 0xA5, damaged);
+    try {
+      const Loaded l = load(damaged, s.config);
+      // Unused space: loading it must give exactly the saved state.
+      EXPECT_TRUE(bit_identical(l.params, s.params) && bit_identical(l.m, s.m) && bit_identical(l.v, s.v) &&
+                  l.meta == load(path, s.config).meta)
+          << "byte " << at << " changed the loaded state silently";
+      ++harmless;
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find(damaged), std::string::npos) << e.what();
+      ++refused;
+    }
+  }
+  // Almost all of the file is checksummed data or metadata (the rest is alignment padding).
+  EXPECT_GT(refused, idx(positions.size() * 9 / 10));
+  std::printf("flipped %zu positions of %zu bytes: %lld refused, %lld in unused space\n", positions.size(),
+              bytes.size(), static_cast<long long>(refused), static_cast<long long>(harmless));
+}
+
+TEST(Checkpoint, DamageThatHdf5CannotSeeIsCaughtByTheChecksums) {
+  TempDir dir;
+  State s(small_config());
+  const std::string path = s.save(dir.path().string(), 100);
+  const std::string copy = dir.file("copy.h5");
+
+  // Data rewritten through HDF5 itself (so Fletcher32 is recomputed and valid).
+  edit_copy(path, copy, [](hid_t f) {
+    const hid_t d = H5Dopen2(f, "/optim/exp_avg/model.final_layernorm.weight", H5P_DEFAULT);
+    std::vector<float> x(16, 0.5f);
+    EXPECT_GE(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data()), 0);
+    H5Dclose(d);
+  });
+  std::string msg = checkpoint_error([&] { load(copy, s.config); });
+  EXPECT_NE(msg.find("checksum mismatch in dataset /optim/exp_avg/model.final_layernorm.weight"), std::string::npos)
+      << msg;
+
+  // A metadata attribute changed consistently with HDF5's own checksums.
+  edit_copy(path, copy, [](hid_t f) {
+    const hid_t a = H5Aopen(f, "step", H5P_DEFAULT);
+    const std::int64_t step = 200;
+    EXPECT_GE(H5Awrite(a, H5T_NATIVE_INT64, &step), 0);
+    H5Aclose(a);
+  });
+  msg = checkpoint_error([&] { read_checkpoint_meta(copy); });
+  EXPECT_NE(msg.find("metadata checksum mismatch"), std::string::npos) << msg;
+
+  // A missing optimizer tensor.
+  edit_copy(path, copy, [](hid_t f) {
+    EXPECT_GE(H5Ldelete(f, "/optim/exp_avg_sq/model.layers.1.self_attn.v_proj.weight", H5P_DEFAULT), 0);
+  });
+  msg = checkpoint_error([&] { load(copy, s.config); });
+  EXPECT_NE(msg.find("missing dataset /optim/exp_avg_sq/model.layers.1.self_attn.v_proj.weight"), std::string::npos)
+      << msg;
+  EXPECT_THROW(verify_checkpoint(copy), CheckpointError);
+
+  // No completion mark: a write that never finished.
+  edit_copy(path, copy, [](hid_t f) { EXPECT_GE(H5Adelete(f, "complete"), 0); });
+  msg = checkpoint_error([&] { read_checkpoint_meta(copy); });
+  EXPECT_NE(msg.find("incomplete"), std::string::npos) << msg;
+}
+
+TEST(Checkpoint, ResolveFindsTheNewestCheckpointThatVerifies) {
+  TempDir dir;
+  State s(small_config());
+  const std::string d = dir.path().string();
+  std::vector<std::string> notes;
+
+  // Nothing there yet: a fresh start.
+  EXPECT_EQ(resolve_checkpoint("latest", d, notes), "");
+  EXPECT_EQ(resolve_checkpoint("latest", dir.file("not_created_yet"), notes), "");
+  EXPECT_TRUE(notes.empty());
+
+  const std::string p1 = s.save(d, 1), p2 = s.save(d, 2), p3 = s.save(d, 3);
+  EXPECT_EQ(resolve_checkpoint("latest", d, notes), p3);
+  EXPECT_EQ(resolve_checkpoint(d, "ignored", notes), p3);  // a directory as the spec
+  EXPECT_EQ(resolve_checkpoint(p2, d, notes), p2);         // an explicit file
+  EXPECT_TRUE(notes.empty());
+
+  // An interrupted write: complete-looking and garbage temporary files are never candidates.
+  fs::copy_file(p3, dir.file("step_00000004.h5.tmp-999"));
+  write_bytes(dir.file("step_00000005.h5.tmp-998"), {0x89, 'H', 'D', 'F'});
+  EXPECT_EQ(resolve_checkpoint("latest", d, notes), p3);
+  EXPECT_TRUE(notes.empty());
+
+  // The newest is damaged: fall back to the previous one, and say which file was skipped.
+  std::vector<unsigned char> bytes = read_bytes(p3);
+  bytes.resize(bytes.size() / 2);
+  write_bytes(p3, bytes);
+  EXPECT_EQ(resolve_checkpoint("latest", d, notes), p2);
+  ASSERT_FALSE(notes.empty());
+  std::string all;
+  for (const auto& n : notes) all += n + "\n";
+  EXPECT_NE(all.find(p3), std::string::npos) << all;
+  EXPECT_NE(all.find(p2), std::string::npos) << all;
+
+  // An explicitly named damaged file is an error naming it, not a fallback.
+  std::string msg = checkpoint_error([&] { resolve_checkpoint(p3, d, notes); });
+  EXPECT_NE(msg.find(p3), std::string::npos) << msg;
+  EXPECT_THROW(resolve_checkpoint(dir.file("step_00000099.h5"), d, notes), CheckpointError);
+
+  // No `latest` (a crash before its first write): the newest step file that verifies, noted.
+  fs::remove(dir.path() / "latest");
+  notes.clear();
+  EXPECT_EQ(resolve_checkpoint("latest", d, notes), p2);
+  EXPECT_FALSE(notes.empty());
+
+  // `latest` naming something that is not a checkpoint name is ignored.
+  std::ofstream(dir.path() / "latest") << "../../etc/passwd\n";
+  notes.clear();
+  EXPECT_EQ(resolve_checkpoint("latest", d, notes), p2);
+  EXPECT_FALSE(notes.empty());
+
+  // Checkpoints exist but none verifies: an error, not a silent fresh start.
+  for (const std::string& p : {p1, p2}) {
+    bytes = read_bytes(p);
+    bytes[bytes.size() / 2] ^= 0xFF;
+    bytes.resize(bytes.size() - 1024);
+    write_bytes(p, bytes);
+  }
+  msg = checkpoint_error([&] { resolve_checkpoint("latest", d, notes); });
+  EXPECT_NE(msg.find(d), std::string::npos) << msg;
+
+  // `latest` left behind with no checkpoint at all is an error too.
+  for (const std::string& p : {p1, p2, p3}) fs::remove(p);
+  std::ofstream(dir.path() / "latest") << "step_00000003.h5\n";
+  EXPECT_THROW(resolve_checkpoint("latest", d, notes), CheckpointError);
+}
+
+TEST(Checkpoint, InspectPrintsMetaConfigAndNorms) {
+  TempDir dir;
+  State s(small_config());
+  const std::string path = s.save(dir.path().string(), 100);
+  // Finite values, so the norms are numbers.
+  std::fill(s.params.begin(), s.params.begin() + 4, 0.25f);
+  s.save(dir.path().string(), 100);
+
+  std::string arg0 = "inspect", arg1 = path;
+  char* argv[] = {arg0.data(), arg1.data()};
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(command_inspect(2, argv), 0);
+  const std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("step             100"), std::string::npos) << out;
+  EXPECT_NE(out.find("tokens_seen      123456789012"), std::string::npos) << out;
+  EXPECT_NE(out.find("epoch=2,sequence=1536"), std::string::npos) << out;
+  EXPECT_NE(out.find(s.meta.config_ini), std::string::npos) << out;
+
+  const ParamInfo& p = s.table.at("model.layers.1.self_attn.q_proj.weight");
+  double sp = 0, sm = 0, sv = 0;
+  for (idx i = p.offset; i < p.offset + p.numel; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    sp += double(s.params[k]) * s.params[k];
+    sm += double(s.m[k]) * s.m[k];
+    sv += double(s.v[k]) * s.v[k];
+  }
+  char line[256];
+  std::snprintf(line, sizeof line, "%-48s %-16s %14.6e %14.6e %14.6e", p.name.c_str(), "[16, 16]", std::sqrt(sp),
+                std::sqrt(sm), std::sqrt(sv));
+  EXPECT_NE(out.find(line), std::string::npos) << line << "\n" << out;
+
+  // Bad usage and bad files are clean configuration-style errors.
+  char* no_path[] = {arg0.data()};
+  EXPECT_THROW(command_inspect(1, no_path), ConfigError);
+  std::vector<unsigned char> bytes = read_bytes(path);
+  bytes.resize(bytes.size() / 2);
+  write_bytes(path, bytes);
+  try {
+    command_inspect(2, argv);
+    ADD_FAILURE() << "inspect accepted a truncated file";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace nexus

@@ -1,0 +1,702 @@
+#include "trainer/checkpoint.h"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <utility>
+
+#include "trainer/options.h"
+
+namespace nexus {
+
+namespace fs = std::filesystem;
+
+// The CRC and the stored fp32 datasets are defined on little-endian bytes; on such a machine that
+// is the memory image, so no byte swapping anywhere.
+static_assert(std::endian::native == std::endian::little, "checkpoint CRCs assume a little-endian host");
+
+namespace {
+
+// ---- CRC-32 (reflected polynomial 0xEDB88320), slicing by 8 ------------------------------------
+
+using CrcTables = std::array<std::array<std::uint32_t, 256>, 8>;
+
+constexpr CrcTables make_crc_tables() {
+  CrcTables t{};
+  for (std::uint32_t i = 0; i < 256; ++i) {
+    std::uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    t[0][i] = c;
+  }
+  for (std::size_t s = 1; s < 8; ++s)
+    for (std::size_t i = 0; i < 256; ++i) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xFFu];
+  return t;
+}
+
+constexpr CrcTables kCrc = make_crc_tables();
+
+// ---- names and small helpers -----------------------------------------------------------------
+
+constexpr const char* kGroups[3] = {"/model", "/optim/exp_avg", "/optim/exp_avg_sq"};
+constexpr idx kChunkElements = idx(1) << 20;  // 4 MiB of fp32 per chunk at most
+
+[[noreturn]] void fail(const std::string& message) { throw CheckpointError(message); }
+
+std::string shape_text(const std::vector<idx>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// "step_<digits>.h5" -> the step; anything else (temporary files included) -> nullopt.
+std::optional<idx> step_of_file_name(const std::string& name) {
+  const std::string prefix = "step_", suffix = ".h5";
+  if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return std::nullopt;
+  const char* first = name.data() + prefix.size();
+  const char* last = name.data() + name.size() - suffix.size();
+  idx step = 0;
+  const auto r = std::from_chars(first, last, step);
+  if (r.ec != std::errc() || r.ptr != last || *first == '-' || *first == '+') return std::nullopt;
+  return step;
+}
+
+bool is_temporary_name(const std::string& name) {
+  return (name.rfind("step_", 0) == 0 && name.find(".h5.tmp-") != std::string::npos) ||
+         name.rfind("latest.tmp-", 0) == 0;
+}
+
+std::string temporary_name(const std::string& name) { return name + ".tmp-" + std::to_string(::getpid()); }
+
+// "checkpoint: <action> failed: <errno text>".
+std::string os_error(const std::string& action) { return "checkpoint: " + action + " failed: " + std::strerror(errno); }
+
+void fsync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) fail(os_error("opening '" + path + "'"));
+  if (::fsync(fd) != 0) {
+    const std::string message = os_error("fsync of '" + path + "'");
+    ::close(fd);
+    fail(message);
+  }
+  ::close(fd);
+}
+
+void rename_durably(const fs::path& from, const fs::path& to) {
+  if (std::rename(from.c_str(), to.c_str()) != 0)
+    fail(os_error("renaming '" + from.string() + "' to '" + to.string() + "'"));
+  fsync_path(to.parent_path().empty() ? "." : to.parent_path().string(), true);
+}
+
+// Replaces `path` with `text` atomically: temporary file, fsync, rename, fsync of the directory.
+void write_text_durably(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.parent_path() / temporary_name(path.filename().string());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail(os_error("creating '" + tmp.string() + "'"));
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  const std::string message = ok ? "" : os_error("writing '" + tmp.string() + "'");
+  ::close(fd);
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    fail(message);
+  }
+  rename_durably(tmp, path);
+}
+
+// ---- HDF5 plumbing ---------------------------------------------------------------------------
+
+// An HDF5 id closed on scope exit.
+class Hid {
+ public:
+  Hid() = default;
+  Hid(hid_t id, herr_t (*closer)(hid_t)) : id_(id), close_(closer) {}
+  Hid(Hid&& o) noexcept : id_(std::exchange(o.id_, -1)), close_(o.close_) {}
+  Hid& operator=(Hid&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, -1);
+      close_ = o.close_;
+    }
+    return *this;
+  }
+  Hid(const Hid&) = delete;
+  Hid& operator=(const Hid&) = delete;
+  ~Hid() { reset(); }
+  hid_t get() const { return id_; }
+  // Closes now and reports whether the close succeeded (it is where a file's data is written).
+  bool close() {
+    const bool ok = id_ < 0 || close_(id_) >= 0;
+    id_ = -1;
+    return ok;
+  }
+
+ private:
+  void reset() {
+    if (id_ >= 0) close_(id_);
+    id_ = -1;
+  }
+  hid_t id_ = -1;
+  herr_t (*close_)(hid_t) = nullptr;
+};
+
+// Silences HDF5's error printing while a checkpoint is read or written: its errors become
+// CheckpointError messages instead. The caller's handler is restored when the scope ends
+// normally, but not when it ends with an exception: HDF5 1.10 leaks internal blocks when a damaged
+// object header fails to load (HDFGroup/hdf5#3790, fixed in 1.14.5), and with a handler installed
+// it then prints "HDF5: infinite loop closing library" at exit, which would look like a failure
+// after a damaged checkpoint has been cleanly refused.
+class QuietHdf5 {
+ public:
+  QuietHdf5() {
+#if !H5_VERSION_GE(1, 10, 7)
+    // No per-file switch before 1.10.7: checkpoints must not depend on a lock-capable filesystem.
+    ::setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
+#endif
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~QuietHdf5() {
+    if (std::uncaught_exceptions() == exceptions_) H5Eset_auto2(H5E_DEFAULT, func_, data_);
+  }
+  QuietHdf5(const QuietHdf5&) = delete;
+  QuietHdf5& operator=(const QuietHdf5&) = delete;
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+  int exceptions_ = std::uncaught_exceptions();
+};
+
+herr_t collect_error(unsigned, const H5E_error2_t* e, void* out) {
+  auto* reasons = static_cast<std::vector<std::string>*>(out);
+  if (e->desc && *e->desc && reasons->size() < 2) reasons->emplace_back(e->desc);
+  return 0;
+}
+
+// The innermost messages of HDF5's current error stack (the specific cause), then clears it.
+std::string hdf5_reason() {
+  std::vector<std::string> reasons;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_error, &reasons);
+  H5Eclear2(H5E_DEFAULT);
+  std::string s;
+  for (const auto& r : reasons) s += (s.empty() ? "" : "; ") + r;
+  return s.empty() ? "" : " (HDF5: " + s + ")";
+}
+
+hid_t file_access_plist() {
+  const hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  if (fapl < 0) return fapl;
+#if H5_VERSION_GE(1, 10, 7)
+  H5Pset_file_locking(fapl, false, true);
+#endif
+  // The 1.10 file format (readable by HDF5 >= 1.10, h5py >= 2.8): superblock v3, object header
+  // v2 and the single-chunk / fixed-array chunk indexes all carry checksums, unlike the 1.8 v1
+  // B-tree chunk index, which is also a 2 KiB node per dataset. Pinned (not LATEST) so that a
+  // newer library still writes files that 1.10 reads.
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
+  return fapl;
+}
+
+// ---- attributes ------------------------------------------------------------------------------
+
+// Raises CheckpointError "<path>: <what><HDF5 reason>" when `status` is negative.
+template <typename T>
+T check(T status, const std::string& path, const std::string& what) {
+  if (status < 0) fail("checkpoint " + path + ": " + what + hdf5_reason());
+  return status;
+}
+
+template <typename T>
+void write_scalar_attr(hid_t obj, const char* name, hid_t file_type, hid_t mem_type, T value, const std::string& path) {
+  Hid space(check(H5Screate(H5S_SCALAR), path, "creating a dataspace"), H5Sclose);
+  Hid attr(check(H5Acreate2(obj, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), path,
+                 std::string("creating attribute '") + name + "'"),
+           H5Aclose);
+  check(H5Awrite(attr.get(), mem_type, &value), path, std::string("writing attribute '") + name + "'");
+}
+
+void write_i64(hid_t obj, const char* name, std::int64_t v, const std::string& path) {
+  write_scalar_attr(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, v, path);
+}
+void write_u64(hid_t obj, const char* name, std::uint64_t v, const std::string& path) {
+  write_scalar_attr(obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, v, path);
+}
+void write_u32(hid_t obj, const char* name, std::uint32_t v, const std::string& path) {
+  write_scalar_attr(obj, name, H5T_STD_U32LE, H5T_NATIVE_UINT32, v, path);
+}
+
+// Fixed-length, null-padded UTF-8 string of exactly the text's size (at least 1 byte).
+void write_string_attr(hid_t obj, const char* name, const std::string& text, const std::string& path) {
+  Hid type(check(H5Tcopy(H5T_C_S1), path, "creating a string type"), H5Tclose);
+  check(H5Tset_size(type.get(), std::max<std::size_t>(1, text.size())), path, "sizing a string type");
+  check(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), path, "setting string padding");
+  check(H5Tset_cset(type.get(), H5T_CSET_UTF8), path, "setting the string charset");
+  Hid space(check(H5Screate(H5S_SCALAR), path, "creating a dataspace"), H5Sclose);
+  Hid attr(check(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), path,
+                 std::string("creating attribute '") + name + "'"),
+           H5Aclose);
+  std::string buffer = text;
+  buffer.resize(std::max<std::size_t>(1, text.size()), '\0');
+  check(H5Awrite(attr.get(), type.get(), buffer.data()), path, std::string("writing attribute '") + name + "'");
+}
+
+Hid open_attr(hid_t obj, const char* name, const std::string& path, const std::string& where) {
+  const htri_t exists = H5Aexists(obj, name);
+  if (exists < 0)
+    fail("checkpoint " + path + ": damaged metadata: cannot read the attributes of " + where + hdf5_reason());
+  if (exists == 0) fail("checkpoint " + path + ": missing attribute '" + name + "' on " + where);
+  return Hid(check(H5Aopen(obj, name, H5P_DEFAULT), path, "opening attribute '" + std::string(name) + "' on " + where),
+             H5Aclose);
+}
+
+// Reads a scalar integer attribute, converted by HDF5 to `mem_type` (range-checked).
+template <typename T>
+T read_scalar_attr(hid_t obj, const char* name, hid_t mem_type, const std::string& path, const std::string& where) {
+  Hid attr = open_attr(obj, name, path, where);
+  Hid type(check(H5Aget_type(attr.get()), path, "reading attribute types"), H5Tclose);
+  Hid space(check(H5Aget_space(attr.get()), path, "reading attribute spaces"), H5Sclose);
+  if (H5Tget_class(type.get()) != H5T_INTEGER || H5Sget_simple_extent_npoints(space.get()) != 1)
+    fail("checkpoint " + path + ": attribute '" + name + "' on " + where + " is not a scalar integer");
+  T value{};
+  check(H5Aread(attr.get(), mem_type, &value), path, "reading attribute '" + std::string(name) + "' on " + where);
+  return value;
+}
+
+std::string read_string_attr(hid_t obj, const char* name, const std::string& path) {
+  Hid attr = open_attr(obj, name, path, "the file");
+  Hid type(check(H5Aget_type(attr.get()), path, "reading attribute types"), H5Tclose);
+  Hid space(check(H5Aget_space(attr.get()), path, "reading attribute spaces"), H5Sclose);
+  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) != 0 ||
+      H5Sget_simple_extent_npoints(space.get()) != 1)
+    fail("checkpoint " + path + ": attribute '" + name + "' is not a fixed-length string");
+  const std::size_t size = H5Tget_size(type.get());
+  std::string text(size, '\0');
+  check(H5Aread(attr.get(), type.get(), text.data()), path, "reading attribute '" + std::string(name) + "'");
+  const std::size_t end = text.find_last_not_of('\0');
+  text.resize(end == std::string::npos ? 0 : end + 1);
+  return text;
+}
+
+// ---- the metadata record ---------------------------------------------------------------------
+
+// Every root attribute in one canonical byte string, so one CRC covers them all.
+std::uint32_t meta_crc(const CheckpointMeta& m, const std::string& tensors) {
+  std::string s;
+  auto add = [&](const char* key, const std::string& value) {
+    s += key;
+    s += '=';
+    s += std::to_string(value.size());
+    s += ':';
+    s += value;
+    s += '\n';
+  };
+  add("format_version", std::to_string(m.format_version));
+  add("step", std::to_string(m.step));
+  add("tokens_seen", std::to_string(m.tokens_seen));
+  add("config_ini", m.config_ini);
+  add("loader_position", m.loader_position);
+  add("seed", std::to_string(m.seed));
+  add("optimizer_steps", std::to_string(m.optimizer_steps));
+  add("bad_steps", std::to_string(m.bad_steps));
+  add("tensors", tensors);
+  return checkpoint_crc32(s.data(), s.size());
+}
+
+std::string tensor_manifest(const ParamTable& table) {
+  std::string s;
+  for (const ParamInfo& p : table.params()) s += p.name + "\n";
+  return s;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  return lines;
+}
+
+// ---- writing ---------------------------------------------------------------------------------
+
+void write_tensor(hid_t group, const ParamInfo& p, const float* data, const std::string& path,
+                  const std::string& where) {
+  const int rank = static_cast<int>(p.shape.size());
+  std::vector<hsize_t> dims(p.shape.begin(), p.shape.end());
+  Hid space(check(rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(rank, dims.data(), nullptr), path,
+                  "creating the dataspace of " + where),
+            H5Sclose);
+  Hid dcpl(check(H5Pcreate(H5P_DATASET_CREATE), path, "creating a property list"), H5Pclose);
+  if (rank > 0 && p.numel > 0) {
+    // Whole trailing dimensions while they fit the budget, then as many rows as fit: for the
+    // usual [rows, cols] weight that is a block of full rows.
+    std::vector<hsize_t> chunk(dims.size());
+    idx budget = kChunkElements;
+    for (int d = rank - 1; d >= 0; --d) {
+      const idx c = std::min(p.shape[static_cast<std::size_t>(d)], std::max<idx>(1, budget));
+      chunk[static_cast<std::size_t>(d)] = static_cast<hsize_t>(c);
+      budget /= c;
+    }
+    check(H5Pset_chunk(dcpl.get(), rank, chunk.data()), path, "chunking " + where);
+    check(H5Pset_fletcher32(dcpl.get()), path, "adding the Fletcher32 filter to " + where);
+  }
+  Hid dset(check(H5Dcreate2(group, p.name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                 path, "creating " + where),
+           H5Dclose);
+  if (p.numel > 0)
+    check(H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), path, "writing " + where);
+  write_u32(dset.get(), "crc32", checkpoint_crc32(data, static_cast<std::size_t>(p.numel) * sizeof(float)), path);
+}
+
+void write_file(const std::string& path, const CheckpointMeta& meta, const ParamTable& table,
+                const float* const buffers[3]) {
+  QuietHdf5 quiet;
+  Hid fapl(check(file_access_plist(), path, "creating file access properties"), H5Pclose);
+  // SEMI: closing the file fails (instead of silently deferring the write) if an object is open.
+  check(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_SEMI), path, "setting the close degree");
+  Hid file(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path, "cannot create the file"),
+           H5Fclose);
+  {
+    Hid lcpl(check(H5Pcreate(H5P_LINK_CREATE), path, "creating a property list"), H5Pclose);
+    check(H5Pset_create_intermediate_group(lcpl.get(), 1), path, "setting link properties");
+    for (int g = 0; g < 3; ++g) {
+      Hid group(check(H5Gcreate2(file.get(), kGroups[g], lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), path,
+                      std::string("creating group ") + kGroups[g]),
+                H5Gclose);
+      for (const ParamInfo& p : table.params())
+        write_tensor(group.get(), p, buffers[g] + p.offset, path, std::string("dataset ") + kGroups[g] + "/" + p.name);
+    }
+  }
+  const hid_t root = file.get();
+  const std::string tensors = tensor_manifest(table);
+  write_i64(root, "format_version", meta.format_version, path);
+  write_i64(root, "step", meta.step, path);
+  write_i64(root, "tokens_seen", meta.tokens_seen, path);
+  write_string_attr(root, "config_ini", meta.config_ini, path);
+  write_string_attr(root, "loader_position", meta.loader_position, path);
+  write_u64(root, "seed", meta.seed, path);
+  write_i64(root, "optimizer_steps", meta.optimizer_steps, path);
+  write_i64(root, "bad_steps", meta.bad_steps, path);
+  write_string_attr(root, "tensors", tensors, path);
+  write_u32(root, "meta_crc32", meta_crc(meta, tensors), path);
+  check(H5Fflush(root, H5F_SCOPE_GLOBAL), path, "flushing");
+  write_i64(root, "complete", 1, path);
+  check(H5Fflush(root, H5F_SCOPE_GLOBAL), path, "flushing");
+  if (!file.close()) fail("checkpoint " + path + ": closing the file failed" + hdf5_reason());
+}
+
+// Keeps `current` and the newest keep - 1 other step files; removes stray temporary files.
+void prune(const fs::path& dir, const std::string& current, idx keep) {
+  std::vector<std::pair<idx, fs::path>> others;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (is_temporary_name(name)) {
+      fs::remove(entry.path(), ec);
+    } else if (const auto step = step_of_file_name(name); step && name != current) {
+      others.emplace_back(*step, entry.path());
+    }
+  }
+  if (keep <= 0) return;
+  std::sort(others.begin(), others.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (std::size_t i = static_cast<std::size_t>(keep - 1); i < others.size(); ++i) fs::remove(others[i].second, ec);
+}
+
+// ---- reading ---------------------------------------------------------------------------------
+
+// An open, "complete" checkpoint with its verified metadata.
+class Reader {
+ public:
+  explicit Reader(std::string path) : path_(std::move(path)) {
+    std::error_code ec;
+    if (!fs::exists(path_, ec)) fail("checkpoint " + path_ + " does not exist");
+    if (!fs::is_regular_file(path_, ec)) fail("checkpoint " + path_ + " is not a regular file");
+    file_size_ = static_cast<idx>(fs::file_size(path_, ec));
+    Hid fapl(check(file_access_plist(), path_, "creating file access properties"), H5Pclose);
+    const hid_t file = H5Fopen(path_.c_str(), H5F_ACC_RDONLY, fapl.get());
+    if (file < 0) fail("checkpoint " + path_ + " is not a readable HDF5 file (truncated or damaged)" + hdf5_reason());
+    file_ = Hid(file, H5Fclose);
+    read_meta();
+  }
+
+  const CheckpointMeta& meta() const { return meta_; }
+  const std::vector<std::string>& tensors() const { return tensors_; }
+  const std::string& path() const { return path_; }
+
+  // Reads group/name into `out` (numel floats; nullptr: a scratch buffer, for verification
+  // only) after checking its type and, when `expected` is given, its shape; then its CRC.
+  void read_tensor(const char* group, const std::string& name, const std::vector<idx>* expected, float* out) {
+    const std::string full = std::string(group) + "/" + name;
+    const std::string where = "dataset " + full;
+    htri_t exists = H5Lexists(file_.get(), group, H5P_DEFAULT);
+    if (exists > 0) exists = H5Lexists(file_.get(), full.c_str(), H5P_DEFAULT);
+    if (exists < 0) fail("checkpoint " + path_ + ": damaged metadata: cannot look up " + where + hdf5_reason());
+    if (exists == 0) fail("checkpoint " + path_ + ": missing " + where);
+    Hid dset(check(H5Dopen2(file_.get(), full.c_str(), H5P_DEFAULT), path_, "opening " + where), H5Dclose);
+    Hid type(check(H5Dget_type(dset.get()), path_, "reading the type of " + where), H5Tclose);
+    if (H5Tget_class(type.get()) != H5T_FLOAT || H5Tget_size(type.get()) != sizeof(float))
+      fail("checkpoint " + path_ + ": " + where + " is not fp32");
+    Hid space(check(H5Dget_space(dset.get()), path_, "reading the shape of " + where), H5Sclose);
+    const int rank = check(H5Sget_simple_extent_ndims(space.get()), path_, "reading the shape of " + where);
+    std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
+    check(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), path_, "reading the shape of " + where);
+    const std::vector<idx> shape(dims.begin(), dims.end());
+    if (expected && shape != *expected)
+      fail("checkpoint " + path_ + ": " + where + " has shape " + shape_text(shape) + ", this model expects " +
+           shape_text(*expected));
+    // Uncompressed data cannot exceed the file; a larger count means damaged metadata (and
+    // would otherwise allocate absurdly, or overflow).
+    const idx limit = file_size_ / idx(sizeof(float));
+    idx numel = 1;
+    for (idx s : shape) {
+      if (s < 0 || (s > 0 && numel > limit / s))
+        fail("checkpoint " + path_ + ": " + where + " claims shape " + shape_text(shape) + ", larger than the file");
+      numel *= s;
+    }
+    std::vector<float> scratch;
+    if (!out) {
+      scratch.resize(static_cast<std::size_t>(numel));
+      out = scratch.data();
+    }
+    if (numel > 0)
+      check(H5Dread(dset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out), path_,
+            "reading " + where + " failed: data damaged");
+    const auto stored = read_scalar_attr<std::uint32_t>(dset.get(), "crc32", H5T_NATIVE_UINT32, path_, where);
+    const std::uint32_t actual = checkpoint_crc32(out, static_cast<std::size_t>(numel) * sizeof(float));
+    if (stored != actual) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, " (stored crc32 %08x, data %08x)", stored, actual);
+      fail("checkpoint " + path_ + ": checksum mismatch in " + where + buf);
+    }
+  }
+
+ private:
+  void read_meta() {
+    const hid_t root = file_.get();
+    const htri_t complete = H5Aexists(root, "complete");
+    if (complete < 0) fail("checkpoint " + path_ + ": damaged metadata: cannot read its attributes" + hdf5_reason());
+    if (complete == 0 || read_scalar_attr<std::int64_t>(root, "complete", H5T_NATIVE_INT64, path_, "the file") != 1)
+      fail("checkpoint " + path_ + " is incomplete (no 'complete' mark: its write was interrupted)");
+    const auto version = read_scalar_attr<std::int64_t>(root, "format_version", H5T_NATIVE_INT64, path_, "the file");
+    if (version != kCheckpointFormatVersion)
+      fail("checkpoint " + path_ + " has format version " + std::to_string(version) + "; this build reads version " +
+           std::to_string(kCheckpointFormatVersion));
+    meta_.format_version = static_cast<int>(version);
+    meta_.step = read_scalar_attr<std::int64_t>(root, "step", H5T_NATIVE_INT64, path_, "the file");
+    meta_.tokens_seen = read_scalar_attr<std::int64_t>(root, "tokens_seen", H5T_NATIVE_INT64, path_, "the file");
+    meta_.config_ini = read_string_attr(root, "config_ini", path_);
+    meta_.loader_position = read_string_attr(root, "loader_position", path_);
+    meta_.seed = read_scalar_attr<std::uint64_t>(root, "seed", H5T_NATIVE_UINT64, path_, "the file");
+    meta_.optimizer_steps =
+        read_scalar_attr<std::int64_t>(root, "optimizer_steps", H5T_NATIVE_INT64, path_, "the file");
+    meta_.bad_steps = read_scalar_attr<std::int64_t>(root, "bad_steps", H5T_NATIVE_INT64, path_, "the file");
+    const std::string tensors = read_string_attr(root, "tensors", path_);
+    const auto stored = read_scalar_attr<std::uint32_t>(root, "meta_crc32", H5T_NATIVE_UINT32, path_, "the file");
+    if (stored != meta_crc(meta_, tensors))
+      fail("checkpoint " + path_ + ": metadata checksum mismatch (damaged attributes)");
+    tensors_ = split_lines(tensors);
+  }
+
+  std::string path_;
+  idx file_size_ = 0;
+  Hid file_;
+  CheckpointMeta meta_;
+  std::vector<std::string> tensors_;
+};
+
+// "key = value" lines of the [model] section of to_ini() text.
+std::vector<std::pair<std::string, std::string>> model_section(const std::string& ini) {
+  std::vector<std::pair<std::string, std::string>> out;
+  bool in_model = false;
+  for (const std::string& line : split_lines(ini)) {
+    if (line.front() == '[') {
+      in_model = line == "[model]";
+    } else if (in_model && line.front() != '#') {
+      const auto eq = line.find(" = ");
+      if (eq != std::string::npos) out.emplace_back(line.substr(0, eq), line.substr(eq + 3));
+    }
+  }
+  return out;
+}
+
+void check_architecture(const std::string& path, const std::string& stored_ini, const ModelConfig& expected) {
+  RunOptions stored, wanted;
+  try {
+    stored = parse_ini(stored_ini, "the config stored in checkpoint " + path);
+  } catch (const ConfigError& e) {
+    fail("checkpoint " + path + ": its stored config cannot be read: " + e.what());
+  }
+  wanted.model = expected;
+  if (wanted.model.pattern.empty()) wanted.model.pattern = wanted.model.layer_pattern();
+  const auto have = model_section(to_ini(stored)), want = model_section(to_ini(wanted));
+  for (std::size_t i = 0; i < std::min(have.size(), want.size()); ++i)
+    if (have[i] != want[i])
+      fail("checkpoint " + path + " was written for model." + have[i].first + " = " + have[i].second +
+           ", this run has model." + want[i].first + " = " + want[i].second);
+}
+
+// The verification error of `path`, or "" when it verifies.
+std::string verification_error(const std::string& path) {
+  try {
+    verify_checkpoint(path);
+    return "";
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+}
+
+// Step files in `dir`, newest first.
+std::vector<fs::path> step_files(const fs::path& dir) {
+  std::vector<std::pair<idx, fs::path>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (const auto step = step_of_file_name(entry.path().filename().string()); step && entry.is_regular_file(ec))
+      found.emplace_back(*step, entry.path());
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<fs::path> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
+}
+
+std::string resolve_in_directory(const fs::path& dir, std::vector<std::string>& notes) {
+  std::error_code ec;
+  const fs::path latest = dir / "latest";
+  std::string tried;  // the file `latest` named, already found damaged
+  const bool has_latest = fs::exists(latest, ec);
+  if (has_latest) {
+    std::ifstream in(latest);
+    std::string name;
+    std::getline(in, name);
+    while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
+    if (!step_of_file_name(name) || name.find('/') != std::string::npos) {
+      notes.push_back(latest.string() + " holds '" + name + "', not a checkpoint file name; ignoring it");
+    } else {
+      tried = (dir / name).string();
+      const std::string error = verification_error(tried);
+      if (error.empty()) return tried;
+      notes.push_back(latest.string() + " names " + tried + ", which cannot be used: " + error);
+    }
+  }
+  const std::vector<fs::path> candidates = step_files(dir);
+  if (candidates.empty()) {
+    if (!has_latest) return "";  // a fresh start
+    fail("checkpoint directory " + dir.string() + " has a 'latest' file but no usable checkpoint");
+  }
+  if (!has_latest) notes.push_back(latest.string() + " is missing; looking for the newest checkpoint that verifies");
+  for (const fs::path& c : candidates) {
+    if (c.string() == tried) continue;
+    const std::string error = verification_error(c.string());
+    if (error.empty()) {
+      notes.push_back("resuming from " + c.string() + " instead");
+      return c.string();
+    }
+    notes.push_back("skipping " + c.string() + ": " + error);
+  }
+  fail("no checkpoint in " + dir.string() + " verifies (" + std::to_string(candidates.size()) +
+       " found; see the notes for each)");
+}
+
+}  // namespace
+
+// ---- public API ------------------------------------------------------------------------------
+
+std::uint32_t checkpoint_crc32(const void* data, std::size_t size, std::uint32_t crc) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::uint32_t c = ~crc;
+  for (; size >= 8; size -= 8, p += 8) {
+    std::uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + 4, 4);
+    lo ^= c;
+    c = kCrc[7][lo & 0xFF] ^ kCrc[6][(lo >> 8) & 0xFF] ^ kCrc[5][(lo >> 16) & 0xFF] ^ kCrc[4][lo >> 24] ^
+        kCrc[3][hi & 0xFF] ^ kCrc[2][(hi >> 8) & 0xFF] ^ kCrc[1][(hi >> 16) & 0xFF] ^ kCrc[0][hi >> 24];
+  }
+  for (; size > 0; --size, ++p) c = kCrc[0][(c ^ *p) & 0xFF] ^ (c >> 8);
+  return ~c;
+}
+
+std::string checkpoint_file_name(idx step) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "step_%08lld.h5", static_cast<long long>(step));
+  return buf;
+}
+
+std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta, const ParamTable& table,
+                            const float* params, const float* exp_avg, const float* exp_avg_sq, idx keep) {
+  if (meta.step < 0) fail("save_checkpoint: step " + std::to_string(meta.step) + " is negative");
+  if (!params || !exp_avg || !exp_avg_sq) fail("save_checkpoint: null parameter or optimizer buffer");
+  const fs::path where = dir.empty() ? fs::path(".") : fs::path(dir);
+  std::error_code ec;
+  fs::create_directories(where, ec);
+  if (ec) fail("checkpoint: cannot create directory '" + where.string() + "': " + ec.message());
+  const std::string name = checkpoint_file_name(meta.step);
+  const fs::path final_path = where / name;
+  const fs::path tmp = where / temporary_name(name);
+  CheckpointMeta written = meta;
+  written.format_version = kCheckpointFormatVersion;  // the layout this code writes
+  const float* const buffers[3] = {params, exp_avg, exp_avg_sq};
+  try {
+    write_file(tmp.string(), written, table, buffers);
+    fsync_path(tmp.string(), false);
+    rename_durably(tmp, final_path);
+  } catch (...) {
+    fs::remove(tmp, ec);
+    throw;
+  }
+  write_text_durably(where / "latest", name + "\n");
+  prune(where, name, keep);
+  return final_path.string();
+}
+
+CheckpointMeta read_checkpoint_meta(const std::string& path) {
+  QuietHdf5 quiet;
+  return Reader(path).meta();
+}
+
+CheckpointMeta verify_checkpoint(const std::string& path) {
+  QuietHdf5 quiet;
+  Reader reader(path);
+  for (const char* group : kGroups)
+    for (const std::string& name : reader.tensors()) reader.read_tensor(group, name, nullptr, nullptr);
+  return reader.meta();
+}
+
+CheckpointMeta load_checkpoint(const std::string& path, const ModelConfig& expected, const ParamTable& table,
+                               float* params, float* exp_avg, float* exp_avg_sq) {
+  QuietHdf5 quiet;
+  Reader reader(path);
+  check_architecture(path, reader.meta().config_ini, expected);
+  for (const std::string& name : reader.tensors())
+    if (!table.find(name)) fail("checkpoint " + path + " holds tensor " + name + ", which this model does not have");
+  float* const buffers[3] = {params, exp_avg, exp_avg_sq};
+  for (int g = 0; g < 3; ++g)
+    for (const ParamInfo& p : table.params())
+      reader.read_tensor(kGroups[g], p.name, &p.shape, buffers[g] ? buffers[g] + p.offset : nullptr);
+  return reader.meta();
+}
+
+std::string resolve_checkpoint(const std::string& spec, const std::string& ckpt_dir, std::vector<std::string>& notes) {
+  std::error_code ec;
+  if (spec == "latest") return resolve_in_directory(ckpt_dir, notes);
+  if (fs::is_directory(spec, ec)) return resolve_in_directory(spec, notes);
+  const std::string error = verification_error(spec);
+  if (!error.empty()) throw CheckpointError("cannot resume from " + spec + ": " + error);
+  return spec;
+}
+
+}  // namespace nexus

@@ -1,0 +1,102 @@
+// Checkpoints: one HDF5 file per step, `<dir>/step_00001000.h5`, that is either complete and
+// verified or refused, never silently wrong.
+//
+// File layout (all tensors fp32 little-endian in their LOGICAL shape, ParamInfo::shape, so a
+// checkpoint loads on any world size):
+//   /model/<name>, /optim/exp_avg/<name>, /optim/exp_avg_sq/<name>
+//     chunked along the first dimension (chunks <= 4 MiB) with the Fletcher32 filter, plus an
+//     attribute "crc32" (CRC-32/ISO-HDLC, zlib's crc32, of the dataset's little-endian bytes);
+//   root attributes: every CheckpointMeta field, "tensors" (the tensor names, one per line, in
+//     table order), "meta_crc32" (CRC of all of these) and "complete" = 1, written last.
+// The file uses the HDF5 1.10 format, whose metadata (superblock, object headers,
+// chunk index) carries its own checksums, so damaged metadata fails to open as well.
+//
+// Writing is crash-safe: temporary name in the same directory, flush, close, fsync, rename,
+// fsync of the directory, then `<dir>/latest` (the file name, one line) replaced the same way.
+// A write interrupted at any point leaves either the previous state or a stray
+// `step_*.h5.tmp-<pid>` that readers ignore and the next save removes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/params.h"
+
+namespace nexus {
+
+// Anything wrong with a checkpoint file; what() names the file and the problem.
+struct CheckpointError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct CheckpointMeta {
+  int format_version = 1;
+  idx step = 0;  // optimizer steps completed (the run resumes at this step index)
+  std::int64_t tokens_seen = 0;
+  std::string config_ini;       // to_ini(options) of the run
+  std::string loader_position;  // LoaderPosition::to_string()
+  std::uint64_t seed = 0;       // the run's seed (all randomness derives from it and the step)
+  idx optimizer_steps = 0;      // AdamW::steps()
+  idx bad_steps = 0;
+  bool operator==(const CheckpointMeta&) const = default;
+};
+
+inline constexpr int kCheckpointFormatVersion = 1;
+
+// "step_00000100.h5": the file name of step `step`'s checkpoint.
+std::string checkpoint_file_name(idx step);
+
+// Writes <dir>/step_%08lld.h5 (step = meta.step; the directory is created if needed), updates
+// <dir>/latest, then keeps the file just written plus the newest `keep` - 1 other step files
+// (keep <= 0: keep all) and removes stray temporary files. Returns the path written.
+// exp_avg / exp_avg_sq are flat buffers in the table's layout, like params. Only one process may
+// write into a directory at a time. Throws CheckpointError (with HDF5's or the OS's reason).
+std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta, const ParamTable& table,
+                            const float* params, const float* exp_avg, const float* exp_avg_sq, idx keep);
+
+// Reads and verifies a checkpoint into the three flat buffers (table layout). Throws
+// CheckpointError naming the file and the problem: not an HDF5 file or truncated, incomplete,
+// unsupported format version, damaged metadata, architecture mismatch (the first differing
+// [model] field with both values, e.g. "checkpoint runs/x/step_00000100.h5 was written for
+// model.d_model = 128, this run has model.d_model = 256"), missing tensor, wrong shape, checksum
+// failure. On a throw the buffers' contents are unspecified. A null buffer is verified but not
+// stored (e.g. exp_avg / exp_avg_sq for an export that needs only the weights).
+CheckpointMeta load_checkpoint(const std::string& path, const ModelConfig& expected, const ParamTable& table,
+                               float* params, float* exp_avg, float* exp_avg_sq);
+
+// The attributes only; still opens the file and checks "complete", the format version and the
+// metadata checksum.
+CheckpointMeta read_checkpoint_meta(const std::string& path);
+
+// Full verification without a model: meta as above, and every tensor of every group present and
+// matching its checksum. Throws CheckpointError; returns the meta on success.
+CheckpointMeta verify_checkpoint(const std::string& path);
+
+// Resolves `spec` for --resume:
+//  - "latest": <ckpt_dir>/latest if it names a checkpoint that verifies; otherwise (missing or
+//    damaged) the newest step_*.h5 in ckpt_dir that verifies, with the fallback and every
+//    skipped file explained in `notes`;
+//  - a directory: the same, in that directory;
+//  - anything else is a file path that must verify.
+// Returns "" when spec is "latest" (or a directory) and there is no checkpoint at all (a fresh
+// start: no step files, no latest). Throws CheckpointError when a file path was given and is
+// missing or damaged, or when checkpoints exist but none verifies.
+std::string resolve_checkpoint(const std::string& spec, const std::string& ckpt_dir, std::vector<std::string>& notes);
+
+// CRC-32/ISO-HDLC (zlib's crc32, Python's zlib.crc32) continuing from `crc` (0 to start).
+std::uint32_t checkpoint_crc32(const void* data, std::size_t size, std::uint32_t crc = 0);
+
+// `nexus inspect CHECKPOINT`: argv[0] is "inspect". Verifies the file (with the architecture
+// stored in it) and prints step, tokens, the other meta fields, the config text, and each tensor's
+// name, shape and L2 norm with the L2 norms of its optimizer moments. Returns 0. Bad usage and
+// unusable files throw InspectError (a ConfigError: a clean exit with the message).
+struct InspectError : ConfigError {
+  using ConfigError::ConfigError;
+};
+int command_inspect(int argc, char** argv);
+
+}  // namespace nexus

@@ -1,0 +1,133 @@
+// Export to a Hugging Face folder that `BambaForCausalLM.from_pretrained(dir)` loads, and the
+// reverse: a model (config + flat parameters) from an exported folder or an HDF5 checkpoint.
+//
+//   out_dir/config.json              BambaConfig: model_type "bamba", attn_layer_indices, sizes
+//   out_dir/generation_config.json
+//   out_dir/model.safetensors        every ParamTable tensor under its (Bamba) name, bf16 or fp32
+// or, when the tensors exceed max_shard_bytes:
+//   out_dir/model-00001-of-0000N.safetensors ... and model.safetensors.index.json
+//     {"metadata": {"total_size": bytes}, "weight_map": {name: file}}
+//
+// Our parameter names and shapes are Bamba's (ParamTable), including conv1d.weight [conv_dim, 1, K].
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/params.h"
+
+namespace nexus {
+
+// A model that cannot be exported faithfully (the Bamba math would differ from ours), or a
+// config.json that does not describe a model we can run. A ConfigError: a clean exit with the
+// message.
+struct ExportError : ConfigError {
+  using ConfigError::ConfigError;
+};
+
+enum class ExportDtype { BF16, F32 };
+
+inline constexpr std::int64_t kDefaultMaxShardBytes = std::int64_t(5) << 30;  // 5 GiB, HF's default
+// BambaConfig's own default: RoPE has no learned positions, so nothing in the weights bounds it.
+inline constexpr std::int64_t kExportMaxPositions = 262144;
+
+struct ExportResult {
+  std::vector<std::string> files;     // paths written, config first
+  std::vector<std::string> warnings;  // e.g. vLLM compatibility notes; the model itself is exact
+  std::int64_t tensor_bytes = 0;      // total_size: the tensors' data bytes
+};
+
+// config.json's content for `config` (throws ExportError when Bamba cannot express the model:
+// mamba_ngroups > 1, whose gated norm Bamba applies per group while ours spans all of d_inner).
+// `warnings` (optional) receives compatibility notes.
+nlohmann::ordered_json bamba_config_json(const ModelConfig& config, ExportDtype dtype,
+                                         std::vector<std::string>* warnings = nullptr);
+
+// The inverse: a ModelConfig from a BambaConfig JSON (as transformers writes it too). Throws
+// ExportError naming the field for a missing or unsupported value (biases, other activations,
+// other RoPE types, ...). `origin` names the file in messages.
+ModelConfig model_config_from_bamba_json(const nlohmann::json& j, const std::string& origin);
+
+// Writes the folder (created if needed). The safetensors files are written under temporary
+// names and renamed; weight files of an earlier export into the same folder that this export does
+// not rewrite (other shard counts) are removed so the folder holds exactly one model.
+ExportResult export_hf(const ModelConfig& config, const ParamTable& table, const float* params,
+                       const std::string& out_dir, ExportDtype dtype = ExportDtype::BF16,
+                       std::int64_t max_shard_bytes = kDefaultMaxShardBytes);
+
+ExportDtype parse_export_dtype(const std::string& text);  // "bf16" | "fp32" (also "bfloat16", "float32", "f32")
+
+struct LoadedModel {
+  ModelConfig config;
+  std::vector<float> params;  // ParamTable(config) layout
+  std::string description;    // where it came from, e.g. "checkpoint runs/x/step_00000100.h5 (step 100)"
+};
+
+// `path` is one of:
+//  - a folder with config.json (an export, ours or transformers'): config.json -> ModelConfig,
+//    model.safetensors or the sharded index -> params (bf16 widened exactly);
+//  - an HDF5 checkpoint file;
+//  - a checkpoint directory: its `latest`, or else the newest step file that verifies.
+// Throws ExportError / SafetensorsError / CheckpointError naming the file and the problem
+// (missing or extra tensor, wrong shape, ...).
+LoadedModel load_model_files(const std::string& path);
+
+// One argument of `nexus export` / `nexus eval`: an option ("--out DIR" or "--out=DIR" both give
+// key "--out", value "DIR"; "--help"/"-h" give key "--help") or a positional (empty key).
+struct CommandArg {
+  std::string key;
+  std::string value;
+};
+// Splits argv[1, argc) (argv[0] is the subcommand). Options named in `valued` take a value; any
+// other "--x" comes back with an empty value for the caller to reject. A valued option with no
+// value left throws `Error` (a ConfigError type) with "<prefix><option> needs a value<suffix>".
+template <typename Error>
+std::vector<CommandArg> split_command_args(int argc, char** argv, const std::vector<std::string>& valued,
+                                           const std::string& prefix, const std::string& suffix) {
+  std::vector<CommandArg> out;
+  for (int i = 1; i < argc; ++i) {
+    CommandArg a{argv[i], ""};
+    if (a.key.rfind("--", 0) != 0 && a.key != "-h") {
+      out.push_back({"", a.key});
+      continue;
+    }
+    const auto eq = a.key.find('=');
+    const bool inline_value = eq != std::string::npos;
+    if (inline_value) {
+      a.value = a.key.substr(eq + 1);
+      a.key.resize(eq);
+    }
+    if (a.key == "-h") a.key = "--help";
+    const bool takes_value = std::find(valued.begin(), valued.end(), a.key) != valued.end();
+    if (takes_value && !inline_value) {
+      if (i + 1 >= argc) throw Error(prefix + a.key + " needs a value" + suffix);
+      a.value = argv[++i];
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+// `nexus export CHECKPOINT --out DIR [--dtype bf16|fp32] [--max-shard-bytes N]` (argv[0] is
+// "export"; CHECKPOINT is anything load_model_files takes). One process: run it without mpirun.
+// Bad usage throws ExportError (a ConfigError). Returns 0.
+int command_export(int argc, char** argv);
+
+// `nexus eval --model PATH (--tokens 1,2,3 | --text TEXT) [--logits-out FILE.npy]` (argv[0] is
+// "eval"): one forward pass of Model<float> over the sequence (batch 1, each token's target the
+// next token), prints the mean next-token loss and writes the logits [T, V] as a float32 .npy.
+// Bad usage throws EvalError (a ConfigError). Returns 0.
+struct EvalError : ConfigError {
+  using ConfigError::ConfigError;
+};
+int command_eval(int argc, char** argv);
+
+// A little-endian float32 C-order .npy file (format 1.0) that numpy.load reads. Throws
+// ExportError naming the file on an I/O error.
+void write_npy(const std::string& path, const float* data, const std::vector<idx>& shape);
+
+}  // namespace nexus
