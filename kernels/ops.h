@@ -169,16 +169,20 @@ void ssd_backward(T* dx, T* dB, T* dC, T* ddt_raw, T* ddt_bias /*[H]*/, T* dA_lo
                   const T* init_state /*or null*/, const SsdShape& s, const SsdStrides& ld, T* workspace);
 
 // ---------------------------------------------------------------------------------------------
-// Gated RMSNorm of the Mamba-2 mixer (norm over all C = d_inner channels, one group):
-//   u = y * silu(z);  out = u * rsqrt(mean(u^2) + eps) * weight
+// Gated RMSNorm of the Mamba-2 mixer, per group as Bamba's BambaRMSNormGated: each row is `groups`
+// contiguous groups of Cg = C / groups channels (C divisible by groups; groups = mamba_ngroups),
+// each normalised by its own rstd:
+//   u = y * silu(z);  out[g] = u[g] * rsqrt(mean(u[g]^2) + eps) * weight[g]
+// rstd[n, g] = rsqrt(mean over group g of row n of u^2 + eps). groups = 1 spans all C channels.
 template <typename T>
-void gated_rmsnorm_forward(T* out /*[N,C]*/, T* rstd /*[N]*/, const T* y /*[N,C]*/, const T* z /*[N,ld_z]*/,
-                           idx ld_z, const T* weight /*[C]*/, idx N, idx C, double eps);
+void gated_rmsnorm_forward(T* out /*[N,C]*/, T* rstd /*[N,groups]*/, const T* y /*[N,C]*/,
+                           const T* z /*[N,ld_z]*/, idx ld_z, const T* weight /*[C]*/, idx N, idx C, idx groups,
+                           double eps);
 // dy overwritten; dz overwritten (row stride ld_dz); dweight accumulates.
 template <typename T>
 void gated_rmsnorm_backward(T* dy /*[N,C]*/, T* dz /*[N,ld_dz]*/, idx ld_dz, T* dweight /*[C]*/,
                             const T* dout /*[N,C]*/, const T* y, const T* z, idx ld_z, const T* weight,
-                            const T* rstd /*[N]*/, idx N, idx C);
+                            const T* rstd /*[N,groups]*/, idx N, idx C, idx groups);
 
 // ---------------------------------------------------------------------------------------------
 // Softmax cross-entropy over the vocabulary. Targets < 0 are ignored.
@@ -198,5 +202,50 @@ void cross_entropy_backward(T* logits_to_dlogits /*[N,V]*/, const T* lse /*[N]*/
 // about `seconds` after one warm-up: the peak that model FLOP utilisation is reported against.
 // Allocates its own operands (it is a measurement, not a kernel).
 double measure_gemm_peak_gflops(idx n = 1024, double seconds = 0.5);
+
+// =============================================================================================
+// Single-token decode (recurrent inference): one new token per sequence, O(1) work per token in
+// the Mamba ops and O(cached tokens) in attention. Each equals its full-sequence op above run on
+// the whole sequence and read at the last token. Forward only.
+
+// conv1d_silu_forward for one token per sequence, with the halo as a rolling state:
+//   out[b,c] = silu(bias[c] + sum_{k<K-1} w[c,k] state[b,k,c] + w[c,K-1] x[b,c])
+// then state[b] drops its oldest row and appends x[b]. state holds the last K-1 inputs, oldest
+// first: the halo layout, so a MambaCarry::conv_out seeds it (zeros at the start of a sequence).
+template <typename T>
+void conv1d_silu_step(T* out /*[B,C]*/, T* state /*[B,K-1,C]*/, const T* x /*[B,ld_x]*/, idx ld_x,
+                      const T* w /*[C,K]*/, const T* bias /*[C]*/, idx B, idx C, idx K);
+
+// One token of ssd_forward per sequence, the recurrence itself:
+//   dt = softplus(dt_raw + dt_bias[h]),  A = -exp(A_log[h])
+//   S  = exp(dt A) S + dt x B^T;   y = S C + D[h] x
+// state [B,H,P,N] (ssd_forward's init/final_state layout) is updated in place. x, Bm, Cm, dt_raw
+// are one row per sequence with ssd_forward's strides (x[b,h,p] at b*ld_x + h*P + p, ...).
+// s.Tn and s.Q are not used.
+template <typename T>
+void ssd_step(T* y /*[B,H,P]*/, T* state /*[B,H,P,N]*/, const T* x, const T* Bm, const T* Cm, const T* dt_raw,
+              const T* dt_bias /*[H]*/, const T* A_log /*[H]*/, const T* D /*[H]*/, const SsdShape& s,
+              const SsdStrides& ld);
+
+// One query token per sequence against every cached key of that sequence (causality is implied:
+// the cache holds only the past and the current token). GQA as in attention_forward, scale
+// 1/sqrt(head_dim). The cache is paged: a pool of fixed-size blocks, each holding block_tokens
+// tokens of K (and likewise of V) as [block_tokens, Hkv, hd]; token j of sequence b lives in
+// block block_table[b * max_blocks_per_seq + j / block_tokens], row j % block_tokens. A sequence
+// with kv_len 0 gets out = 0.
+struct PagedKvShape {
+  idx B;                   // sequences
+  idx n_heads;             // query heads
+  idx n_kv_heads;          // divides n_heads
+  idx head_dim;
+  idx block_tokens;        // tokens per block
+  idx max_blocks_per_seq;  // row length of block_table
+};
+template <typename T>
+void attention_decode_paged(T* out /*[B,Hq,hd]*/, const T* q /*[B,Hq,hd]*/,
+                            const T* k_pool /*[num_blocks,block_tokens,Hkv,hd]*/,
+                            const T* v_pool /*[num_blocks,block_tokens,Hkv,hd]*/,
+                            const std::int32_t* block_table /*[B,max_blocks_per_seq]*/,
+                            const idx* kv_len /*[B] cached tokens per sequence*/, const PagedKvShape& s);
 
 }  // namespace nexus

@@ -60,7 +60,7 @@ struct MambaActivations {
   T* xbc;         // [N, conv_dim]     after conv1d + SiLU: x | B | C
   T* y;           // [N, d_inner]      SSD output, D skip included
   T* gated;       // [N, d_inner]      gated RMSNorm output (out_proj's input)
-  T* gated_rstd;  // [N]
+  T* gated_rstd;  // [N, G]           one rstd per group of d_inner / G channels, as Bamba
 };
 
 template <typename T>

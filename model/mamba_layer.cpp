@@ -41,7 +41,7 @@ void mamba_mixer_forward(T* out, const MambaActivations<T>& a, const T* inp, con
   ssd_forward(a.y, carry.state_out, static_cast<T*>(nullptr), a.xbc, a.xbc + Di, a.xbc + Di + GN, dt_raw,
               w.dt_bias, w.A_log, w.D, carry.state_in, mamba_ssd_shape(c, B, Tn), SsdStrides{C, C, E},
               ssd_workspace);
-  gated_rmsnorm_forward(a.gated, a.gated_rstd, a.y, a.zxbcdt, E, w.norm, N, Di, c.norm_eps);
+  gated_rmsnorm_forward(a.gated, a.gated_rstd, a.y, a.zxbcdt, E, w.norm, N, Di, c.mamba_ngroups, c.norm_eps);
   matmul_forward(out, a.gated, w.out_proj, N, Di, D);
 }
 
@@ -54,7 +54,7 @@ void mamba_mixer_backward(T* dinp, const MambaTensors<T*>& g, const MambaScratch
   matmul_backward(s.d_gated, g.out_proj, dout, a.gated, w.out_proj, N, Di, D, false);
   // Each backward below overwrites its own columns of d_zxbcdt: z, then dt, then xBC.
   gated_rmsnorm_backward(s.d_y, s.d_zxbcdt, E, g.norm, s.d_gated, a.y, a.zxbcdt, E, w.norm, a.gated_rstd, N,
-                         Di);
+                         Di, c.mamba_ngroups);
   ssd_backward(s.d_xbc, s.d_xbc + Di, s.d_xbc + Di + GN, s.d_zxbcdt + Di + C, g.dt_bias, g.A_log, g.D,
                static_cast<T*>(nullptr), s.d_y, static_cast<const T*>(nullptr), a.xbc, a.xbc + Di,
                a.xbc + Di + GN, a.zxbcdt + Di + C, w.dt_bias, w.A_log, w.D, static_cast<const T*>(nullptr),

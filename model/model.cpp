@@ -46,7 +46,7 @@ void Model<T>::carve(Arena& a) {
                 a.take<T>(N * c.n_heads)};
     else
       l.mamba = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
-                 a.take<T>(N * c.d_inner()), a.take<T>(N)};
+                 a.take<T>(N * c.d_inner()), a.take<T>(N * c.mamba_ngroups)};
   }
   res_final_ = a.take<T>(N * D);
   lnf_ = a.take<T>(N * D);

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace nexus {
@@ -20,7 +22,56 @@ void check(int rc, const char* what) {
   }
 }
 
+// One request per piece of at most `piece` bytes (MPI counts are int).
+template <typename Post>
+void post_pieces(std::vector<MPI_Request>& pieces, std::size_t bytes, std::size_t piece, Post post) {
+  if (piece == 0 || piece > std::size_t(std::numeric_limits<int>::max()))
+    throw std::invalid_argument("message piece of " + std::to_string(piece) + " bytes is not in [1, INT_MAX]");
+  pieces.reserve((bytes + piece - 1) / piece);
+  for (std::size_t done = 0; done < bytes; done += piece) {
+    pieces.push_back(MPI_REQUEST_NULL);
+    post(done, int(std::min(piece, bytes - done)), &pieces.back());
+  }
+}
+
 }  // namespace
+
+Request::Request(Request&& other) noexcept : pieces_(std::move(other.pieces_)) { other.pieces_.clear(); }
+
+Request& Request::operator=(Request&& other) noexcept {
+  if (this != &other) {
+    if (!pieces_.empty()) MPI_Waitall(int(pieces_.size()), pieces_.data(), MPI_STATUSES_IGNORE);
+    pieces_ = std::move(other.pieces_);
+    other.pieces_.clear();
+  }
+  return *this;
+}
+
+Request::~Request() {
+  // No throwing here: an error at this point has nowhere to go, and the buffer is safe either way.
+  if (!pieces_.empty()) MPI_Waitall(int(pieces_.size()), pieces_.data(), MPI_STATUSES_IGNORE);
+}
+
+void Request::wait() {
+  if (pieces_.empty()) return;
+  check(MPI_Waitall(int(pieces_.size()), pieces_.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+  pieces_.clear();
+}
+
+bool Request::test() {
+  if (pieces_.empty()) return true;
+  int done = 0;
+  check(MPI_Testall(int(pieces_.size()), pieces_.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+  if (done) pieces_.clear();
+  return done != 0;
+}
+
+void wait_all(std::span<Request> requests) {
+  std::vector<MPI_Request> all;
+  for (Request& r : requests) all.insert(all.end(), r.pieces_.begin(), r.pieces_.end());
+  if (!all.empty()) check(MPI_Waitall(int(all.size()), all.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+  for (Request& r : requests) r.pieces_.clear();
+}
 
 MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   int provided = 0;
@@ -94,6 +145,45 @@ void Communicator::broadcast(void* data, std::size_t bytes, int root) const {
     check(MPI_Bcast(p + done, int(std::min(piece, bytes - done)), MPI_BYTE, root, comm_), "MPI_Bcast");
 }
 
+Communicator Communicator::split(int color, int key) const {
+  // MPI_UNDEFINED (negative) would leave this rank without a group: not a Communicator.
+  if (color < 0) throw std::invalid_argument("Communicator::split: color " + std::to_string(color) + " < 0");
+  MPI_Comm comm = MPI_COMM_NULL;
+  check(MPI_Comm_split(comm_, color, key, &comm), "MPI_Comm_split");
+  // Owned from here on, so that a throw below still frees it. After MPI_Finalize nothing may be
+  // freed (a Communicator outliving MpiRuntime).
+  std::shared_ptr<MPI_Comm> owned(new MPI_Comm(comm), [](MPI_Comm* c) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(c);
+    delete c;
+  });
+  check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  Communicator group(comm);
+  group.owned_ = std::move(owned);
+  return group;
+}
+
+Request Communicator::isend_bytes(const void* data, std::size_t bytes, int dest, int tag,
+                                  std::size_t piece_bytes) const {
+  Request r;
+  const auto* p = static_cast<const unsigned char*>(data);
+  post_pieces(r.pieces_, bytes, piece_bytes, [&](std::size_t at, int n, MPI_Request* req) {
+    check(MPI_Isend(p + at, n, MPI_BYTE, dest, tag, comm_, req), "MPI_Isend");
+  });
+  return r;
+}
+
+Request Communicator::irecv_bytes(void* data, std::size_t bytes, int source, int tag,
+                                  std::size_t piece_bytes) const {
+  Request r;
+  auto* p = static_cast<unsigned char*>(data);
+  post_pieces(r.pieces_, bytes, piece_bytes, [&](std::size_t at, int n, MPI_Request* req) {
+    check(MPI_Irecv(p + at, n, MPI_BYTE, source, tag, comm_, req), "MPI_Irecv");
+  });
+  return r;
+}
+
 void Communicator::barrier() const { check(MPI_Barrier(comm_), "MPI_Barrier"); }
 
 void Communicator::abort(const std::string& message, int code) const {
@@ -101,6 +191,13 @@ void Communicator::abort(const std::string& message, int code) const {
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
+}
+
+void Communicator::allgather_bytes(const void* send, std::size_t bytes, void* recv) const {
+  if (bytes > std::size_t(std::numeric_limits<int>::max()))
+    throw std::invalid_argument("Communicator::allgather: block of " + std::to_string(bytes) +
+                                " bytes exceeds an int count");
+  check(MPI_Allgather(send, int(bytes), MPI_BYTE, recv, int(bytes), MPI_BYTE, comm_), "MPI_Allgather");
 }
 
 }  // namespace nexus

@@ -4,8 +4,13 @@
 
 #include <mpi.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/ops.h"
 
@@ -21,7 +26,37 @@ class MpiRuntime {
   MpiRuntime& operator=(const MpiRuntime&) = delete;
 };
 
-// A group of ranks (a view of an MPI communicator it does not own).
+// MPI counts are int: larger messages travel in pieces of at most this many bytes.
+inline constexpr std::size_t kMessagePieceBytes = std::size_t(1) << 30;
+
+// A non-blocking transfer (one or more MPI requests, one per piece). Move-only. The buffer must
+// stay untouched until wait() returns; the destructor waits for a transfer still in flight, so a
+// buffer is never written behind the back of code that unwound past its request.
+class Request {
+ public:
+  Request() = default;
+  Request(Request&& other) noexcept;
+  Request& operator=(Request&& other) noexcept;
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+  ~Request();
+
+  void wait();
+  // True once complete. Calling it between compute phases also lets MPI progress a large
+  // (rendezvous) transfer, which otherwise may only move inside wait().
+  bool test();
+
+ private:
+  friend class Communicator;
+  friend void wait_all(std::span<Request> requests);
+  std::vector<MPI_Request> pieces_;
+};
+
+// Completes every request (in one MPI_Waitall).
+void wait_all(std::span<Request> requests);
+
+// A group of ranks. Constructed from an MPI_Comm it is a view that owns nothing (world, self);
+// split() returns one that owns its MPI_Comm, shared by its copies and freed with the last.
 class Communicator {
  public:
   explicit Communicator(MPI_Comm comm);
@@ -47,11 +82,42 @@ class Communicator {
   bool all(bool ok) const;
   void broadcast(void* data, std::size_t bytes, int root = 0) const;
   void barrier() const;
+  // The ranks with the same `color` (>= 0) form a new group, ordered by `key` (ties by rank here):
+  // e.g. cp groups of a dp x cp world, cp-inner, are split(rank / cp, rank). Collective.
+  Communicator split(int color, int key) const;
+
+  // Non-blocking point-to-point of raw bytes, in pieces of at most `piece_bytes` (sender and
+  // receiver must use the same size and piece). Messages with the same (peer, tag) match in order.
+  Request isend_bytes(const void* data, std::size_t bytes, int dest, int tag,
+                      std::size_t piece_bytes = kMessagePieceBytes) const;
+  Request irecv_bytes(void* data, std::size_t bytes, int source, int tag,
+                      std::size_t piece_bytes = kMessagePieceBytes) const;
+  template <typename T>
+  Request isend(const T* data, idx count, int dest, int tag) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return isend_bytes(data, std::size_t(count) * sizeof(T), dest, tag);
+  }
+  template <typename T>
+  Request irecv(T* data, idx count, int source, int tag) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return irecv_bytes(data, std::size_t(count) * sizeof(T), source, tag);
+  }
+
   // Ends every process of the job with `code` after printing `message` (on this rank's stderr).
   [[noreturn]] void abort(const std::string& message, int code = 1) const;
 
+  // Every rank's block of `bytes` (the same on all ranks), concatenated in rank order into
+  // recv[size * bytes]; send must not overlap recv. Collective. A block must fit an int count.
+  void allgather_bytes(const void* send, std::size_t bytes, void* recv) const;
+  template <typename T>
+  void allgather(const T* send, idx count, T* recv) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    allgather_bytes(send, std::size_t(count) * sizeof(T), recv);
+  }
+
  private:
   MPI_Comm comm_;
+  std::shared_ptr<MPI_Comm> owned_;  // set when this group owns comm_ (split): frees it with the last copy
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
 };
 

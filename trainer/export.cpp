@@ -121,11 +121,6 @@ ExportDtype parse_export_dtype(const std::string& text) {
 
 nlohmann::ordered_json bamba_config_json(const ModelConfig& c, ExportDtype dtype, std::vector<std::string>* warnings) {
   c.validate();
-  if (c.mamba_ngroups != 1)
-    throw ExportError("cannot export model.mamba_ngroups = " + std::to_string(c.mamba_ngroups) +
-                      ": Bamba's gated RMSNorm normalises each of the " + std::to_string(c.mamba_ngroups) +
-                      " groups of d_inner separately, Nexus normalises all of d_inner at once, so the exported "
-                      "model would compute something else (use mamba_ngroups = 1)");
   // BambaConfig's own checks, which it makes even when no layer uses them.
   if (c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.n_heads % c.n_kv_heads != 0)
     throw ExportError("cannot export: BambaConfig needs positive attention sizes with num_attention_heads a multiple "
@@ -244,9 +239,6 @@ ModelConfig model_config_from_bamba_json(const nlohmann::json& j, const std::str
     r.fail("mamba_n_heads", "= " + std::to_string(mamba_heads) + " times mamba_d_head = " + std::to_string(c.mamba_headdim) +
                                 " is not mamba_expand * hidden_size = " + std::to_string(c.mamba_expand * c.d_model));
   c.mamba_ngroups = r.integer("mamba_n_groups", 1);
-  if (c.mamba_ngroups != 1)
-    r.fail("mamba_n_groups", "= " + std::to_string(c.mamba_ngroups) +
-                                 " is not supported: Nexus' gated RMSNorm spans all of d_inner (one group)");
   c.mamba_d_state = r.integer("mamba_d_state", 256);
   c.mamba_d_conv = r.integer("mamba_d_conv", 4);
   c.mamba_chunk = r.integer("mamba_chunk_size", 256);

@@ -41,8 +41,7 @@ struct ExportResult {
   std::int64_t tensor_bytes = 0;      // total_size: the tensors' data bytes
 };
 
-// config.json's content for `config` (throws ExportError when Bamba cannot express the model:
-// mamba_ngroups > 1, whose gated norm Bamba applies per group while ours spans all of d_inner).
+// config.json's content for `config` (throws ExportError when Bamba cannot express the model).
 // `warnings` (optional) receives compatibility notes.
 nlohmann::ordered_json bamba_config_json(const ModelConfig& config, ExportDtype dtype,
                                          std::vector<std::string>* warnings = nullptr);

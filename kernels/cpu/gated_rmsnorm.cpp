@@ -1,13 +1,15 @@
-// Gated RMSNorm of the Mamba-2 mixer: u = y * silu(z), out = u * rsqrt(mean(u^2) + eps) * weight,
-// normalising over all C channels (one group).
+// Gated RMSNorm of the Mamba-2 mixer: u = y * silu(z), then each of a row's `groups` contiguous
+// groups of Cg = C / groups channels is normalised on its own (Bamba's BambaRMSNormGated),
+// out = u * rsqrt(mean_group(u^2) + eps) * weight.
 //
-// Precision and threading follow rmsnorm.cpp: the row statistics and the dweight partial sums are
-// accumulated in double; dweight is summed per thread into a fixed-size stack buffer (a chunk of
-// columns at a time) and the buffers are added into dweight in thread order, so the result is
+// Precision and threading follow rmsnorm.cpp: the group statistics and the dweight partial sums
+// are accumulated in double; dweight is summed per thread into a fixed-size stack buffer (a chunk
+// of columns at a time) and the buffers are added into dweight in thread order, so the result is
 // race-free and the same from run to run.
 #include <omp.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 
 #include "kernels/ops.h"
@@ -32,27 +34,32 @@ void add_parts_in_order(T* __restrict dst, const double* __restrict part, idx wi
   }
 }
 
-// One row's dy and dz, plus its dweight terms for columns [0, width) into part. With u = y silu(z),
-// r = rsqrt(mean(u^2) + eps), out = u r w:
-//   du = r w dout - (r^3 / C) (sum_j dout_j w_j u_j) u,   dy = du silu(z),   dz = du y silu'(z),
-//   dweight += dout u r.
+// One row's dy and dz, plus its dweight terms for columns [0, width) into part. Per group of Cg
+// channels, with u = y silu(z), r = that group's rstd, out = u r w:
+//   du = r w dout - (r^3 / Cg) (sum_{j in group} dout_j w_j u_j) u,   dy = du silu(z),
+//   dz = du y silu'(z),   dweight += dout u r.
 // dy first holds silu(z), so each element costs two exponentials instead of three.
 template <typename T>
 void row_grads(T* __restrict dy, T* __restrict dz, double* __restrict part, idx width, const T* __restrict dout,
-               const T* __restrict y, const T* __restrict z, const T* __restrict w, T r, idx C) {
-  double dot = 0.0;
-  for (idx c = 0; c < C; ++c) {
-    dy[c] = cpu::silu(z[c]);
-    const T u = y[c] * dy[c];
-    dot += double(dout[c]) * double(w[c]) * double(u);
-    if (c < width) part[c] += double(dout[c] * u * r);
-  }
-  const T k = T(double(r) * double(r) * double(r) * dot / double(C));
-  for (idx c = 0; c < C; ++c) {
-    const T silu_z = dy[c];
-    const T du = r * w[c] * dout[c] - k * (y[c] * silu_z);
-    dy[c] = du * silu_z;
-    dz[c] = du * y[c] * cpu::silu_grad(z[c]);
+               const T* __restrict y, const T* __restrict z, const T* __restrict w,
+               const T* __restrict r /*[groups]*/, idx groups, idx Cg) {
+  for (idx g = 0; g < groups; ++g) {
+    const idx lo = g * Cg, hi = lo + Cg;  // this group's columns
+    const T rg = r[g];
+    double dot = 0.0;
+    for (idx c = lo; c < hi; ++c) {
+      dy[c] = cpu::silu(z[c]);
+      const T u = y[c] * dy[c];
+      dot += double(dout[c]) * double(w[c]) * double(u);
+      if (c < width) part[c] += double(dout[c] * u * rg);
+    }
+    const T k = T(double(rg) * double(rg) * double(rg) * dot / double(Cg));
+    for (idx c = lo; c < hi; ++c) {
+      const T silu_z = dy[c];
+      const T du = rg * w[c] * dout[c] - k * (y[c] * silu_z);
+      dy[c] = du * silu_z;
+      dz[c] = du * y[c] * cpu::silu_grad(z[c]);
+    }
   }
 }
 
@@ -60,26 +67,34 @@ void row_grads(T* __restrict dy, T* __restrict dz, double* __restrict part, idx 
 
 template <typename T>
 void gated_rmsnorm_forward(T* out, T* rstd, const T* y, const T* z, idx ld_z, const T* weight, idx N, idx C,
-                           double eps) {
+                           idx groups, double eps) {
+  assert(groups > 0 && C % groups == 0);
+  const idx Cg = C / groups;
 #pragma omp parallel for schedule(static)
   for (idx n = 0; n < N; ++n) {
-    T* __restrict o = out + n * C;            // [C]: u first, then the output
-    const T* __restrict yn = y + n * C;       // [C]
-    const T* __restrict zn = z + n * ld_z;    // [C] of a wider row
-    double ss = 0.0;
-    for (idx c = 0; c < C; ++c) {
-      o[c] = yn[c] * cpu::silu(zn[c]);
-      ss += double(o[c]) * double(o[c]);
+    for (idx g = 0; g < groups; ++g) {
+      const idx off = g * Cg;
+      T* __restrict o = out + n * C + off;          // [Cg]: u first, then the output
+      const T* __restrict yn = y + n * C + off;     // [Cg]
+      const T* __restrict zn = z + n * ld_z + off;  // [Cg] of a wider row
+      const T* __restrict wg = weight + off;        // [Cg]
+      double ss = 0.0;
+      for (idx c = 0; c < Cg; ++c) {
+        o[c] = yn[c] * cpu::silu(zn[c]);
+        ss += double(o[c]) * double(o[c]);
+      }
+      const T r = T(1.0 / std::sqrt(ss / double(Cg) + eps));
+      rstd[n * groups + g] = r;
+      for (idx c = 0; c < Cg; ++c) o[c] = o[c] * r * wg[c];
     }
-    const T r = T(1.0 / std::sqrt(ss / double(C) + eps));
-    rstd[n] = r;
-    for (idx c = 0; c < C; ++c) o[c] = o[c] * r * weight[c];
   }
 }
 
 template <typename T>
 void gated_rmsnorm_backward(T* dy, T* dz, idx ld_dz, T* dweight, const T* dout, const T* y, const T* z, idx ld_z,
-                            const T* weight, const T* rstd, idx N, idx C) {
+                            const T* weight, const T* rstd, idx N, idx C, idx groups) {
+  assert(groups > 0 && C % groups == 0);
+  const idx Cg = C / groups;
 #pragma omp parallel
   {
     double part[kChunk];  // [width]: this thread's dweight sums for columns [c0, c0 + width)
@@ -90,15 +105,22 @@ void gated_rmsnorm_backward(T* dy, T* dz, idx ld_dz, T* dweight, const T* dout, 
       // chunk of dweight in one sweep, later passes (only when C > kChunk) just their chunk.
 #pragma omp for schedule(static) nowait
       for (idx n = 0; n < N; ++n) {
-        const T r = rstd[n];
+        const T* rn = rstd + n * groups;  // [groups]
         if (c0 == 0) {
-          row_grads(dy + n * C, dz + n * ld_dz, part, width, dout + n * C, y + n * C, z + n * ld_z, weight, r, C);
+          row_grads(dy + n * C, dz + n * ld_dz, part, width, dout + n * C, y + n * C, z + n * ld_z, weight, rn,
+                    groups, Cg);
           continue;
         }
-        const T* __restrict go = dout + n * C + c0;  // [width]
-        const T* __restrict yn = y + n * C + c0;     // [width]
-        const T* __restrict zn = z + n * ld_z + c0;  // [width]
-        for (idx j = 0; j < width; ++j) part[j] += double(go[j] * (yn[j] * cpu::silu(zn[j])) * r);
+        // The groups this chunk overlaps, each a contiguous run of columns with one rstd.
+        for (idx g = c0 / Cg; g * Cg < c0 + width; ++g) {
+          const idx lo = std::max(g * Cg, c0), hi = std::min(g * Cg + Cg, c0 + width);
+          const T r = rn[g];
+          const T* __restrict go = dout + n * C + lo;  // [hi - lo]
+          const T* __restrict yn = y + n * C + lo;     // [hi - lo]
+          const T* __restrict zn = z + n * ld_z + lo;  // [hi - lo]
+          double* __restrict pc = part + (lo - c0);    // [hi - lo]
+          for (idx j = 0; j < hi - lo; ++j) pc[j] += double(go[j] * (yn[j] * cpu::silu(zn[j])) * r);
+        }
       }
       add_parts_in_order(dweight + c0, part, width);
     }
@@ -106,12 +128,12 @@ void gated_rmsnorm_backward(T* dy, T* dz, idx ld_dz, T* dweight, const T* dout, 
 }
 
 template void gated_rmsnorm_forward<float>(float*, float*, const float*, const float*, idx, const float*, idx, idx,
-                                           double);
+                                           idx, double);
 template void gated_rmsnorm_forward<double>(double*, double*, const double*, const double*, idx, const double*,
-                                            idx, idx, double);
+                                            idx, idx, idx, double);
 template void gated_rmsnorm_backward<float>(float*, float*, idx, float*, const float*, const float*, const float*,
-                                            idx, const float*, const float*, idx, idx);
+                                            idx, const float*, const float*, idx, idx, idx);
 template void gated_rmsnorm_backward<double>(double*, double*, idx, double*, const double*, const double*,
-                                             const double*, idx, const double*, const double*, idx, idx);
+                                             const double*, idx, const double*, const double*, idx, idx, idx);
 
 }  // namespace nexus

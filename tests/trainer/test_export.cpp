@@ -368,15 +368,13 @@ TEST(Export, ByteVocabGetsEndOfText) {
   EXPECT_EQ(j["torch_dtype"], "bfloat16");
 }
 
-TEST(Export, RefusesWhatBambaCannotExpressAndWarnsForVllm) {
+// mamba_ngroups > 1 is Bamba's mamba_n_groups (the gated norm is per group in both) and reads back.
+TEST(Export, ExportsGroupsAndWarnsForVllm) {
   ModelConfig c = small_config();
   c.mamba_ngroups = 2;
-  try {
-    bamba_config_json(c, ExportDtype::BF16);
-    FAIL() << "mamba_ngroups = 2 exported";
-  } catch (const ExportError& e) {
-    EXPECT_NE(std::string(e.what()).find("mamba_ngroups = 2"), std::string::npos) << e.what();
-  }
+  const json jg = bamba_config_json(c, ExportDtype::BF16);
+  EXPECT_EQ(jg["mamba_n_groups"], 2);
+  EXPECT_EQ(model_config_from_bamba_json(jg, "config.json").mamba_ngroups, 2);
   c = small_config();
   c.head_dim = 8;  // 2 heads * 8 != d_model 32
   std::vector<std::string> warnings;

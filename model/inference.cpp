@@ -1,0 +1,223 @@
+// Recurrent inference, one token per sequence per step, in Model::forward's order:
+//   embedding -> per layer: (+ branch) input_layernorm -> mixer step -> (+ branch) pre_ff_layernorm
+//   -> MLP -> (+ branch) final_layernorm -> lm_head
+// with every residual add fused into the norm that follows it, as in the full forward. Only the
+// mixers differ from the full forward: conv1d_silu_step / ssd_step on per-sequence states, and
+// attention_decode_paged over the paged cache.
+#include "model/inference.h"
+
+#include <algorithm>
+#include <limits>
+#include <string>
+
+namespace nexus {
+
+namespace {
+
+std::size_t sz(idx n) { return static_cast<std::size_t>(n); }
+
+}  // namespace
+
+template <typename T>
+InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params, idx max_batch, idx block_tokens,
+                                      idx max_blocks)
+    : config_(config), table_(config), batch_(max_batch), block_tokens_(block_tokens), max_blocks_(max_blocks) {
+  config_.validate();
+  if (!params) throw std::invalid_argument("InferenceSession: params is null");
+  if (max_batch <= 0 || block_tokens <= 0 || max_blocks <= 0 || max_blocks > std::numeric_limits<std::int32_t>::max())
+    throw std::invalid_argument("InferenceSession: max_batch = " + std::to_string(max_batch) + ", block_tokens = " +
+                                std::to_string(block_tokens) + ", max_blocks = " + std::to_string(max_blocks) +
+                                " must be positive (max_blocks < 2^31)");
+  const ModelConfig& c = config_;
+  const idx B = batch_, D = c.d_model, F = c.mlp_hidden, V = c.vocab_size;
+  const idx qdim = c.n_heads * c.head_dim, kvdim = c.n_kv_heads * c.head_dim;
+  embed_ = params + table_.at("model.embed_tokens.weight").offset;
+  final_norm_ = params + table_.at("model.final_layernorm.weight").offset;
+  head_ = params + table_.at(c.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
+  caches_.resize(sz(c.n_layers));
+  for (idx i = 0; i < c.n_layers; ++i) {
+    weights_.push_back(layer_tensors(params, table_, c, i));
+    LayerCache& lc = caches_[sz(i)];
+    if (c.is_attention(i)) {
+      lc.k_pool.assign(sz(max_blocks_ * block_tokens_ * kvdim), T(0));
+      lc.v_pool.assign(lc.k_pool.size(), T(0));
+    } else {
+      lc.conv.assign(sz(B * (c.mamba_d_conv - 1) * c.conv_dim()), T(0));
+      lc.ssm.assign(sz(B * c.mamba_heads() * c.mamba_headdim * c.mamba_d_state), T(0));
+    }
+  }
+  pos_.assign(sz(B), 0);
+  kv_len_.assign(sz(B), 0);
+  block_table_.assign(sz(B * max_blocks_), -1);
+  free_.assign(sz(max_blocks_), 0);
+  column_.assign(sz(B), 0);
+  res_.assign(sz(B * D), T(0));
+  ln_.assign(sz(B * D), T(0));
+  rstd_.assign(sz(B * c.mamba_ngroups), T(0));  // [B] for the RMSNorms, [B, G] for the gated one
+  branch_.assign(sz(B * D), T(0));
+  gate_up_.assign(sz(B * 2 * F), T(0));
+  act_.assign(sz(B * F), T(0));
+  if (c.attention_layer_count() < c.n_layers) {
+    zxbcdt_.assign(sz(B * c.in_proj_dim()), T(0));
+    xbc_.assign(sz(B * c.conv_dim()), T(0));
+    y_.assign(sz(B * c.d_inner()), T(0));
+    gated_.assign(sz(B * c.d_inner()), T(0));
+  }
+  if (c.attention_layer_count() > 0) {
+    q_.assign(sz(B * qdim), T(0));
+    att_.assign(sz(B * qdim), T(0));
+    k_.assign(sz(B * kvdim), T(0));
+    v_.assign(sz(B * kvdim), T(0));
+  }
+  logits_.assign(sz(B * V), T(0));
+  reset();
+}
+
+template <typename T>
+void InferenceSession<T>::reset() {
+  // The stack pops block 0 first, so a fresh or reset session fills the pool in the same order.
+  n_free_ = max_blocks_;
+  for (idx j = 0; j < max_blocks_; ++j) free_[sz(j)] = static_cast<std::int32_t>(max_blocks_ - 1 - j);
+  std::fill(block_table_.begin(), block_table_.end(), -1);
+  std::fill(pos_.begin(), pos_.end(), 0);
+  for (LayerCache& lc : caches_) {
+    std::fill(lc.conv.begin(), lc.conv.end(), T(0));
+    std::fill(lc.ssm.begin(), lc.ssm.end(), T(0));
+  }
+}
+
+template <typename T>
+void InferenceSession<T>::release_blocks(idx b) {
+  std::int32_t* table = block_table_.data() + b * max_blocks_;
+  for (idx j = 0; j < max_blocks_ && table[j] >= 0; ++j) {
+    free_[sz(n_free_++)] = table[j];
+    table[j] = -1;
+  }
+}
+
+template <typename T>
+void InferenceSession<T>::reset_sequence(idx b) {
+  if (b < 0 || b >= batch_)
+    throw std::out_of_range("InferenceSession::reset_sequence: sequence " + std::to_string(b) + " of " +
+                            std::to_string(batch_));
+  release_blocks(b);
+  pos_[sz(b)] = 0;
+  for (LayerCache& lc : caches_) {
+    const idx conv_row = idx(lc.conv.size()) / batch_, ssm_row = idx(lc.ssm.size()) / batch_;
+    std::fill_n(lc.conv.begin() + b * conv_row, conv_row, T(0));
+    std::fill_n(lc.ssm.begin() + b * ssm_row, ssm_row, T(0));
+  }
+}
+
+// Gives every sequence whose next token starts a new block that block, all or nothing: on
+// exhaustion the blocks taken in this call go back and the session is unchanged.
+template <typename T>
+void InferenceSession<T>::claim_blocks() {
+  if (config_.attention_layer_count() == 0) return;
+  for (idx b = 0; b < batch_; ++b) {
+    const idx pos = pos_[sz(b)];
+    if (pos % block_tokens_ != 0) continue;
+    const idx slot = pos / block_tokens_;
+    if (n_free_ == 0 || slot >= max_blocks_) {
+      for (idx r = b - 1; r >= 0; --r)
+        if (pos_[sz(r)] % block_tokens_ == 0) {
+          std::int32_t& id = block_table_[sz(r * max_blocks_ + pos_[sz(r)] / block_tokens_)];
+          free_[sz(n_free_++)] = id;
+          id = -1;
+        }
+      throw KvCacheFull("KV cache pool exhausted: sequence " + std::to_string(b) + " at position " +
+                        std::to_string(pos) + " needs a new block, but all " + std::to_string(max_blocks_) +
+                        " blocks of " + std::to_string(block_tokens_) +
+                        " tokens are in use (construct the session with a larger max_blocks, or reset sequences)");
+    }
+    block_table_[sz(b * max_blocks_ + slot)] = free_[sz(--n_free_)];
+  }
+}
+
+template <typename T>
+const T* InferenceSession<T>::step(const std::int32_t* tokens) {
+  const ModelConfig& c = config_;
+  const idx B = batch_, D = c.d_model, V = c.vocab_size;
+  for (idx b = 0; b < B; ++b)
+    if (tokens[b] < 0 || tokens[b] >= V)
+      throw std::invalid_argument("token " + std::to_string(tokens[b]) + " of sequence " + std::to_string(b) +
+                                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  claim_blocks();
+
+  embedding_forward(res_.data(), tokens, embed_, B, D);
+  const T* branch = nullptr;  // the previous block's output, added by the next fused norm
+  for (idx i = 0; i < c.n_layers; ++i) {
+    const LayerTensors<const T*>& w = weights_[sz(i)];
+    residual_rmsnorm_forward(res_.data(), ln_.data(), rstd_.data(), res_.data(), branch, w.input_norm, B, D,
+                             c.norm_eps);
+    if (c.is_attention(i))
+      attention_step(w.attn, caches_[sz(i)]);
+    else
+      mamba_step(w.mamba, caches_[sz(i)]);
+    residual_rmsnorm_forward(res_.data(), ln_.data(), rstd_.data(), res_.data(), branch_.data(), w.ff_norm, B, D,
+                             c.norm_eps);
+    mlp_forward(branch_.data(), MlpActivations<T>{gate_up_.data(), act_.data()}, ln_.data(), w.mlp, B, D, c.mlp_hidden);
+    branch = branch_.data();
+  }
+  residual_rmsnorm_forward(res_.data(), ln_.data(), rstd_.data(), res_.data(), branch, final_norm_, B, D, c.norm_eps);
+  matmul_forward(logits_.data(), ln_.data(), head_, B, D, V);
+  for (idx& p : pos_) ++p;
+  return logits_.data();
+}
+
+template <typename T>
+const T* InferenceSession<T>::prefill(const std::int32_t* tokens, idx Tn) {
+  if (Tn <= 0)
+    throw std::invalid_argument("InferenceSession::prefill: Tn = " + std::to_string(Tn) + " must be positive");
+  for (idx t = 0; t < Tn; ++t) {
+    for (idx b = 0; b < batch_; ++b) column_[sz(b)] = tokens[b * Tn + t];
+    step(column_.data());
+  }
+  return logits_.data();
+}
+
+// in_proj -> conv step over xBC -> SSM step -> gated RMSNorm with z -> out_proj, the full mixer's
+// sequence with the two recurrent ops in place of the scans (same slices, same strides).
+template <typename T>
+void InferenceSession<T>::mamba_step(const MambaTensors<const T*>& w, LayerCache& lc) {
+  const ModelConfig& c = config_;
+  const idx B = batch_, D = c.d_model, E = c.in_proj_dim(), C = c.conv_dim(), Di = c.d_inner();
+  const idx GN = c.mamba_ngroups * c.mamba_d_state;
+  T* z = zxbcdt_.data();
+  matmul_forward(z, ln_.data(), w.in_proj, B, D, E);
+  conv1d_silu_step(xbc_.data(), lc.conv.data(), z + Di, E, w.conv_w, w.conv_b, B, C, c.mamba_d_conv);
+  ssd_step(y_.data(), lc.ssm.data(), xbc_.data(), xbc_.data() + Di, xbc_.data() + Di + GN, z + Di + C, w.dt_bias,
+           w.A_log, w.D, mamba_ssd_shape(c, B, 1), SsdStrides{C, C, E});
+  gated_rmsnorm_forward(gated_.data(), rstd_.data(), y_.data(), z, E, w.norm, B, Di, c.mamba_ngroups, c.norm_eps);
+  matmul_forward(branch_.data(), gated_.data(), w.out_proj, B, Di, D);
+}
+
+// q/k/v projections -> RoPE at each sequence's own position -> K, V appended to the cache ->
+// attention over the cached tokens -> o_proj.
+template <typename T>
+void InferenceSession<T>::attention_step(const AttentionTensors<const T*>& w, LayerCache& lc) {
+  const ModelConfig& c = config_;
+  const idx B = batch_, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
+  const idx qdim = Hq * hd, kvdim = Hkv * hd;
+  matmul_forward(q_.data(), ln_.data(), w.q, B, D, qdim);
+  matmul_forward(k_.data(), ln_.data(), w.k, B, D, kvdim);
+  matmul_forward(v_.data(), ln_.data(), w.v, B, D, kvdim);
+  for (idx b = 0; b < B; ++b) {
+    const idx pos = pos_[sz(b)];
+    rope_forward(q_.data() + b * qdim, 1, 1, Hq, hd, c.rotary_dim(), pos, c.rope_theta);
+    rope_forward(k_.data() + b * kvdim, 1, 1, Hkv, hd, c.rotary_dim(), pos, c.rope_theta);
+    const idx blk = block_table_[sz(b * max_blocks_ + pos / block_tokens_)];
+    const idx at = (blk * block_tokens_ + pos % block_tokens_) * kvdim;
+    std::copy_n(k_.begin() + b * kvdim, kvdim, lc.k_pool.begin() + at);
+    std::copy_n(v_.begin() + b * kvdim, kvdim, lc.v_pool.begin() + at);
+    kv_len_[sz(b)] = pos + 1;
+  }
+  attention_decode_paged(att_.data(), q_.data(), lc.k_pool.data(), lc.v_pool.data(), block_table_.data(),
+                         kv_len_.data(), PagedKvShape{B, Hq, Hkv, hd, block_tokens_, max_blocks_});
+  matmul_forward(branch_.data(), att_.data(), w.o, B, qdim, D);
+}
+
+template class InferenceSession<float>;
+template class InferenceSession<double>;
+
+}  // namespace nexus
