@@ -97,6 +97,5 @@ std::uint32_t checkpoint_crc32(const void* data, std::size_t size, std::uint32_t
 struct InspectError : ConfigError {
   using ConfigError::ConfigError;
 };
-int command_inspect(int argc, char** argv);
 
 }  // namespace nexus

@@ -1,5 +1,6 @@
 // `nexus eval`: one forward pass over a given sequence, for checking a model (or an export)
 // against another implementation token by token.
+#include "trainer/commands.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -1,4 +1,5 @@
 // `nexus export`: a checkpoint (or an export) to a Hugging Face folder.
+#include "trainer/commands.h"
 #include <cstdio>
 #include <string>
 

@@ -1,4 +1,5 @@
 // `nexus inspect CHECKPOINT`: what a checkpoint holds, after verifying all of it.
+#include "trainer/commands.h"
 #include <cmath>
 #include <cstdio>
 #include <string>

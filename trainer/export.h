@@ -111,19 +111,11 @@ std::vector<CommandArg> split_command_args(int argc, char** argv, const std::vec
   return out;
 }
 
-// `nexus export CHECKPOINT --out DIR [--dtype bf16|fp32] [--max-shard-bytes N]` (argv[0] is
-// "export"; CHECKPOINT is anything load_model_files takes). One process: run it without mpirun.
-// Bad usage throws ExportError (a ConfigError). Returns 0.
-int command_export(int argc, char** argv);
 
-// `nexus eval --model PATH (--tokens 1,2,3 | --text TEXT) [--logits-out FILE.npy]` (argv[0] is
-// "eval"): one forward pass of Model<float> over the sequence (batch 1, each token's target the
-// next token), prints the mean next-token loss and writes the logits [T, V] as a float32 .npy.
-// Bad usage throws EvalError (a ConfigError). Returns 0.
+// Bad usage of `nexus eval`.
 struct EvalError : ConfigError {
   using ConfigError::ConfigError;
 };
-int command_eval(int argc, char** argv);
 
 // A little-endian float32 C-order .npy file (format 1.0) that numpy.load reads. Throws
 // ExportError naming the file on an I/O error.

@@ -4,6 +4,7 @@
 //   nexus eval --model CHECKPOINT|EXPORT_DIR (--tokens 1,2,3 | --text TEXT) [--logits-out F.npy]
 //   nexus export CHECKPOINT --out DIR [--dtype bf16|fp32]
 //   nexus inspect CHECKPOINT
+//   nexus generate --model CHECKPOINT|EXPORT_DIR (--prompt TEXT | --tokens IDS) --max-new-tokens N
 //   nexus data prepare --out PREFIX [--shard-tokens N] [--separator S] FILE...
 //
 // Every rank runs the same command. Any rank's fatal error ends the whole job with a message
@@ -15,8 +16,7 @@
 
 #include "data/prepare.h"
 #include "parallel/communicator.h"
-#include "trainer/checkpoint.h"
-#include "trainer/export.h"
+#include "trainer/commands.h"
 #include "trainer/options.h"
 #include "trainer/signals.h"
 #include "trainer/train.h"
@@ -33,6 +33,7 @@ const char* kUsage =
     "  eval           loss (and logits) of a checkpoint or exported model on given tokens or text\n"
     "  export         write a checkpoint as a Hugging Face Bamba folder (config.json, safetensors)\n"
     "  inspect        print a checkpoint's step, tokens, config and every tensor's shape and norm\n"
+    "  generate       continue a prompt with recurrent decoding (O(1) per token in Mamba layers)\n"
     "  data prepare   turn raw text files into llm.c token shards with the byte tokenizer\n"
     "\n"
     "Examples:\n"
@@ -113,10 +114,11 @@ int main(int argc, char** argv) {
   try {
     if (command == "train") return run_train(argc - 1, argv + 1, comm);
     // Single-process commands: only the root rank acts when launched under mpirun.
-    if (command == "eval" || command == "export" || command == "inspect") {
+    if (command == "eval" || command == "export" || command == "inspect" || command == "generate") {
       if (!comm.is_root()) return 0;
       if (command == "eval") return command_eval(argc - 1, argv + 1);
       if (command == "export") return command_export(argc - 1, argv + 1);
+      if (command == "generate") return command_generate(argc - 1, argv + 1);
       return command_inspect(argc - 1, argv + 1);
     }
     if (command == "data" && argc > 2 && std::strcmp(argv[2], "prepare") == 0)

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "data/data_test_util.h"
+#include "trainer/commands.h"
 #include "trainer/checkpoint.h"
 #include "trainer/options.h"
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "trainer/commands.h"
 #include "trainer/checkpoint.h"
 #include "trainer/export.h"
 #include "trainer/options.h"
