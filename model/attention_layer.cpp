@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "model/layers.h"
+#include "parallel/ring_attention.h"
 
 namespace nexus {
 
@@ -12,19 +13,45 @@ AttentionShape local_shape(const ModelConfig& c, idx B, idx Tn, idx pos0) {
   return AttentionShape{B, Tn, Tn, c.n_heads, c.n_kv_heads, c.head_dim, pos0, pos0, true};
 }
 
+RingShape ring_shape(const ModelConfig& c, idx B, idx Tn) {
+  return RingShape{B, Tn / 2, c.n_heads, c.n_kv_heads, c.head_dim};
+}
+
+// RoPE (or its transpose) at the tokens' global positions: one run from pos0, or under context
+// parallelism each sequence's two zigzag chunks from their own first positions.
+template <typename T>
+void rotate(bool backward, T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, idx H, const ModelConfig& c, idx pos0,
+            const RingContext<T>* ring) {
+  auto apply = [&](T* p, idx b, idx n, idx first) {
+    if (backward)
+      rope_backward(p, b, n, H, c.head_dim, c.rotary_dim(), first, c.rope_theta);
+    else
+      rope_forward(p, b, n, H, c.head_dim, c.rotary_dim(), first, c.rope_theta);
+  };
+  if (!ring) return apply(x, B, Tn, pos0);
+  const idx chunk = Tn / 2, r = ring->cp->rank(), cp = ring->cp->size();
+  for (idx b = 0; b < B; ++b) {
+    apply(x + (b * Tn) * H * c.head_dim, 1, chunk, r * chunk);
+    apply(x + (b * Tn + chunk) * H * c.head_dim, 1, chunk, (2 * cp - 1 - r) * chunk);
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void attention_mixer_forward(T* out, const AttentionActivations<T>& a, const T* inp,
                              const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn, idx pos0,
-                             const KvPrefix<T>* prefix) {
+                             const KvPrefix<T>* prefix, const RingContext<T>* ring) {
   const idx N = B * Tn, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
   matmul_forward(a.q, inp, w.q, N, D, Hq * hd);
   matmul_forward(a.k, inp, w.k, N, D, Hkv * hd);
   matmul_forward(a.v, inp, w.v, N, D, Hkv * hd);
-  rope_forward(a.q, B, Tn, Hq, hd, c.rotary_dim(), pos0, c.rope_theta);
-  rope_forward(a.k, B, Tn, Hkv, hd, c.rotary_dim(), pos0, c.rope_theta);
-  attention_forward(a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0));
+  rotate(false, a.q, B, Tn, Hq, c, pos0, ring);
+  rotate(false, a.k, B, Tn, Hkv, c, pos0, ring);
+  if (ring)
+    ring_attention_forward(a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn), *ring->cp, ring->workspace);
+  else
+    attention_forward(a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0));
   if (prefix) {
     AttentionShape s = local_shape(c, B, Tn, pos0);
     s.Tk = prefix->len;
@@ -39,16 +66,20 @@ template <typename T>
 void attention_mixer_backward(T* dinp, const AttentionTensors<T*>& g, const AttentionScratch<T>& s,
                               const T* dout, const T* inp, const AttentionActivations<T>& a,
                               const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn,
-                              idx pos0) {
+                              idx pos0, const RingContext<T>* ring) {
   const idx N = B * Tn, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
   matmul_backward(s.datt, g.o, dout, a.att, w.o, N, Hq * hd, D, false);
   // attention_backward accumulates (the ring adds several blocks' contributions).
   std::fill(s.dq, s.dq + N * Hq * hd, T(0));
   std::fill(s.dk, s.dk + N * Hkv * hd, T(0));
   std::fill(s.dv, s.dv + N * Hkv * hd, T(0));
-  attention_backward(s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0));
-  rope_backward(s.dq, B, Tn, Hq, hd, c.rotary_dim(), pos0, c.rope_theta);
-  rope_backward(s.dk, B, Tn, Hkv, hd, c.rotary_dim(), pos0, c.rope_theta);
+  if (ring)
+    ring_attention_backward(s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn), *ring->cp,
+                            ring->workspace);
+  else
+    attention_backward(s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0));
+  rotate(true, s.dq, B, Tn, Hq, c, pos0, ring);
+  rotate(true, s.dk, B, Tn, Hkv, c, pos0, ring);
   matmul_backward(dinp, g.q, s.dq, inp, w.q, N, D, Hq * hd, false);
   matmul_backward(dinp, g.k, s.dk, inp, w.k, N, D, Hkv * hd, true);
   matmul_backward(dinp, g.v, s.dv, inp, w.v, N, D, Hkv * hd, true);
@@ -57,10 +88,11 @@ void attention_mixer_backward(T* dinp, const AttentionTensors<T*>& g, const Atte
 #define NEXUS_INSTANTIATE(T)                                                                                  \
   template void attention_mixer_forward<T>(T*, const AttentionActivations<T>&, const T*,                      \
                                            const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx, \
-                                           const KvPrefix<T>*);                                               \
+                                           const KvPrefix<T>*, const RingContext<T>*);                        \
   template void attention_mixer_backward<T>(T*, const AttentionTensors<T*>&, const AttentionScratch<T>&,      \
                                             const T*, const T*, const AttentionActivations<T>&,               \
-                                            const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx);
+                                            const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx, \
+                                            const RingContext<T>*);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
 #undef NEXUS_INSTANTIATE

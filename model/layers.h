@@ -9,6 +9,7 @@
 #include "kernels/ops.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "parallel/communicator.h"
 
 namespace nexus {
 
@@ -126,16 +127,26 @@ struct KvPrefix {
   T* lse_scratch;   // [N, Hq]
 };
 
+// Context parallelism: the Tn = 2c local tokens of each sequence are zigzag chunks r and
+// 2cp-1-r of the group `cp` (data/zigzag.h); RoPE uses their global positions and attention runs
+// as ring attention over the group. `workspace` is sized by ring_attention_workspace.
+template <typename T>
+struct RingContext {
+  const Communicator* cp;
+  T* workspace;
+};
+
+// With `ring`, pos0 and prefix must be 0 / null: positions come from the zigzag layout.
 template <typename T>
 void attention_mixer_forward(T* out /*[N,D]*/, const AttentionActivations<T>& a, const T* inp /*[N,D]*/,
                              const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn,
-                             idx pos0, const KvPrefix<T>* prefix = nullptr);
+                             idx pos0, const KvPrefix<T>* prefix = nullptr, const RingContext<T>* ring = nullptr);
 // dinp is overwritten.
 template <typename T>
 void attention_mixer_backward(T* dinp /*[N,D]*/, const AttentionTensors<T*>& g, const AttentionScratch<T>& s,
                               const T* dout /*[N,D]*/, const T* inp /*[N,D]*/,
                               const AttentionActivations<T>& a, const AttentionTensors<const T*>& w,
-                              const ModelConfig& c, idx B, idx Tn, idx pos0);
+                              const ModelConfig& c, idx B, idx Tn, idx pos0, const RingContext<T>* ring = nullptr);
 
 // ------------------------------------------------------------------------------------------------
 // SwiGLU MLP: down(silu(gate(x)) * up(x)).

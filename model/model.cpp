@@ -4,6 +4,9 @@
 // Each residual add is fused into the RMSNorm that follows it.
 #include "model/model.h"
 
+#include "model/mamba_layer_cp.h"
+#include "parallel/ring_attention.h"
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -11,11 +14,15 @@
 namespace nexus {
 
 template <typename T>
-Model<T>::Model(const ModelConfig& config, BatchShape shape)
-    : config_(config), table_(config), shape_(shape) {
+Model<T>::Model(const ModelConfig& config, BatchShape shape, const Communicator* cp)
+    : config_(config), table_(config), shape_(shape), cp_(cp && cp->size() > 1 ? cp : nullptr) {
   if (shape.B <= 0 || shape.T <= 0)
     throw std::invalid_argument("batch shape B = " + std::to_string(shape.B) + ", T = " + std::to_string(shape.T) +
                                 " must be positive");
+  if (cp_ && (shape.T % 2 != 0 || shape.T / 2 < config.mamba_d_conv - 1))
+    throw std::invalid_argument("context parallel: the local sequence (" + std::to_string(shape.T) +
+                                " tokens) must be two zigzag chunks of at least model.mamba_d_conv - 1 = " +
+                                std::to_string(config.mamba_d_conv - 1) + " tokens each");
   params_.assign(static_cast<std::size_t>(table_.total()), T(0));
   deltas_.assign(static_cast<std::size_t>(table_.total()), T(0));
   layers_.resize(static_cast<std::size_t>(config_.n_layers));
@@ -47,6 +54,7 @@ void Model<T>::carve(Arena& a) {
     else
       l.mamba = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
                  a.take<T>(N * c.d_inner()), a.take<T>(N * c.mamba_ngroups)};
+    if (cp_ && !c.is_attention(i)) l.mamba_saved = a.take<T>(mamba_cp_saved_size(c, shape_.B, cp_->size()));
   }
   res_final_ = a.take<T>(N * D);
   lnf_ = a.take<T>(N * D);
@@ -59,14 +67,19 @@ void Model<T>::carve(Arena& a) {
   mlp_scratch_ = {a.take<T>(N * 2 * F), a.take<T>(N * F)};
   // Only one mixer runs its backward at a time, so the two kinds' scratch overlap.
   const std::size_t mixer_scratch = a.mark();
+  const idx mamba_workspace = cp_ ? mamba_cp_workspace(c, shape_.B, shape_.T, cp_->size())
+                                  : ssd_workspace(mamba_ssd_shape(c, shape_.B, shape_.T));
   if (c.attention_layer_count() < c.n_layers)
     mamba_scratch_ = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
-                      a.take<T>(N * c.d_inner()), a.take<T>(ssd_workspace(mamba_ssd_shape(c, shape_.B, shape_.T)))};
+                      a.take<T>(N * c.d_inner()), a.take<T>(mamba_workspace)};
   const std::size_t mamba_end = a.used();
   a.rewind(mixer_scratch);
   if (c.attention_layer_count() > 0)
     attn_scratch_ = {a.take<T>(N * qdim), a.take<T>(N * kvdim), a.take<T>(N * kvdim), a.take<T>(N * qdim)};
   a.advance_to(mamba_end);
+  if (cp_ && c.attention_layer_count() > 0)
+    ring_workspace_ = a.take<T>(ring_attention_workspace(
+        RingShape{shape_.B, shape_.T / 2, c.n_heads, c.n_kv_heads, c.head_dim}));
 }
 
 template <typename T>
@@ -91,6 +104,9 @@ LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* target
   const T* P = params_.data();
 
   embedding_forward(layers_[0].res_in, tokens, P + table_.at("model.embed_tokens.weight").offset, N, D);
+  const RingContext<T> ring{cp_, ring_workspace_};
+  const RingContext<T>* ring_ctx = cp_ ? &ring : nullptr;
+  mamba_bytes_sent_ = 0;
   const T* prev_res = layers_[0].res_in;  // residual entering layer i (before its fused add)
   const T* prev_branch = nullptr;         // the previous MLP's output, added in the fused norm
   for (idx i = 0; i < c.n_layers; ++i) {
@@ -98,7 +114,11 @@ LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* target
     const LayerTensors<const T*> w = layer_tensors(P, table_, c, i);
     residual_rmsnorm_forward(l.res_in, l.ln1, l.rstd1, prev_res, prev_branch, w.input_norm, N, D, c.norm_eps);
     if (c.is_attention(i))
-      attention_mixer_forward(branch_, l.attn, l.ln1, w.attn, c, B, Tn, idx(0));
+      attention_mixer_forward(branch_, l.attn, l.ln1, w.attn, c, B, Tn, idx(0), static_cast<KvPrefix<T>*>(nullptr),
+                              ring_ctx);
+    else if (cp_)
+      mamba_bytes_sent_ += mamba_mixer_forward_cp(branch_, l.mamba, l.ln1, w.mamba, c, B, Tn,
+                                                  mamba_scratch_.ssd_workspace, *cp_, l.mamba_saved);
     else
       mamba_mixer_forward(branch_, l.mamba, l.ln1, w.mamba, c, B, Tn, mamba_scratch_.ssd_workspace);
     residual_rmsnorm_forward(l.res_mid, l.ln2, l.rstd2, l.res_in, branch_, w.ff_norm, N, D, c.norm_eps);
@@ -124,6 +144,8 @@ void Model<T>::backward(double loss_scale) {
   const idx B = shape_.B, Tn = shape_.T, N = B * Tn, D = c.d_model, V = c.vocab_size;
   const T* P = params_.data();
   T* G = deltas_.data();
+  const RingContext<T> ring{cp_, ring_workspace_};
+  const RingContext<T>* ring_ctx = cp_ ? &ring : nullptr;
   const char* head = c.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   const idx head_off = table_.at(head).offset, final_norm_off = table_.at("model.final_layernorm.weight").offset;
 
@@ -140,7 +162,11 @@ void Model<T>::backward(double loss_scale) {
     mlp_backward(d_ln_, g.mlp, mlp_scratch_, d_res_, l.ln2, l.mlp, w.mlp, N, D, c.mlp_hidden);
     rmsnorm_backward(d_res_, g.ff_norm, d_ln_, l.res_mid, w.ff_norm, l.rstd2, N, D);
     if (c.is_attention(i))
-      attention_mixer_backward(d_ln_, g.attn, attn_scratch_, d_res_, l.ln1, l.attn, w.attn, c, B, Tn, idx(0));
+      attention_mixer_backward(d_ln_, g.attn, attn_scratch_, d_res_, l.ln1, l.attn, w.attn, c, B, Tn, idx(0),
+                               ring_ctx);
+    else if (cp_)
+      mamba_bytes_sent_ += mamba_mixer_backward_cp(d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba,
+                                                   c, B, Tn, *cp_, l.mamba_saved);
     else
       mamba_mixer_backward(d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba, c, B, Tn);
     rmsnorm_backward(d_res_, g.input_norm, d_ln_, l.res_in, w.input_norm, l.rstd1, N, D);
@@ -152,7 +178,9 @@ void Model<T>::backward(double loss_scale) {
 template <typename T>
 double Model<T>::forward_flops_per_token() const {
   const ModelConfig& c = config_;
-  const double D = double(c.d_model), F = double(c.mlp_hidden), V = double(c.vocab_size), Tn = double(shape_.T);
+  // Attention's cost follows the whole sequence's length, cp times the local one.
+  const double D = double(c.d_model), F = double(c.mlp_hidden), V = double(c.vocab_size);
+  const double Tn = double(shape_.T * (cp_ ? cp_->size() : 1));
   double flops = 2.0 * D * V;  // lm_head
   for (idx i = 0; i < c.n_layers; ++i) {
     flops += 2.0 * D * 3.0 * F;  // gate, up, down

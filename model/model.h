@@ -27,7 +27,12 @@ struct LossSum {
 template <typename T>
 class Model {
  public:
-  Model(const ModelConfig& config, BatchShape shape);
+  // With a context-parallel group `cp` of size > 1 (borrowed: it must outlive the model), the
+  // batch holds this rank's zigzag part of each sequence (data/zigzag.h): shape.T = 2c tokens,
+  // chunks r and 2cp-1-r of sequences of cp * shape.T tokens. Attention runs as ring attention and
+  // the Mamba-2 layers pass state across the group; forward and backward are collective over it.
+  // The loss and deltas are this rank's share (the caller sums over the group).
+  Model(const ModelConfig& config, BatchShape shape, const Communicator* cp = nullptr);
 
   const ModelConfig& config() const { return config_; }
   const ParamTable& table() const { return table_; }
@@ -53,6 +58,9 @@ class Model {
   void backward(double loss_scale);
 
   std::size_t arena_bytes() const { return arena_bytes_; }
+  // Bytes this rank sent for cross-rank mixing (ring K/V excluded: see ring_attention.h) in the
+  // last forward + backward: the Mamba-2 state passing, which does not grow with T.
+  std::size_t mamba_bytes_sent() const { return mamba_bytes_sent_; }
   // Model FLOPs of one forward pass per token, counted honestly: every GEMM, causal attention at
   // the average visible length, and the SSD scan. Training (forward + backward) is 3x.
   double forward_flops_per_token() const;
@@ -68,12 +76,15 @@ class Model {
     MlpActivations<T> mlp{};
     MambaActivations<T> mamba{};
     AttentionActivations<T> attn{};
+    T* mamba_saved = nullptr;  // [mamba_cp_saved_size] halos, true initial states, decays (cp only)
   };
   void carve(Arena& arena);
 
   ModelConfig config_;
   ParamTable table_;
   BatchShape shape_;
+  const Communicator* cp_ = nullptr;  // null unless context parallel with more than one rank
+  std::size_t mamba_bytes_sent_ = 0;
   std::vector<T> params_;  // [num_params] every weight, carved into named views by table_
   std::vector<T> deltas_;  // [num_params] accumulated gradients, same layout
 
@@ -94,6 +105,7 @@ class Model {
   MlpScratch<T> mlp_scratch_{};
   MambaScratch<T> mamba_scratch_{};
   AttentionScratch<T> attn_scratch_{};
+  T* ring_workspace_ = nullptr;  // [ring_attention_workspace] (cp only)
 };
 
 }  // namespace nexus

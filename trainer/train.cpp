@@ -7,6 +7,7 @@
 
 #include "data/mqar.h"
 #include "data/token_source.h"
+#include "data/zigzag.h"
 #include "model/model.h"
 #include "optim/adamw.h"
 #include "optim/grad.h"
@@ -45,24 +46,55 @@ std::unique_ptr<SequenceSource> make_sequences(const RunOptions& o, bool eval) {
 
 namespace {
 
+// This rank's part of a batch of whole sequences: all of it, or under context parallelism its
+// zigzag pair of chunks of every sequence (tokens and targets alike).
+class LocalBatch {
+ public:
+  LocalBatch(idx cp, idx cp_rank) : cp_(cp), rank_(cp_rank) {}
+  void take(const Batch& full) {
+    if (cp_ == 1) {
+      tokens_ = full.tokens.data();
+      targets_ = full.targets.data();
+      return;
+    }
+    const idx local = full.B * full.T / cp_;
+    tokens_buf_.resize(std::size_t(local));
+    targets_buf_.resize(std::size_t(local));
+    zigzag_slice(full.tokens.data(), full.B, full.T, cp_, rank_, tokens_buf_.data());
+    zigzag_slice(full.targets.data(), full.B, full.T, cp_, rank_, targets_buf_.data());
+    tokens_ = tokens_buf_.data();
+    targets_ = targets_buf_.data();
+  }
+  const std::int32_t* tokens() const { return tokens_; }
+  const std::int32_t* targets() const { return targets_; }
+
+ private:
+  idx cp_, rank_;
+  std::vector<std::int32_t> tokens_buf_, targets_buf_;  // [B, T / cp], reused
+  const std::int32_t* tokens_ = nullptr;
+  const std::int32_t* targets_ = nullptr;
+};
+
 struct Evaluation {
   double loss = 0;
   double accuracy = -1;
 };
 
 // Mean loss (and answer accuracy for MQAR) over the whole eval split, all ranks together.
-Evaluation evaluate(Model<float>& model, DataLoader& loader, idx batches, bool score, const Communicator& comm) {
+Evaluation evaluate(Model<float>& model, DataLoader& loader, LocalBatch& local, idx batches, bool score,
+                    const Communicator& comm) {
   loader.reset();
   Batch batch;
   double totals[4] = {0, 0, 0, 0};  // loss sum, target count, correct answers, answers
   for (idx i = 0; i < batches; ++i) {
     loader.next(batch);
-    const LossSum l = model.forward(batch.tokens.data(), batch.targets.data());
+    local.take(batch);
+    const LossSum l = model.forward(local.tokens(), local.targets());
     totals[0] += l.sum;
     totals[1] += double(l.count);
     if (score) {
-      const AnswerScore s =
-          score_answer_logits(model.logits(), model.config().vocab_size, batch.targets.data(), batch.B * batch.T);
+      const AnswerScore s = score_answer_logits(model.logits(), model.config().vocab_size, local.targets(),
+                                                model.shape().B * model.shape().T);
       totals[2] += double(s.correct);
       totals[3] += double(s.total);
     }
@@ -153,10 +185,11 @@ void restore(const std::string& resume, const RunOptions& o, RunState& st, Model
 
 TrainResult train(const RunOptions& o, const Communicator& comm, const std::string& resume) {
   const BatchLayout layout = batch_layout(o, comm.size());
-  if (layout.cp != 1)
-    throw OptionsError("parallel.cp = " + std::to_string(layout.cp) +
-                       ": context parallelism is not in this build yet; use parallel.cp = 1 (data parallel)");
   const TrainOptions& t = o.train;
+  // cp-inner mesh: ranks [d*cp, (d+1)*cp) share each sequence (neighbours, so one node), and
+  // data-parallel replica d reads its own rows of every global batch.
+  const Communicator cp_group = comm.split(int(comm.rank() / layout.cp), comm.rank());
+  const idx dp_rank = comm.rank() / layout.cp, local_len = t.seq_len / layout.cp;
   MetricsLog log(t.out_dir, comm.is_root());
   if (comm.is_root()) {
     const std::string ini = to_ini(o);
@@ -168,7 +201,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
 
   // One loader batch is one micro-batch on every rank: the grad_accum successive micro-batches of
   // all ranks together are exactly the global batch a single rank would read in one go.
-  DataLoader train_data(make_sequences(o, false), layout.micro_batch * layout.dp, comm.rank(), layout.dp);
+  DataLoader train_data(make_sequences(o, false), layout.micro_batch * layout.dp, dp_rank, layout.dp);
   std::unique_ptr<SequenceSource> eval_source = make_sequences(o, true);
   const bool score = o.data.source == "mqar";
   std::unique_ptr<DataLoader> eval_data;
@@ -177,10 +210,10 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
     const idx eval_global = layout.micro_batch * layout.dp;
     eval_batches = std::min<idx>(t.eval_batches, eval_source->num_sequences() / eval_global);
     if (eval_batches > 0)
-      eval_data = std::make_unique<DataLoader>(std::move(eval_source), eval_global, comm.rank(), layout.dp);
+      eval_data = std::make_unique<DataLoader>(std::move(eval_source), eval_global, dp_rank, layout.dp);
   }
 
-  Model<float> model(o.model, BatchShape{layout.micro_batch, t.seq_len});
+  Model<float> model(o.model, BatchShape{layout.micro_batch, local_len}, &cp_group);
   model.init(t.seed);  // same seed on every rank: identical weights without a broadcast
   AdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()));
   const ScheduleConfig schedule = o.schedule();
@@ -202,6 +235,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   result.steps_done = st.step;
   result.bad_steps = st.bad_steps;
   Batch batch;
+  LocalBatch local(layout.cp, cp_group.rank());
   idx bad_in_a_row = 0;
   const idx n = model.num_params();
   const bool checkpoints = t.ckpt_every > 0;
@@ -221,7 +255,8 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
     double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
     for (idx micro = 0; micro < layout.grad_accum; ++micro) {
       train_data.next(batch);
-      const LossSum l = model.forward(batch.tokens.data(), batch.targets.data());
+      local.take(batch);
+      const LossSum l = model.forward(local.tokens(), local.targets());
       model.backward(1.0);
       totals[0] += l.sum;
       totals[1] += double(l.count);
@@ -269,7 +304,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       log.step(m);
     }
     if (eval_data && ((step + 1) % t.eval_every == 0 || last)) {
-      const Evaluation e = evaluate(model, *eval_data, eval_batches, score, comm);
+      const Evaluation e = evaluate(model, *eval_data, local, eval_batches, score, comm);
       result.eval_loss = e.loss;
       result.eval_accuracy = e.accuracy;
       log.eval(step + 1, e.loss, e.accuracy);
