@@ -12,6 +12,7 @@ packages=(
   libgtest-dev
   nlohmann-json3-dev
   python3 python3-matplotlib python3-numpy
+  slurmctld slurmd slurm-client munge
 )
 
 missing=()
