@@ -18,6 +18,7 @@
 using namespace nexus;
 
 int main(int argc, char** argv) {
+  select_blas_core(argv);
   std::string config = "configs/small.ini";
   idx batch = 1, iters = 3, seq_len = 0;
   for (int i = 1; i < argc; ++i) {

@@ -203,6 +203,13 @@ void cross_entropy_backward(T* logits_to_dlogits /*[N,V]*/, const T* lse /*[N]*/
 // Allocates its own operands (it is a measurement, not a kernel).
 double measure_gemm_peak_gflops(idx n = 1024, double seconds = 0.5);
 
+// Debian 12's OpenBLAS (0.3.21) does not recognise some recent Xeons and falls back to its generic
+// "Prescott" kernels, ~5x slower than its AVX-512 ones. It reads OPENBLAS_CORETYPE only while the
+// library loads, before main, so a program that finds itself on the generic kernels re-executes
+// itself once with the core named after the CPU's features. Call first thing in main (before
+// MPI_Init). Does nothing when OPENBLAS_CORETYPE is already set or the core was recognised.
+void select_blas_core(char** argv);
+
 // =============================================================================================
 // Single-token decode (recurrent inference): one new token per sequence, O(1) work per token in
 // the Mamba ops and O(cached tokens) in attention. Each equals its full-sequence op above run on

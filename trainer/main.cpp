@@ -108,6 +108,7 @@ int run_data_prepare(int argc, char** argv, const Communicator& comm) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  select_blas_core(argv);
   MpiRuntime mpi(&argc, &argv);
   const Communicator comm = Communicator::world();
   const std::string command = argc > 1 ? argv[1] : "";

@@ -218,7 +218,7 @@ inline T flush(T v) {
 // factors <= 1, and rounding is monotone), so the entries flushed to zero form the prefix [0, jz)
 // and the loops over [jz, i] stay unconditional (vectorisable).
 template <typename T, typename F>
-void for_each_decay_row(const T* ea, idx L, T* __restrict lrow, F&& row) {
+void for_each_decay_row(const T* ea, idx L, T* lrow, F&& row) {
   idx jz = 0;
   for (idx i = 0; i < L; ++i) {
     const T ei = ea[i];

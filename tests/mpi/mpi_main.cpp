@@ -14,6 +14,7 @@ const Communicator& world() { return *g_world; }
 }  // namespace nexus::test
 
 int main(int argc, char** argv) {
+  nexus::select_blas_core(argv);
   nexus::MpiRuntime mpi(&argc, &argv);
   nexus::Communicator comm = nexus::Communicator::world();
   nexus::test::g_world = &comm;
