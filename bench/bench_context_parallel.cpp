@@ -8,6 +8,8 @@
 //   mpirun -np 2 build/bench/bench_context_parallel [configs/small.ini] [--seq-len T] [--iters N]
 //                                                   [--budget-gib G]
 #include <chrono>
+#include <limits>
+#include <new>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -24,9 +26,15 @@ using namespace nexus;
 namespace {
 
 // Weights, deltas and the two AdamW moments (fp32), plus the activation arena, per rank.
+// A layout too large to even reserve address space for is over any budget below this machine's
+// memory (the arena is reserved, not touched, so only its size is tested here).
 double training_bytes(const ModelConfig& c, idx T_local, const Communicator& cp) {
-  const Model<float> m(c, {1, T_local}, &cp);
-  return 4.0 * 4.0 * double(m.num_params()) + double(m.arena_bytes());
+  try {
+    const Model<float> m(c, {1, T_local}, &cp);
+    return 4.0 * 4.0 * double(m.num_params()) + double(m.arena_bytes());
+  } catch (const std::bad_alloc&) {
+    return std::numeric_limits<double>::infinity();
+  }
 }
 
 }  // namespace
