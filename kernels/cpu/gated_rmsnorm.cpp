@@ -6,13 +6,12 @@
 // are accumulated in double; dweight is summed per thread into a fixed-size stack buffer (a chunk
 // of columns at a time) and the buffers are added into dweight in thread order, so the result is
 // race-free and the same from run to run.
-#include <omp.h>
-
 #include <algorithm>
 #include <cassert>
 #include <cmath>
 
 #include "kernels/ops.h"
+#include "kernels/cpu/column_reduction.h"
 #include "kernels/cpu/scalar_math.h"
 
 namespace nexus {
@@ -21,18 +20,6 @@ namespace {
 
 // Columns of dweight a thread accumulates at a time: 32 KiB of doubles on its stack.
 constexpr idx kChunk = 4096;
-
-// Adds every thread's `part` into dst, one thread after another in thread order. Must be reached
-// by all threads of the enclosing parallel region; ends with a barrier.
-template <typename T>
-void add_parts_in_order(T* __restrict dst, const double* __restrict part, idx width) {
-  const int threads = omp_get_num_threads();
-#pragma omp for ordered schedule(static, 1)
-  for (int t = 0; t < threads; ++t) {  // schedule(static, 1): iteration t runs on thread t
-#pragma omp ordered
-    for (idx j = 0; j < width; ++j) dst[j] = T(double(dst[j]) + part[j]);
-  }
-}
 
 // One row's dy and dz, plus its dweight terms for columns [0, width) into part. Per group of Cg
 // channels, with u = y silu(z), r = that group's rstd, out = u r w:
@@ -122,7 +109,7 @@ void gated_rmsnorm_backward(T* dy, T* dz, idx ld_dz, T* dweight, const T* dout, 
           for (idx j = 0; j < hi - lo; ++j) pc[j] += double(go[j] * (yn[j] * cpu::silu(zn[j])) * r);
         }
       }
-      add_parts_in_order(dweight + c0, part, width);
+      cpu::add_in_thread_order(dweight + c0, part, width);
     }
   }
 }

@@ -9,12 +9,11 @@
 // each thread sums its own rows into a fixed-size stack buffer (a chunk of columns at a time) and
 // the threads then add their buffers into dweight one after another, in thread order, so the
 // result is also the same from run to run.
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "kernels/ops.h"
+#include "kernels/cpu/column_reduction.h"
 
 namespace nexus {
 
@@ -64,18 +63,6 @@ void row_input_grad(T* __restrict dh, const T* __restrict dy, const T* __restric
   for (idx d = 0; d < D; ++d) dh[d] += r * w[d] * dy[d] - c * h[d];
 }
 
-// Adds every thread's `part` into dst, one thread after another in thread order. Must be reached
-// by all threads of the enclosing parallel region; ends with a barrier.
-template <typename T>
-void add_in_thread_order(T* __restrict dst, const double* __restrict part, idx width) {
-  const int threads = omp_get_num_threads();
-#pragma omp for ordered schedule(static, 1)
-  for (int t = 0; t < threads; ++t) {  // schedule(static, 1): iteration t runs on thread t
-#pragma omp ordered
-    for (idx j = 0; j < width; ++j) dst[j] = T(double(dst[j]) + part[j]);
-  }
-}
-
 }  // namespace
 
 template <typename T>
@@ -110,7 +97,7 @@ void rmsnorm_backward(T* dh, T* dweight, const T* dy, const T* h, const T* weigh
         const T* __restrict hn = h + n * D + c0;    // [width]
         for (idx j = 0; j < width; ++j) part[j] += double(dyn[j] * hn[j] * r);
       }
-      add_in_thread_order(dweight + c0, part, width);
+      cpu::add_in_thread_order(dweight + c0, part, width);
     }
   }
 }

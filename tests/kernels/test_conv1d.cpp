@@ -14,6 +14,7 @@
 namespace nexus {
 namespace {
 
+using test::centred_loss;
 using test::check_gradient;
 using test::describe;
 using test::max_rel_diff;
@@ -29,24 +30,6 @@ struct Case {
 
 // C = 75: a full 64-channel tile and a ragged one; Tn = 37: two full 16-token tiles and a tail.
 const Case kMain{2, 37, 75, 4};
-
-// L(x) - L(x0) for L = <R, out(x)>, x0 being the inputs when it is made, summed in long double.
-// A finite difference of a plain double L of size ~1 carries L's final rounding, ~1e-16 / 2h =
-// 5e-12: a relative 1e-5 on a gradient entry of 1e-6 (check_gradient's floor), noise in the check
-// rather than the kernel. Centred and summed wider, L keeps the digits that change. (Where one
-// input moves a whole row of outputs, as in a norm, those outputs' own roundings add up likewise,
-// so such tests compute the reference in long double too.)
-template <typename F>
-std::function<double()> centred_loss(const std::vector<double>& R, F out) {
-  auto dot = [&R, out] {
-    long double s = 0.0L;
-    const auto o = out();
-    for (std::size_t i = 0; i < R.size(); ++i) s += static_cast<long double>(R[i]) * o[i];
-    return s;
-  };
-  const long double base = dot();
-  return [dot, base] { return static_cast<double>(dot() - base); };
-}
 
 // xin[b, s, c]: x for s >= 0, halo row (K-1)+s for s < 0, zero without a halo.
 double xin(const std::vector<double>& x, const std::vector<double>* halo, const Case& c, idx b, idx s, idx ch) {

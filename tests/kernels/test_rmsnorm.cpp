@@ -14,30 +14,13 @@
 namespace nexus {
 namespace {
 
+using test::centred_loss;
 using test::check_gradient;
 using test::describe;
 using test::max_rel_diff;
 using test::random_vector;
 
 constexpr double kEps = 1e-5;
-
-// L(x) - L(x0) for L = <R, out(x)>, x0 being the inputs when it is made, summed in long double.
-// A finite difference of a plain double L of size ~1 carries L's final rounding, ~1e-16 / 2h =
-// 5e-12: a relative 1e-5 on a gradient entry of 1e-6 (check_gradient's floor), noise in the check
-// rather than the kernel. Centred and summed wider, L keeps the digits that change. (Where one
-// input moves a whole row of outputs, as in a norm, those outputs' own roundings add up likewise,
-// so such tests compute the reference in long double too.)
-template <typename F>
-std::function<double()> centred_loss(const std::vector<double>& R, F out) {
-  auto dot = [&R, out] {
-    long double s = 0.0L;
-    const auto o = out();
-    for (std::size_t i = 0; i < R.size(); ++i) s += static_cast<long double>(R[i]) * o[i];
-    return s;
-  };
-  const long double base = dot();
-  return [dot, base] { return static_cast<double>(dot() - base); };
-}
 
 // R = double, or long double for the finite-difference loss.
 template <typename R = double>

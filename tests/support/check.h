@@ -96,4 +96,24 @@ double dot(const std::vector<A>& a, const std::vector<B>& b) {
   return s;
 }
 
+// L(x) - L(x0) for L = <R, out(x)>, x0 being the inputs when it is made, summed in long double:
+// the loss to hand check_gradient when out(x) (a callable returning the outputs as a vector) comes
+// from the double instantiation. A finite difference of a plain double L of size ~1 carries L's
+// final rounding, ~1e-16 / 2h = 5e-12: a relative 1e-5 on a gradient entry of 1e-6
+// (check_gradient's floor), noise in the check rather than the kernel. Centred (so the returned
+// value is small and its rounding is relative to the change, not to L) and summed wider, L keeps
+// the digits that change. (Where one input moves a whole row of outputs, as in a norm, those
+// outputs' own roundings add up likewise, so such tests compute the reference in long double too.)
+template <typename Out>
+std::function<double()> centred_loss(const std::vector<double>& R, Out out) {
+  auto dot = [&R, out] {
+    long double s = 0.0L;
+    const auto o = out();
+    for (std::size_t i = 0; i < R.size(); ++i) s += static_cast<long double>(R[i]) * o[i];
+    return s;
+  };
+  const long double base = dot();
+  return [dot, base] { return static_cast<double>(dot() - base); };
+}
+
 }  // namespace nexus::test

@@ -26,29 +26,14 @@
 #include "trainer/export.h"
 #include "trainer/options.h"
 #include "trainer/safetensors.h"
+#include "support/temp_dir.h"
 
 namespace nexus {
 namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-
-// A scratch directory removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("nexus_export_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 // Three layers (Mamba, attention, Mamba) with every size distinct, so a swapped field shows.
 ModelConfig small_config() {
