@@ -246,7 +246,8 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       result.stop_signal = int(comm.max(double(stop_signal())));
       log.note("stop requested by signal " + std::to_string(result.stop_signal) + ": stopping after step " +
                std::to_string(step));
-      if (checkpoints && st.step > saved_step) result.last_checkpoint = save(o, st, model, optimizer, train_data, comm, log);
+      // A preempted run keeps its progress whatever train.ckpt_every says.
+      if (st.step > saved_step) result.last_checkpoint = save(o, st, model, optimizer, train_data, comm, log);
       break;
     }
     const auto start = std::chrono::steady_clock::now();
@@ -309,7 +310,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       result.eval_accuracy = e.accuracy;
       log.eval(step + 1, e.loss, e.accuracy);
     }
-    if (checkpoints && ((step + 1) % t.ckpt_every == 0 || last)) {
+    if ((checkpoints && ((step + 1) % t.ckpt_every == 0 || last)) || exiting) {
       result.last_checkpoint = save(o, st, model, optimizer, train_data, comm, log);
       saved_step = st.step;
     }

@@ -39,18 +39,21 @@ expect_error "missing data file" "no_such_file.bin" "$nexus" train --config "$ti
   --data.path="$work/no_such_file.bin"
 expect_error "unknown command" "unknown command" "$nexus" frobnicate
 
-# A stop signal ends the run at the next step boundary with exit code 0.
+# A stop signal ends the run at the next step boundary with a checkpoint (even with periodic
+# checkpoints off) and exit code 0.
 stop_test() {
   local name=$1 signal=$2
   shift 2
-  "$@" --config "$tiny" --train.steps=100000 --train.log_every=1 --train.out_dir="$work/$name" >"$work/$name.log" 2>&1 &
+  "$@" --config "$tiny" --train.steps=100000 --train.log_every=1 --train.ckpt_every=0 \
+    --train.out_dir="$work/$name" >"$work/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 600); do
     grep -q '"step"' "$work/$name/metrics.jsonl" 2>/dev/null && break
     sleep 0.1
   done
   kill -"$signal" "$pid"
-  if wait "$pid" && grep -q "stop requested by signal" "$work/$name.log"; then
+  if wait "$pid" && grep -q "stop requested by signal" "$work/$name.log" &&
+    compgen -G "$work/$name/checkpoints/step_*.h5" >/dev/null; then
     pass "$name"
   else
     fail "$name"; tail -5 "$work/$name.log"
