@@ -1,6 +1,5 @@
 // `nexus eval`: one forward pass over a given sequence, for checking a model (or an export)
 // against another implementation token by token.
-#include "trainer/commands.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +11,7 @@
 #include "data/byte_tokenizer.h"
 #include "data/token_reader.h"
 #include "model/model.h"
+#include "trainer/commands.h"
 #include "trainer/export.h"
 
 namespace nexus {

@@ -1,8 +1,8 @@
 // `nexus export`: a checkpoint (or an export) to a Hugging Face folder.
-#include "trainer/commands.h"
 #include <cstdio>
 #include <string>
 
+#include "trainer/commands.h"
 #include "trainer/export.h"
 
 namespace nexus {

@@ -2,7 +2,6 @@
 // the prompt is prefilled token by token, then each new token is sampled from the last logits
 // (temperature, top-k) and fed back, with O(1) work per token in the Mamba layers and a paged KV
 // cache in the attention layers. Byte tokenizer in and out; stops at end-of-text.
-#include "trainer/commands.h"
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
@@ -16,6 +15,7 @@
 
 #include "data/byte_tokenizer.h"
 #include "model/inference.h"
+#include "trainer/commands.h"
 #include "trainer/export.h"
 
 namespace nexus {

@@ -1,10 +1,10 @@
 // `nexus inspect CHECKPOINT`: what a checkpoint holds, after verifying all of it.
-#include "trainer/commands.h"
 #include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "trainer/commands.h"
 #include "trainer/checkpoint.h"
 #include "trainer/options.h"
 

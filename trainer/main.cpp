@@ -68,32 +68,28 @@ int run_train(int argc, char** argv, const Communicator& comm) {
   return 0;
 }
 
+// argv[0] is "prepare".
 int run_data_prepare(int argc, char** argv, const Communicator& comm) {
   PrepareOptions p;
-  for (int i = 0; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw ConfigError("nexus data prepare: " + a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
+  for (const CommandArg& a : split_command_args<ConfigError>(argc, argv, {"--out", "--shard-tokens", "--separator"},
+                                                             "nexus data prepare: ", "")) {
+    if (a.key == "--help") {
       if (comm.is_root()) std::printf("%s", kPrepareUsage);
       return 0;
-    } else if (a == "--out") {
-      p.out_prefix = value();
-    } else if (a == "--shard-tokens") {
-      const std::string v = value();
+    } else if (a.key == "--out") {
+      p.out_prefix = a.value;
+    } else if (a.key == "--shard-tokens") {
       try {
-        p.shard_tokens = std::stoll(v);
+        p.shard_tokens = std::stoll(a.value);
       } catch (const std::exception&) {
-        throw ConfigError("nexus data prepare: --shard-tokens " + v + " is not an integer");
+        throw ConfigError("nexus data prepare: --shard-tokens " + a.value + " is not an integer");
       }
-    } else if (a == "--separator") {
-      p.document_separator = value();
-    } else if (a.rfind("--", 0) == 0) {
-      throw ConfigError("nexus data prepare: unknown option " + a + "\n" + kPrepareUsage);
+    } else if (a.key == "--separator") {
+      p.document_separator = a.value;
+    } else if (!a.key.empty()) {
+      throw ConfigError("nexus data prepare: unknown option " + a.key + "\n" + kPrepareUsage);
     } else {
-      p.inputs.push_back(a);
+      p.inputs.push_back(a.value);
     }
   }
   if (p.out_prefix.empty() || p.inputs.empty())
@@ -123,7 +119,7 @@ int main(int argc, char** argv) {
       return command_inspect(argc - 1, argv + 1);
     }
     if (command == "data" && argc > 2 && std::strcmp(argv[2], "prepare") == 0)
-      return run_data_prepare(argc - 3, argv + 3, comm);
+      return run_data_prepare(argc - 2, argv + 2, comm);
     if (command == "--help" || command == "-h" || command == "help") {
       if (comm.is_root()) std::printf("%s", kUsage);
       return 0;

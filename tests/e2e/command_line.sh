@@ -39,6 +39,18 @@ expect_error "missing data file" "no_such_file.bin" "$nexus" train --config "$ti
   --data.path="$work/no_such_file.bin"
 expect_error "unknown command" "unknown command" "$nexus" frobnicate
 
+# data prepare: text files to llm.c shards; usage errors named.
+printf 'first document\n\nsecond document, a little longer\n' >"$work/doc.txt"
+if "$nexus" data prepare --out "$work/shards/doc" --shard-tokens=16 --separator $'\n\n' "$work/doc.txt" >"$work/prep" &&
+  [ -s "$work/shards/doc_val_000000.bin" ] && [ -s "$work/shards/doc_train_000001.bin" ]; then
+  pass "data prepare writes val and train shards"
+else
+  fail "data prepare"; cat "$work/prep"
+fi
+expect_error "data prepare: unknown option" "unknown option --bogus" "$nexus" data prepare --bogus "$work/doc.txt"
+expect_error "data prepare: bad number" "--shard-tokens x is not an integer" "$nexus" data prepare --out "$work/x" \
+  --shard-tokens x "$work/doc.txt"
+
 # A stop signal ends the run at the next step boundary with a checkpoint (even with periodic
 # checkpoints off) and exit code 0.
 stop_test() {
