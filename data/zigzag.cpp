@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "data/token_reader.h"
+#include "parallel/zigzag.h"
 
 namespace nexus {
 
@@ -18,18 +19,18 @@ void zigzag_slice(const std::int32_t* full, idx B, idx T, idx cp, idx c, std::in
   const idx C = T / (2 * cp), L = 2 * C;
   for (idx b = 0; b < B; ++b) {
     const std::int32_t* row = full + b * T;
-    std::copy(row + c * C, row + (c + 1) * C, local + b * L);
-    std::copy(row + (2 * cp - 1 - c) * C, row + (2 * cp - c) * C, local + b * L + C);
+    for (idx half = 0; half < 2; ++half) {
+      const idx chunk = zigzag_chunk(cp, c, half);
+      std::copy(row + chunk * C, row + (chunk + 1) * C, local + b * L + half * C);
+    }
   }
 }
 
 void zigzag_positions(idx T, idx cp, idx c, idx* positions) {
   check_zigzag(T, cp, c);
   const idx C = T / (2 * cp);
-  for (idx j = 0; j < C; ++j) {
-    positions[j] = c * C + j;
-    positions[C + j] = (2 * cp - 1 - c) * C + j;
-  }
+  for (idx half = 0; half < 2; ++half)
+    for (idx j = 0; j < C; ++j) positions[half * C + j] = zigzag_chunk(cp, c, half) * C + j;
 }
 
 }  // namespace nexus

@@ -4,6 +4,7 @@
 
 #include "model/layers.h"
 #include "parallel/ring_attention.h"
+#include "parallel/zigzag.h"
 
 namespace nexus {
 
@@ -30,10 +31,9 @@ void rotate(bool backward, T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, idx H, const Mod
   };
   if (!ring) return apply(x, B, Tn, pos0);
   const idx chunk = Tn / 2, r = ring->cp->rank(), cp = ring->cp->size();
-  for (idx b = 0; b < B; ++b) {
-    apply(x + (b * Tn) * H * c.head_dim, 1, chunk, r * chunk);
-    apply(x + (b * Tn + chunk) * H * c.head_dim, 1, chunk, (2 * cp - 1 - r) * chunk);
-  }
+  for (idx b = 0; b < B; ++b)
+    for (idx half = 0; half < 2; ++half)
+      apply(x + (b * Tn + half * chunk) * H * c.head_dim, 1, chunk, zigzag_chunk(cp, r, half) * chunk);
 }
 
 }  // namespace

@@ -9,7 +9,7 @@
 #include "kernels/ops.h"
 #include "model/config.h"
 #include "model/params.h"
-#include "parallel/communicator.h"
+#include "parallel/data_plane.h"
 
 namespace nexus {
 
@@ -128,11 +128,11 @@ struct KvPrefix {
 };
 
 // Context parallelism: the Tn = 2c local tokens of each sequence are zigzag chunks r and
-// 2cp-1-r of the group `cp` (data/zigzag.h); RoPE uses their global positions and attention runs
+// 2cp-1-r of the group `cp` (parallel/zigzag.h); RoPE uses their global positions and attention runs
 // as ring attention over the group. `workspace` is sized by ring_attention_workspace.
 template <typename T>
 struct RingContext {
-  const Communicator* cp;
+  const DataPlane* cp;
   T* workspace;
 };
 

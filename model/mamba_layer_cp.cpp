@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "kernels/cpu/scalar_math.h"
+#include "parallel/zigzag.h"
 
 namespace nexus {
 
@@ -46,8 +47,8 @@ struct Dims {
   SsdShape ssd(const ModelConfig& m) const { return SsdShape{B2, c, H, P, G, N, m.mamba_chunk}; }
   idx summary() const { return B2 * (HPN + H); }  // one rank's all-gathered block: S_loc then decay
   // Segment j in sequence order lives on rank seg_rank(j) as its local segment seg_slot(j).
-  idx seg_rank(idx j) const { return j < cp ? j : 2 * cp - 1 - j; }
-  idx seg_slot(idx j) const { return j < cp ? 0 : 1; }
+  idx seg_rank(idx j) const { return zigzag_owner(cp, j); }
+  idx seg_slot(idx j) const { return zigzag_half(cp, j); }
   bool has_prev() const { return r > 0; }
   bool has_next() const { return r < cp - 1; }
 };
@@ -198,7 +199,7 @@ void state_output_grad(T* l /*[2B,H,P,N]*/, const T* dy /*[2B,c,H,P]*/, const T*
 // them and receives the halos of its own segments (into recv[s], or zeros at the sequence start);
 // for r = cp-1 segment 1's halo is its own segment 0's tail. Returns the bytes sent.
 template <typename T>
-std::size_t exchange_halos(const Communicator& cp, const Dims& d, const T* send /*[2][B,K-1,C]*/,
+std::size_t exchange_halos(const DataPlane& cp, const Dims& d, const T* send /*[2][B,K-1,C]*/,
                            T* recv /*[2][B,K-1,C]*/, int tag_to_next, int tag_to_prev, int tag_from_prev,
                            int tag_from_next, idx slot_to_next, idx slot_to_prev) {
   std::array<Request, 4> req;
@@ -245,7 +246,7 @@ std::size_t mamba_cp_bytes_sent(const ModelConfig& c, idx B, int cp_size, int cp
 template <typename T>
 std::size_t mamba_mixer_forward_cp(T* out, const MambaActivations<T>& a, const T* inp,
                                    const MambaTensors<const T*>& w, const ModelConfig& m, idx B, idx Tn,
-                                   T* workspace, const Communicator& cp, T* saved_base) {
+                                   T* workspace, const DataPlane& cp, T* saved_base) {
   const Dims d(m, B, Tn, cp.size(), cp.rank());
   check_dims(d, Tn, "mamba_mixer_forward_cp");
   const WorkLayout lay(m, d);
@@ -284,7 +285,7 @@ std::size_t mamba_mixer_forward_cp(T* out, const MambaActivations<T>& a, const T
     for (idx h = 0; h < d.H; ++h) {
       T* s1 = saved.state_in + ((2 * b + 1) * d.H + h) * d.PN;  // the running state, ends as S_in(2cp-1-r)
       std::fill(s1, s1 + d.PN, T(0));
-      for (idx j = 0; j < 2 * cp.size() - 1 - d.r; ++j) {
+      for (idx j = 0; j < zigzag_chunk(cp.size(), d.r, 1); ++j) {
         if (j == d.r) std::memcpy(saved.state_in + ((2 * b) * d.H + h) * d.PN, s1, std::size_t(d.PN) * sizeof(T));
         const T* blk = all + d.seg_rank(j) * d.summary();
         const idx q = 2 * b + d.seg_slot(j);
@@ -307,7 +308,7 @@ std::size_t mamba_mixer_forward_cp(T* out, const MambaActivations<T>& a, const T
 template <typename T>
 std::size_t mamba_mixer_backward_cp(T* dinp, const MambaTensors<T*>& g, const MambaScratch<T>& s, const T* dout,
                                     const T* inp, const MambaActivations<T>& a, const MambaTensors<const T*>& w,
-                                    const ModelConfig& m, idx B, idx Tn, const Communicator& cp,
+                                    const ModelConfig& m, idx B, idx Tn, const DataPlane& cp,
                                     const T* saved_base) {
   const Dims d(m, B, Tn, cp.size(), cp.rank());
   check_dims(d, Tn, "mamba_mixer_backward_cp");
@@ -377,11 +378,11 @@ std::size_t mamba_mixer_backward_cp(T* dinp, const MambaTensors<T*>& g, const Ma
 #define NEXUS_INSTANTIATE(T)                                                                                   \
   template std::size_t mamba_mixer_forward_cp<T>(T*, const MambaActivations<T>&, const T*,                   \
                                                  const MambaTensors<const T*>&, const ModelConfig&, idx, idx, \
-                                                 T*, const Communicator&, T*);                                 \
+                                                 T*, const DataPlane&, T*);                                 \
   template std::size_t mamba_mixer_backward_cp<T>(T*, const MambaTensors<T*>&, const MambaScratch<T>&,        \
                                                   const T*, const T*, const MambaActivations<T>&,              \
                                                   const MambaTensors<const T*>&, const ModelConfig&, idx, idx, \
-                                                  const Communicator&, const T*);
+                                                  const DataPlane&, const T*);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
 #undef NEXUS_INSTANTIATE

@@ -1,7 +1,7 @@
 // The Mamba-2 mixer under context parallelism (DESIGN.md section 4).
 //
 // Every cp rank holds its zigzag part of each sequence, [B, Tn = 2c, D]: chunk r then chunk
-// 2cp-1-r of the 2cp chunks of c tokens (data/zigzag.h). Each local chunk is a "segment" in
+// 2cp-1-r of the 2cp chunks of c tokens (parallel/zigzag.h). Each local chunk is a "segment" in
 // sequence order j = r and j = 2cp-1-r. Because the two segments are adjacent rows of one
 // [B, 2c] buffer, the local part is read everywhere as 2B independent sequences of c tokens
 // (sequence 2b+s is segment s of sequence b), so each kernel runs once over both segments.
@@ -31,7 +31,7 @@
 
 #include "model/config.h"
 #include "model/layers.h"
-#include "parallel/communicator.h"
+#include "parallel/data_plane.h"
 
 namespace nexus {
 
@@ -57,7 +57,7 @@ std::size_t mamba_cp_bytes_sent(const ModelConfig& c, idx B, int cp_size, int cp
 template <typename T>
 std::size_t mamba_mixer_forward_cp(T* out /*[B,Tn,D]*/, const MambaActivations<T>& a, const T* inp /*[B,Tn,D]*/,
                                    const MambaTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn,
-                                   T* workspace, const Communicator& cp, T* saved);
+                                   T* workspace, const DataPlane& cp, T* saved);
 
 // dinp is overwritten; parameter gradients accumulate this rank's contribution (the caller sums
 // deltas over the group). s.ssd_workspace must be sized by mamba_cp_workspace. Collective over
@@ -66,7 +66,7 @@ template <typename T>
 std::size_t mamba_mixer_backward_cp(T* dinp /*[B,Tn,D]*/, const MambaTensors<T*>& g, const MambaScratch<T>& s,
                                     const T* dout /*[B,Tn,D]*/, const T* inp /*[B,Tn,D]*/,
                                     const MambaActivations<T>& a, const MambaTensors<const T*>& w,
-                                    const ModelConfig& c, idx B, idx Tn, const Communicator& cp,
+                                    const ModelConfig& c, idx B, idx Tn, const DataPlane& cp,
                                     const T* saved);
 
 }  // namespace nexus

@@ -14,7 +14,7 @@
 namespace nexus {
 
 template <typename T>
-Model<T>::Model(const ModelConfig& config, BatchShape shape, const Communicator* cp)
+Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp)
     : config_(config), table_(config), shape_(shape), cp_(cp && cp->size() > 1 ? cp : nullptr) {
   if (shape.B <= 0 || shape.T <= 0)
     throw std::invalid_argument("batch shape B = " + std::to_string(shape.B) + ", T = " + std::to_string(shape.T) +

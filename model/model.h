@@ -28,11 +28,11 @@ template <typename T>
 class Model {
  public:
   // With a context-parallel group `cp` of size > 1 (borrowed: it must outlive the model), the
-  // batch holds this rank's zigzag part of each sequence (data/zigzag.h): shape.T = 2c tokens,
+  // batch holds this rank's zigzag part of each sequence (parallel/zigzag.h): shape.T = 2c tokens,
   // chunks r and 2cp-1-r of sequences of cp * shape.T tokens. Attention runs as ring attention and
   // the Mamba-2 layers pass state across the group; forward and backward are collective over it.
   // The loss and deltas are this rank's share (the caller sums over the group).
-  Model(const ModelConfig& config, BatchShape shape, const Communicator* cp = nullptr);
+  Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp = nullptr);
 
   const ModelConfig& config() const { return config_; }
   const ParamTable& table() const { return table_; }
@@ -83,7 +83,7 @@ class Model {
   ModelConfig config_;
   ParamTable table_;
   BatchShape shape_;
-  const Communicator* cp_ = nullptr;  // null unless context parallel with more than one rank
+  const DataPlane* cp_ = nullptr;  // null unless context parallel with more than one rank
   std::size_t mamba_bytes_sent_ = 0;
   std::vector<T> params_;  // [num_params] every weight, carved into named views by table_
   std::vector<T> deltas_;  // [num_params] accumulated gradients, same layout

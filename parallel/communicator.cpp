@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -34,44 +35,47 @@ void post_pieces(std::vector<MPI_Request>& pieces, std::size_t bytes, std::size_
   }
 }
 
-}  // namespace
-
-Request::Request(Request&& other) noexcept : pieces_(std::move(other.pieces_)) { other.pieces_.clear(); }
-
-Request& Request::operator=(Request&& other) noexcept {
-  if (this != &other) {
-    if (!pieces_.empty()) MPI_Waitall(int(pieces_.size()), pieces_.data(), MPI_STATUSES_IGNORE);
-    pieces_ = std::move(other.pieces_);
-    other.pieces_.clear();
+// The MPI requests of one transfer (one per piece).
+class MpiPending final : public Request::Pending {
+ public:
+  std::vector<MPI_Request> pieces;
+  ~MpiPending() override {
+    if (!pieces.empty()) MPI_Waitall(int(pieces.size()), pieces.data(), MPI_STATUSES_IGNORE);
   }
-  return *this;
+  void wait() override {
+    if (pieces.empty()) return;
+    check(MPI_Waitall(int(pieces.size()), pieces.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+    pieces.clear();
+  }
+  bool test() override {
+    if (pieces.empty()) return true;
+    int done = 0;
+    check(MPI_Testall(int(pieces.size()), pieces.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+    if (done) pieces.clear();
+    return done != 0;
+  }
+};
+
+MPI_Datatype mpi_type(DType t) {
+  switch (t) {
+    case DType::u8: return MPI_BYTE;
+    case DType::i32: return MPI_INT32_T;
+    case DType::i64: return MPI_INT64_T;
+    case DType::f32: return MPI_FLOAT;
+    case DType::f64: return MPI_DOUBLE;
+  }
+  throw std::invalid_argument("no MPI datatype for element type " + std::to_string(int(t)));
 }
 
-Request::~Request() {
-  // No throwing here: an error at this point has nowhere to go, and the buffer is safe either way.
-  if (!pieces_.empty()) MPI_Waitall(int(pieces_.size()), pieces_.data(), MPI_STATUSES_IGNORE);
+// MPI counts are int: one collective call must carry fewer than 2^31 elements.
+int mpi_count(idx count, const char* what) {
+  if (count < 0 || count > idx(std::numeric_limits<int>::max()))
+    throw std::invalid_argument(std::string(what) + ": " + std::to_string(count) +
+                                " elements do not fit one MPI call (at most INT_MAX)");
+  return int(count);
 }
 
-void Request::wait() {
-  if (pieces_.empty()) return;
-  check(MPI_Waitall(int(pieces_.size()), pieces_.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
-  pieces_.clear();
-}
-
-bool Request::test() {
-  if (pieces_.empty()) return true;
-  int done = 0;
-  check(MPI_Testall(int(pieces_.size()), pieces_.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
-  if (done) pieces_.clear();
-  return done != 0;
-}
-
-void wait_all(std::span<Request> requests) {
-  std::vector<MPI_Request> all;
-  for (Request& r : requests) all.insert(all.end(), r.pieces_.begin(), r.pieces_.end());
-  if (!all.empty()) check(MPI_Waitall(int(all.size()), all.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
-  for (Request& r : requests) r.pieces_.clear();
-}
+}  // namespace
 
 MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   int provided = 0;
@@ -97,27 +101,48 @@ Communicator::Communicator(MPI_Comm comm) : comm_(comm) {
   MPI_Comm_free(&node);
 }
 
-void Communicator::allreduce_sum(float* data, idx count, std::size_t bucket_bytes) const {
+void Communicator::set_bucket_bytes(std::size_t bytes) {
+  if (bytes == 0) throw std::invalid_argument("Communicator::set_bucket_bytes: a bucket of 0 bytes");
+  bucket_bytes_ = bytes;
+}
+
+void Communicator::do_allreduce_sum(void* data, idx count, DType t) const {
   if (size_ == 1 || count == 0) return;
-  const idx bucket = std::max<idx>(1, idx(bucket_bytes / sizeof(float)));
+  const std::size_t elem = dtype_bytes(t);
+  const idx bucket = std::max<idx>(1, idx(bucket_bytes_ / elem));
   std::vector<MPI_Request> requests;
   requests.reserve(std::size_t((count + bucket - 1) / bucket));
+  auto* p = static_cast<unsigned char*>(data);
   for (idx begin = 0; begin < count; begin += bucket) {
-    const int n = int(std::min(bucket, count - begin));
+    const int n = mpi_count(std::min(bucket, count - begin), "all-reduce bucket");
     requests.emplace_back();
-    check(MPI_Iallreduce(MPI_IN_PLACE, data + begin, n, MPI_FLOAT, MPI_SUM, comm_, &requests.back()),
+    check(MPI_Iallreduce(MPI_IN_PLACE, p + std::size_t(begin) * elem, n, mpi_type(t), MPI_SUM, comm_,
+                         &requests.back()),
           "MPI_Iallreduce");
   }
   check(MPI_Waitall(int(requests.size()), requests.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
 }
 
-void Communicator::allreduce_sum(double* data, idx count) const {
-  if (size_ == 1 || count == 0) return;
-  check(MPI_Allreduce(MPI_IN_PLACE, data, int(count), MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
+void Communicator::do_allgather(const void* send, void* recv, idx count, DType t) const {
+  const int n = mpi_count(count, "all-gather block");
+  check(MPI_Allgather(send, n, mpi_type(t), recv, n, mpi_type(t), comm_), "MPI_Allgather");
+}
+
+void Communicator::do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const {
+  const int n = mpi_count(count, "reduce-scatter block");
+  check(MPI_Reduce_scatter_block(send, recv, n, mpi_type(t), MPI_SUM, comm_), "MPI_Reduce_scatter_block");
+}
+
+Request Communicator::do_isend(const void* data, idx count, DType t, int dest, int tag) const {
+  return isend_bytes(data, std::size_t(count) * dtype_bytes(t), dest, tag);
+}
+
+Request Communicator::do_irecv(void* data, idx count, DType t, int source, int tag) const {
+  return irecv_bytes(data, std::size_t(count) * dtype_bytes(t), source, tag);
 }
 
 double Communicator::sum(double value) const {
-  allreduce_sum(&value, 1);
+  check(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
   return value;
 }
 
@@ -166,22 +191,22 @@ Communicator Communicator::split(int color, int key) const {
 
 Request Communicator::isend_bytes(const void* data, std::size_t bytes, int dest, int tag,
                                   std::size_t piece_bytes) const {
-  Request r;
+  auto pending = std::make_unique<MpiPending>();
   const auto* p = static_cast<const unsigned char*>(data);
-  post_pieces(r.pieces_, bytes, piece_bytes, [&](std::size_t at, int n, MPI_Request* req) {
+  post_pieces(pending->pieces, bytes, piece_bytes, [&](std::size_t at, int n, MPI_Request* req) {
     check(MPI_Isend(p + at, n, MPI_BYTE, dest, tag, comm_, req), "MPI_Isend");
   });
-  return r;
+  return Request(std::move(pending));
 }
 
 Request Communicator::irecv_bytes(void* data, std::size_t bytes, int source, int tag,
                                   std::size_t piece_bytes) const {
-  Request r;
+  auto pending = std::make_unique<MpiPending>();
   auto* p = static_cast<unsigned char*>(data);
-  post_pieces(r.pieces_, bytes, piece_bytes, [&](std::size_t at, int n, MPI_Request* req) {
+  post_pieces(pending->pieces, bytes, piece_bytes, [&](std::size_t at, int n, MPI_Request* req) {
     check(MPI_Irecv(p + at, n, MPI_BYTE, source, tag, comm_, req), "MPI_Irecv");
   });
-  return r;
+  return Request(std::move(pending));
 }
 
 void Communicator::barrier() const { check(MPI_Barrier(comm_), "MPI_Barrier"); }
@@ -191,13 +216,6 @@ void Communicator::abort(const std::string& message, int code) const {
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
-}
-
-void Communicator::allgather_bytes(const void* send, std::size_t bytes, void* recv) const {
-  if (bytes > std::size_t(std::numeric_limits<int>::max()))
-    throw std::invalid_argument("Communicator::allgather: block of " + std::to_string(bytes) +
-                                " bytes exceeds an int count");
-  check(MPI_Allgather(send, int(bytes), MPI_BYTE, recv, int(bytes), MPI_BYTE, comm_), "MPI_Allgather");
 }
 
 }  // namespace nexus

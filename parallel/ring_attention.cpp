@@ -33,9 +33,6 @@ Sizes sizes_of(const RingShape& s) {
   return {s.c * s.n_heads * s.head_dim, kv_chunk, s.c * s.n_heads, 2 * s.B * kv_chunk};
 }
 
-// Global chunk index of local half `half` (0 or 1) of cp-rank `rank`.
-idx chunk_of(int rank, int cp, int half) { return half == 0 ? rank : 2 * cp - 1 - rank; }
-
 // One kernel call per sequence: local query chunk q_half against k_count held KV chunks from
 // k_half on, with the shape (B = 1, global positions, mask) to call the kernel with.
 struct Block {
@@ -56,7 +53,7 @@ struct StepPlan {
 StepPlan plan_step(int r, int src, int cp, const RingShape& s) {
   StepPlan p;
   for (int qh = 0; qh < 2; ++qh) {
-    const idx gq = chunk_of(r, cp, qh), k0 = chunk_of(src, cp, 0), k1 = chunk_of(src, cp, 1);
+    const idx gq = zigzag_chunk(cp, r, qh), k0 = zigzag_chunk(cp, src, 0), k1 = zigzag_chunk(cp, src, 1);
     if (k0 < gq && k1 < gq) {
       p.blocks[std::size_t(p.n++)] = {qh, 0, {1, s.c, 2 * s.c, s.n_heads, s.n_kv_heads, s.head_dim, 0, 0, false}};
       continue;
@@ -94,7 +91,7 @@ void add_into(T* __restrict a, const T* __restrict b, idx n) {
 // Posts this step's K/V transfer: the held block to rank + 1, the next one from rank - 1 into
 // `into` ([k | v]).
 template <typename T>
-std::array<Request, 4> pass_kv(const Communicator& cp, const T* k, const T* v, T* into, idx n, int tag_k,
+std::array<Request, 4> pass_kv(const DataPlane& cp, const T* k, const T* v, T* into, idx n, int tag_k,
                                int tag_v) {
   const int P = cp.size(), next = (cp.rank() + 1) % P, prev = (cp.rank() + P - 1) % P;
   return {cp.isend(k, n, next, tag_k), cp.isend(v, n, next, tag_v), cp.irecv(into, n, prev, tag_k),
@@ -113,7 +110,7 @@ idx ring_attention_workspace(const RingShape& s) {
 
 template <typename T>
 void ring_attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const RingShape& s,
-                            const Communicator& cp, T* workspace) {
+                            const DataPlane& cp, T* workspace) {
   check_shape(s);
   const Sizes z = sizes_of(s);
   const int P = cp.size(), r = cp.rank();
@@ -153,7 +150,7 @@ void ring_attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, 
 // is added afterwards.
 template <typename T>
 void ring_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
-                             const T* lse, const RingShape& s, const Communicator& cp, T* workspace) {
+                             const T* lse, const RingShape& s, const DataPlane& cp, T* workspace) {
   check_shape(s);
   const Sizes z = sizes_of(s);
   const int P = cp.size(), r = cp.rank(), next = (r + 1) % P, prev = (r + P - 1) % P;
@@ -208,14 +205,14 @@ void ring_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, con
 }
 
 template void ring_attention_forward<float>(float*, float*, const float*, const float*, const float*,
-                                            const RingShape&, const Communicator&, float*);
+                                            const RingShape&, const DataPlane&, float*);
 template void ring_attention_forward<double>(double*, double*, const double*, const double*, const double*,
-                                             const RingShape&, const Communicator&, double*);
+                                             const RingShape&, const DataPlane&, double*);
 template void ring_attention_backward<float>(float*, float*, float*, const float*, const float*, const float*,
                                              const float*, const float*, const float*, const RingShape&,
-                                             const Communicator&, float*);
+                                             const DataPlane&, float*);
 template void ring_attention_backward<double>(double*, double*, double*, const double*, const double*,
                                               const double*, const double*, const double*, const double*,
-                                              const RingShape&, const Communicator&, double*);
+                                              const RingShape&, const DataPlane&, double*);
 
 }  // namespace nexus

@@ -1,6 +1,6 @@
 // Ring attention over a context-parallel group (DESIGN.md section 4). Each sequence of
 // T = 2 * cp * c tokens is cut into 2 * cp chunks of c tokens (chunk j covers global positions
-// [j c, (j + 1) c)); cp-rank r holds chunks r and 2cp-1-r, concatenated (data/zigzag.h). The
+// [j c, (j + 1) c)); cp-rank r holds chunks r and 2cp-1-r, concatenated (parallel/zigzag.h). The
 // result on every rank equals causal attention_forward / attention_backward over the whole
 // sequence, sliced to the rank's two chunks.
 //
@@ -15,7 +15,8 @@
 #pragma once
 
 #include "kernels/ops.h"
-#include "parallel/communicator.h"
+#include "parallel/data_plane.h"
+#include "parallel/zigzag.h"
 
 namespace nexus {
 
@@ -36,7 +37,7 @@ idx ring_attention_workspace(const RingShape& s);
 template <typename T>
 void ring_attention_forward(T* out /*[B,2c,Hq,hd]*/, T* lse /*[B,2c,Hq]*/, const T* q /*[B,2c,Hq,hd]*/,
                             const T* k /*[B,2c,Hkv,hd]*/, const T* v /*[B,2c,Hkv,hd]*/, const RingShape& s,
-                            const Communicator& cp, T* workspace);
+                            const DataPlane& cp, T* workspace);
 
 // Takes the forward's (merged) out and lse. dq, dk, dv accumulate, as in attention_backward;
 // dk, dv are the gradients of this rank's own K/V (summed over every rank's queries).
@@ -45,6 +46,6 @@ template <typename T>
 void ring_attention_backward(T* dq /*[B,2c,Hq,hd]*/, T* dk /*[B,2c,Hkv,hd]*/, T* dv /*[B,2c,Hkv,hd]*/,
                              const T* dout /*[B,2c,Hq,hd]*/, const T* q, const T* k, const T* v,
                              const T* out /*[B,2c,Hq,hd]*/, const T* lse /*[B,2c,Hq]*/, const RingShape& s,
-                             const Communicator& cp, T* workspace);
+                             const DataPlane& cp, T* workspace);
 
 }  // namespace nexus

@@ -5,17 +5,19 @@
 #include <vector>
 
 #include "mpi/world.h"
+#include "parallel/mesh.h"
 
 namespace nexus {
 namespace {
 
 TEST(Communicator, BucketedAllreduceSumsEveryElement) {
-  const Communicator& w = test::world();
+  Communicator w = test::world();
   // Odd length and a tiny bucket: several buckets and a ragged last one.
+  w.set_bucket_bytes(64 * sizeof(float));
   const idx n = 1001;
   std::vector<float> v(static_cast<std::size_t>(n));
   for (idx i = 0; i < n; ++i) v[std::size_t(i)] = float(i % 7) + float(w.rank());
-  w.allreduce_sum(v.data(), n, 64 * sizeof(float));
+  w.allreduce_sum(v.data(), n);
   const float rank_sum = float(w.size() * (w.size() - 1) / 2);
   for (idx i = 0; i < n; ++i) ASSERT_EQ(v[std::size_t(i)], float(w.size()) * float(i % 7) + rank_sum) << i;
 }
@@ -28,6 +30,54 @@ TEST(Communicator, ScalarsAndAgreement) {
   EXPECT_FALSE(w.all(w.rank() != w.size() - 1));  // one rank says no: everybody hears it
   EXPECT_GE(w.local_rank(), 0);
   EXPECT_LT(w.local_rank(), w.local_size());
+}
+
+// The data-plane collectives through the interface model/ and parallel/ see, against the sums
+// and concatenations written out by hand.
+TEST(DataPlane, ReduceScatterAndAllgatherThroughTheInterface) {
+  const DataPlane& d = test::world();
+  const int P = d.size(), r = d.rank();
+  const idx count = 3;
+  std::vector<double> send(std::size_t(P * count)), recv(std::size_t(count), -1.0);
+  for (idx i = 0; i < P * count; ++i) send[std::size_t(i)] = double(i) + 100.0 * r;
+  d.reduce_scatter_sum(send.data(), count, recv.data());
+  const double rank_sum = 100.0 * P * (P - 1) / 2;
+  for (idx i = 0; i < count; ++i) EXPECT_EQ(recv[std::size_t(i)], P * double(r * count + i) + rank_sum) << i;
+
+  std::vector<std::int64_t> mine = {r, 10 * r}, all(std::size_t(2 * P), -1);
+  d.allgather(mine.data(), 2, all.data());
+  for (int q = 0; q < P; ++q) {
+    EXPECT_EQ(all[std::size_t(2 * q)], q);
+    EXPECT_EQ(all[std::size_t(2 * q + 1)], 10 * q);
+  }
+}
+
+// cp-inner: the cp group of a rank is the block of cp neighbours, the dp group the ranks with the
+// same place in their block. Checked by summing world ranks over each group's data plane.
+TEST(Mesh, CpInnerGroupsAndTheirDataPlanes) {
+  const Communicator& w = test::world();
+  for (idx cp = 1; cp <= w.size(); ++cp) {
+    if (w.size() % cp != 0) {
+      EXPECT_THROW(Mesh(w, cp), std::invalid_argument) << cp;
+      continue;
+    }
+    const Mesh mesh(w, cp);
+    EXPECT_EQ(mesh.dp() * mesh.cp(), w.size());
+    EXPECT_EQ(mesh.dp_rank() * cp + mesh.cp_rank(), w.rank());
+    EXPECT_EQ(mesh.cp_group().size(), cp);
+    EXPECT_EQ(mesh.cp_group().rank(), mesh.cp_rank());
+    EXPECT_EQ(mesh.dp_group().size(), mesh.dp());
+    EXPECT_EQ(mesh.dp_group().rank(), mesh.dp_rank());
+    std::int64_t in_cp = w.rank(), in_dp = w.rank(), in_world = w.rank();
+    mesh.cp_data().allreduce_sum(&in_cp, 1);
+    mesh.dp_data().allreduce_sum(&in_dp, 1);
+    mesh.world_data().allreduce_sum(&in_world, 1);
+    const idx first = mesh.dp_rank() * cp;  // the block's first rank
+    EXPECT_EQ(in_cp, cp * first + cp * (cp - 1) / 2) << cp;
+    EXPECT_EQ(in_dp, mesh.dp() * mesh.cp_rank() + cp * mesh.dp() * (mesh.dp() - 1) / 2) << cp;
+    EXPECT_EQ(in_world, w.size() * (w.size() - 1) / 2);
+  }
+  EXPECT_THROW(Mesh(w, 0), std::invalid_argument);
 }
 
 }  // namespace

@@ -1,0 +1,131 @@
+// The data plane: the collectives and point-to-point transfers that move tensors between ranks
+// (gradient all-reduce, ring attention's K/V, Mamba-2 state summaries). It is an interface so
+// that model/ and parallel/ never name the transport: MPI on CPU buffers implements it today
+// (parallel/communicator.h), NCCL on GPU buffers will implement it beside the CUDA backend.
+// The control plane (bootstrap, groups, agreeing on failures and small values) stays MPI and is
+// not part of this interface.
+//
+// Every operation names its element type, so an implementation can map it to its own (MPI
+// datatypes, ncclDataType_t) and an NCCL one can reduce bf16 natively. Operations on one group
+// must be issued in the same order on every rank of the group.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+
+#include "kernels/ops.h"
+
+namespace nexus {
+
+enum class DType : std::uint8_t { u8, i32, i64, f32, f64 };
+
+std::size_t dtype_bytes(DType t);
+
+template <typename T>
+constexpr DType dtype_of() {
+  if constexpr (std::is_same_v<T, float>) return DType::f32;
+  else if constexpr (std::is_same_v<T, double>) return DType::f64;
+  else if constexpr (std::is_same_v<T, std::int32_t>) return DType::i32;
+  else if constexpr (std::is_same_v<T, std::int64_t>) return DType::i64;
+  else {
+    static_assert(sizeof(T) == 1 && std::is_trivially_copyable_v<T>, "no DType for this element type");
+    return DType::u8;
+  }
+}
+
+// A non-blocking transfer in flight. Move-only. The buffer must stay untouched until wait()
+// returns; the destructor waits for a transfer still in flight, so a buffer is never written
+// behind the back of code that unwound past its request.
+class Request {
+ public:
+  // What an implementation keeps for one transfer.
+  struct Pending {
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+    virtual bool test() = 0;
+  };
+
+  Request() = default;
+  explicit Request(std::unique_ptr<Pending> pending) : pending_(std::move(pending)) {}
+  Request(Request&&) noexcept = default;
+  Request& operator=(Request&& other) noexcept {
+    if (this != &other) {
+      finish_quietly();
+      pending_ = std::move(other.pending_);
+    }
+    return *this;
+  }
+  ~Request() { finish_quietly(); }
+
+  void wait() {
+    if (pending_) pending_->wait();
+    pending_.reset();
+  }
+  // True once complete. Calling it between compute phases also lets the transport progress a
+  // large transfer, which otherwise may only move inside wait().
+  bool test() {
+    if (pending_ && pending_->test()) pending_.reset();
+    return !pending_;
+  }
+
+ private:
+  // No throwing from a destructor: an error at this point has nowhere to go, and the buffer is
+  // safe either way once the transfer has ended.
+  void finish_quietly() noexcept {
+    if (!pending_) return;
+    try {
+      pending_->wait();
+    } catch (...) {
+    }
+    pending_.reset();
+  }
+  std::unique_ptr<Pending> pending_;
+};
+
+// Completes every request.
+void wait_all(std::span<Request> requests);
+
+class DataPlane {
+ public:
+  virtual ~DataPlane() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // In place: data[count] = the sum over the group's ranks.
+  template <typename T>
+  void allreduce_sum(T* data, idx count) const {
+    do_allreduce_sum(data, count, dtype_of<T>());
+  }
+  // recv[size * count] = every rank's send[count], in rank order. send must not overlap recv.
+  template <typename T>
+  void allgather(const T* send, idx count, T* recv) const {
+    do_allgather(send, recv, count, dtype_of<T>());
+  }
+  // recv[count] = the sum over ranks of their send[rank() * count, (rank() + 1) * count): the
+  // reduce-scatter of send[size * count] (ZeRO-1's gradient step).
+  template <typename T>
+  void reduce_scatter_sum(const T* send, idx count, T* recv) const {
+    do_reduce_scatter_sum(send, recv, count, dtype_of<T>());
+  }
+  // Non-blocking point-to-point. Messages with the same (peer, tag) match in order.
+  template <typename T>
+  Request isend(const T* data, idx count, int dest, int tag) const {
+    return do_isend(data, count, dtype_of<T>(), dest, tag);
+  }
+  template <typename T>
+  Request irecv(T* data, idx count, int source, int tag) const {
+    return do_irecv(data, count, dtype_of<T>(), source, tag);
+  }
+
+ protected:
+  virtual void do_allreduce_sum(void* data, idx count, DType t) const = 0;
+  virtual void do_allgather(const void* send, void* recv, idx count, DType t) const = 0;
+  virtual void do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const = 0;
+  virtual Request do_isend(const void* data, idx count, DType t, int dest, int tag) const = 0;
+  virtual Request do_irecv(void* data, idx count, DType t, int source, int tag) const = 0;
+};
+
+}  // namespace nexus
