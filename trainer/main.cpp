@@ -18,6 +18,7 @@
 #include "parallel/communicator.h"
 #include "trainer/commands.h"
 #include "trainer/options.h"
+#include "trainer/runtime.h"
 #include "trainer/signals.h"
 #include "trainer/train.h"
 
@@ -40,7 +41,7 @@ const char* kUsage =
     "  mpirun -np 2 nexus train --config configs/tiny.ini\n"
     "  mpirun -np 2 nexus train --config configs/tiny.ini --resume latest\n"
     "  nexus export runs/tiny/checkpoints/step_00000300.h5 --out runs/tiny/hf\n"
-    "  nexus train --config configs/tiny.ini --train.steps=50 --train.lr=3e-3\n"
+    "  nexus train --config configs/tiny.ini --train.steps=50 --optim.lr=3e-3\n"
     "  nexus data prepare --out data/mytext *.txt\n";
 
 const char* kPrepareUsage =
@@ -56,6 +57,9 @@ int run_train(int argc, char** argv, const Communicator& comm) {
     if (comm.is_root()) std::printf("%s", options_help().c_str());
     return 0;
   }
+  if (comm.is_root())
+    for (const std::string& note : cl.notes) std::printf("note: %s\n", note.c_str());
+  apply_runtime(cl.options.runtime);
   install_stop_signals();
   const TrainResult r = train(cl.options, comm, cl.resume);
   if (comm.is_root()) {

@@ -41,6 +41,12 @@ void for_each_option(Options& o, F&& f) {
   f("model.norm_eps", m.norm_eps, "RMSNorm epsilon");
   f("model.tie_embeddings", m.tie_embeddings, "lm_head shares the embedding matrix");
   f("model.init_std", m.init_std, "standard deviation of the normal weight init");
+  auto& d = o.data;
+  f("data.source", d.source, "mqar | shards | hdf5 (text: `nexus data prepare` makes shards)");
+  f("data.path", d.path, "training data: file, directory or glob (not for mqar)");
+  f("data.mqar_pairs", d.mqar_pairs, "mqar: key-value pairs per sequence");
+  f("data.mqar_queries", d.mqar_queries, "mqar: queries per sequence");
+  f("data.val_path", d.val_path, "validation data; empty: none (mqar: its own stream)");
   auto& t = o.train;
   f("train.steps", t.steps, "optimizer steps");
   f("train.global_batch", t.global_batch, "sequences per optimizer step, all ranks together");
@@ -48,40 +54,63 @@ void for_each_option(Options& o, F&& f) {
   f("train.grad_accum", t.grad_accum, "micro-batches per step; 0: global_batch / (micro_batch * dp), else checked");
   f("train.seq_len", t.seq_len, "tokens per sequence");
   f("train.seed", t.seed, "seed for the initialisation and the data order");
-  f("train.lr", t.lr, "peak learning rate");
-  f("train.min_lr", t.min_lr, "learning rate at the end of the decay");
-  f("train.warmup_steps", t.warmup_steps, "linear warmup steps");
-  f("train.schedule", t.schedule, "cosine | constant | wsd (warmup-stable-decay)");
-  f("train.wsd_decay_fraction", t.wsd_decay_fraction, "wsd: fraction of the steps spent decaying to min_lr");
-  f("train.beta1", t.beta1, "AdamW beta1");
-  f("train.beta2", t.beta2, "AdamW beta2");
-  f("train.eps", t.eps, "AdamW epsilon");
-  f("train.weight_decay", t.weight_decay, "AdamW decoupled weight decay (not on norms, biases, A_log, D, dt_bias)");
-  f("train.grad_clip", t.grad_clip, "max global gradient norm; 0: no clipping");
   f("train.max_bad_steps", t.max_bad_steps, "non-finite steps skipped in a row before the run stops");
   f("train.eval_every", t.eval_every, "steps between evaluations; 0: never");
   f("train.eval_batches", t.eval_batches, "batches per evaluation");
   f("train.log_every", t.log_every, "steps between log lines");
   f("train.out_dir", t.out_dir, "run directory (metrics, logs)");
-  f("train.ckpt_every", t.ckpt_every, "steps between checkpoints; 0: never");
-  f("train.ckpt_dir", t.ckpt_dir, "checkpoint directory; empty: <out_dir>/checkpoints");
-  f("train.ckpt_keep", t.ckpt_keep, "checkpoints kept; 0: all");
   f("train.exit_after", t.exit_after,
     "stop (with a checkpoint) after this many steps of this run, e.g. to fit a job's time limit; 0: never");
-  auto& d = o.data;
-  f("data.source", d.source, "mqar | shards | hdf5 | text");
-  f("data.path", d.path, "training data: file, directory or glob (not for mqar)");
-  f("data.mqar_pairs", d.mqar_pairs, "mqar: key-value pairs per sequence");
-  f("data.mqar_queries", d.mqar_queries, "mqar: queries per sequence");
-  f("data.val_path", d.val_path, "validation data; empty: none (mqar: its own stream)");
+  auto& op = o.optim;
+  f("optim.lr", op.lr, "peak learning rate");
+  f("optim.beta1", op.beta1, "AdamW beta1");
+  f("optim.beta2", op.beta2, "AdamW beta2");
+  f("optim.eps", op.eps, "AdamW epsilon");
+  f("optim.weight_decay", op.weight_decay, "AdamW decoupled weight decay (not on norms, biases, A_log, D, dt_bias)");
+  f("optim.grad_clip", op.grad_clip, "max global gradient norm; 0: no clipping");
+  auto& sc = o.schedule;
+  f("schedule.name", sc.name, "cosine | constant | wsd (warmup-stable-decay)");
+  f("schedule.min_lr", sc.min_lr, "learning rate at the end of the decay");
+  f("schedule.warmup_steps", sc.warmup_steps, "linear warmup steps");
+  f("schedule.wsd_decay_fraction", sc.wsd_decay_fraction, "wsd: fraction of the steps spent decaying to min_lr");
+  auto& ck = o.checkpoint;
+  f("checkpoint.every", ck.every, "steps between checkpoints; 0: never");
+  f("checkpoint.dir", ck.dir, "checkpoint directory; empty: <train.out_dir>/checkpoints");
+  f("checkpoint.keep", ck.keep, "checkpoints kept; 0: all");
   f("parallel.cp", o.parallel.cp, "context-parallel group size; dp = world size / cp");
+  auto& rt = o.runtime;
+  f("runtime.device", rt.device, "cpu | cuda");
+  f("runtime.dtype", rt.dtype, "fp32 | bf16 (activations and compute weights; bf16 needs runtime.device = cuda)");
+  f("runtime.threads", rt.threads, "OpenMP threads per rank; 0: OMP_NUM_THREADS, else all cores");
 }
 
-constexpr std::array<std::pair<const char*, const char*>, 4> kSections = {{
+constexpr std::array<std::pair<const char*, const char*>, 8> kSections = {{
     {"model", "architecture (Hugging Face BambaConfig)"},
-    {"train", "optimization, schedule, evaluation, checkpoints"},
     {"data", "training and validation data"},
+    {"train", "steps, batch, evaluation and logging cadence"},
+    {"optim", "AdamW and gradient clipping"},
+    {"schedule", "learning-rate schedule"},
+    {"checkpoint", "checkpoint cadence and place"},
     {"parallel", "process mesh"},
+    {"runtime", "device, precision, threads"},
+}};
+
+// Keys as they were named before the options were grouped per component. They are still read
+// (configs stored in older checkpoints, existing scripts), as the new key, with a note.
+constexpr std::array<std::pair<const char*, const char*>, 13> kFormerKeys = {{
+    {"train.lr", "optim.lr"},
+    {"train.beta1", "optim.beta1"},
+    {"train.beta2", "optim.beta2"},
+    {"train.eps", "optim.eps"},
+    {"train.weight_decay", "optim.weight_decay"},
+    {"train.grad_clip", "optim.grad_clip"},
+    {"train.schedule", "schedule.name"},
+    {"train.min_lr", "schedule.min_lr"},
+    {"train.warmup_steps", "schedule.warmup_steps"},
+    {"train.wsd_decay_fraction", "schedule.wsd_decay_fraction"},
+    {"train.ckpt_every", "checkpoint.every"},
+    {"train.ckpt_dir", "checkpoint.dir"},
+    {"train.ckpt_keep", "checkpoint.keep"},
 }};
 
 std::string_view section_of(std::string_view key) { return key.substr(0, key.find('.')); }
@@ -159,6 +188,11 @@ po::options_description describe(bool show_defaults) {
     });
     all.add(group);
   }
+  if (!show_defaults) {  // readable, not advertised
+    po::options_description former("former names");
+    for (const auto& [old_key, new_key] : kFormerKeys) former.add_options()(old_key, po::value<std::string>(), new_key);
+    all.add(former);
+  }
   return all;
 }
 
@@ -168,7 +202,7 @@ po::options_description generic_options() {
       "config,c", po::value<std::string>()->value_name("FILE"),
       "INI file ([section] key = value); the command line overrides it")(
       "resume", po::value<std::string>()->value_name("latest|DIR|FILE"),
-      "resume from a checkpoint: 'latest' (the newest valid one in train.ckpt_dir), a checkpoint "
+      "resume from a checkpoint: 'latest' (the newest valid one in checkpoint.dir), a checkpoint "
       "directory, or a checkpoint file");
   return generic;
 }
@@ -186,13 +220,24 @@ po::variables_map read_ini(const std::string& text, const std::string& origin) {
   return vm;
 }
 
-void apply(const po::variables_map& vm, const std::string& origin, RunOptions& o) {
+// Sets every option `vm` holds; a key under its former name sets the new key and adds a note.
+void apply(const po::variables_map& vm, const std::string& origin, RunOptions& o, std::vector<std::string>* notes) {
   for_each_option(o, [&](const char* key, auto& field, const char*) {
-    const auto it = vm.find(key);
+    auto it = vm.find(key);
+    std::string given = key;
+    for (const auto& [old_key, new_key] : kFormerKeys) {
+      if (std::string_view(new_key) != key || !vm.count(old_key)) continue;
+      if (it != vm.end())
+        throw OptionsError(std::string(key) + " is given twice in " + origin + ", also under its former name " +
+                           old_key);
+      it = vm.find(old_key);
+      given = old_key;
+      if (notes) notes->push_back(origin + ": " + old_key + " is now " + key);
+    }
     if (it == vm.end()) return;
     const auto& text = it->second.as<std::string>();
     if (!parse(text, field))
-      throw OptionsError("invalid value '" + text + "' for " + key + " (" + origin + "): expected " + expected(field));
+      throw OptionsError("invalid value '" + text + "' for " + given + " (" + origin + "): expected " + expected(field));
   });
 }
 
@@ -212,6 +257,10 @@ void require(bool ok, const std::string& message) {
 void finalize(RunOptions& o) {
   ModelConfig& m = o.model;
   TrainOptions& t = o.train;
+  const OptimOptions& op = o.optim;
+  const ScheduleOptions& sc = o.schedule;
+  CheckpointOptions& ck = o.checkpoint;
+  const RuntimeOptions& rt = o.runtime;
   DataOptions& d = o.data;
   try {
     m.validate();
@@ -221,7 +270,7 @@ void finalize(RunOptions& o) {
     throw OptionsError(e.what());
   }
   if (m.pattern.empty()) m.pattern = m.layer_pattern();
-  if (t.ckpt_dir.empty()) t.ckpt_dir = t.out_dir + "/checkpoints";
+  if (ck.dir.empty()) ck.dir = t.out_dir + "/checkpoints";
 
   require(t.steps > 0, kv("train.steps", t.steps) + " must be positive");
   require(t.global_batch > 0, kv("train.global_batch", t.global_batch) + " must be positive");
@@ -233,42 +282,51 @@ void finalize(RunOptions& o) {
           kv("train.global_batch", t.global_batch) + " is not a multiple of train.micro_batch * train.grad_accum = " +
               format(t.micro_batch) + " * " + format(t.grad_accum));
   require(t.seq_len > 0, kv("train.seq_len", t.seq_len) + " must be positive");
-  require(t.lr > 0, kv("train.lr", t.lr) + " must be positive");
-  require(t.min_lr >= 0 && t.min_lr <= t.lr,
-          kv("train.min_lr", t.min_lr) + " must lie in [0, train.lr = " + format(t.lr) + "]");
+  require(op.lr > 0, kv("optim.lr", op.lr) + " must be positive");
+  require(sc.min_lr >= 0 && sc.min_lr <= op.lr,
+          kv("schedule.min_lr", sc.min_lr) + " must lie in [0, optim.lr = " + format(op.lr) + "]");
   // A warmup longer than the run is allowed: a short smoke run (--train.steps=5) of a config
   // written for a long one just stays in warmup.
-  require(t.warmup_steps >= 0, kv("train.warmup_steps", t.warmup_steps) + " must not be negative");
-  require(parse_lr_schedule(t.schedule).has_value(),
-          "train.schedule = \"" + t.schedule + "\" is not one of cosine, constant, wsd");
-  require(t.wsd_decay_fraction >= 0 && t.wsd_decay_fraction <= 1,
-          kv("train.wsd_decay_fraction", t.wsd_decay_fraction) + " must lie in [0, 1]");
-  if (t.schedule == "wsd")
-    require(t.warmup_steps <= wsd_decay_start(o.schedule()),
-            kv("train.warmup_steps", t.warmup_steps) + " overlaps the decay, which starts at step " +
-                format(wsd_decay_start(o.schedule())) + " (train.steps = " + format(t.steps) +
-                ", train.wsd_decay_fraction = " + format(t.wsd_decay_fraction) + ")");
-  require(t.beta1 >= 0 && t.beta1 < 1, kv("train.beta1", t.beta1) + " must lie in [0, 1)");
-  require(t.beta2 >= 0 && t.beta2 < 1, kv("train.beta2", t.beta2) + " must lie in [0, 1)");
-  require(t.eps > 0, kv("train.eps", t.eps) + " must be positive");
-  require(t.weight_decay >= 0, kv("train.weight_decay", t.weight_decay) + " must not be negative");
-  require(t.grad_clip >= 0, kv("train.grad_clip", t.grad_clip) + " must not be negative (0 disables clipping)");
+  require(sc.warmup_steps >= 0, kv("schedule.warmup_steps", sc.warmup_steps) + " must not be negative");
+  require(parse_lr_schedule(sc.name).has_value(),
+          "schedule.name = \"" + sc.name + "\" is not one of cosine, constant, wsd");
+  require(sc.wsd_decay_fraction >= 0 && sc.wsd_decay_fraction <= 1,
+          kv("schedule.wsd_decay_fraction", sc.wsd_decay_fraction) + " must lie in [0, 1]");
+  if (sc.name == "wsd")
+    require(sc.warmup_steps <= wsd_decay_start(o.schedule_config()),
+            kv("schedule.warmup_steps", sc.warmup_steps) + " overlaps the decay, which starts at step " +
+                format(wsd_decay_start(o.schedule_config())) + " (train.steps = " + format(t.steps) +
+                ", schedule.wsd_decay_fraction = " + format(sc.wsd_decay_fraction) + ")");
+  require(op.beta1 >= 0 && op.beta1 < 1, kv("optim.beta1", op.beta1) + " must lie in [0, 1)");
+  require(op.beta2 >= 0 && op.beta2 < 1, kv("optim.beta2", op.beta2) + " must lie in [0, 1)");
+  require(op.eps > 0, kv("optim.eps", op.eps) + " must be positive");
+  require(op.weight_decay >= 0, kv("optim.weight_decay", op.weight_decay) + " must not be negative");
+  require(op.grad_clip >= 0, kv("optim.grad_clip", op.grad_clip) + " must not be negative (0 disables clipping)");
   require(t.max_bad_steps >= 0, kv("train.max_bad_steps", t.max_bad_steps) + " must not be negative");
   require(t.eval_every >= 0, kv("train.eval_every", t.eval_every) + " must not be negative (0: never)");
   require(t.eval_every == 0 || t.eval_batches > 0,
           kv("train.eval_batches", t.eval_batches) + " must be positive when train.eval_every = " + format(t.eval_every));
   require(t.log_every > 0, kv("train.log_every", t.log_every) + " must be positive");
   require(!t.out_dir.empty(), "train.out_dir must not be empty");
-  require(t.ckpt_every >= 0, kv("train.ckpt_every", t.ckpt_every) + " must not be negative (0: never)");
-  require(t.ckpt_keep >= 0, kv("train.ckpt_keep", t.ckpt_keep) + " must not be negative (0: keep all)");
+  require(ck.every >= 0, kv("checkpoint.every", ck.every) + " must not be negative (0: never)");
+  require(ck.keep >= 0, kv("checkpoint.keep", ck.keep) + " must not be negative (0: keep all)");
   require(t.exit_after >= 0, kv("train.exit_after", t.exit_after) + " must not be negative (0: never)");
 
-  require(d.source == "mqar" || d.source == "shards" || d.source == "hdf5" || d.source == "text",
-          "data.source = \"" + d.source + "\" is not one of mqar, shards, hdf5, text");
+  require(d.source != "text",
+          "data.source = text: the trainer reads tokens; turn the text files into token shards first with "
+          "`nexus data prepare --out PREFIX FILE...` and train with data.source = shards, data.path = "
+          "'PREFIX_train_*.bin'");
+  require(d.source == "mqar" || d.source == "shards" || d.source == "hdf5",
+          "data.source = \"" + d.source + "\" is not one of mqar, shards, hdf5");
   require(d.source == "mqar" || !d.path.empty(), "data.path is required when data.source = " + d.source);
   require(d.mqar_pairs > 0, kv("data.mqar_pairs", d.mqar_pairs) + " must be positive");
   require(d.mqar_queries > 0, kv("data.mqar_queries", d.mqar_queries) + " must be positive");
   require(o.parallel.cp > 0, kv("parallel.cp", o.parallel.cp) + " must be positive");
+  require(rt.device == "cpu" || rt.device == "cuda", "runtime.device = \"" + rt.device + "\" is not one of cpu, cuda");
+  require(rt.dtype == "fp32" || rt.dtype == "bf16", "runtime.dtype = \"" + rt.dtype + "\" is not one of fp32, bf16");
+  require(rt.dtype != "bf16" || rt.device == "cuda",
+          "runtime.dtype = bf16 needs runtime.device = cuda (the CPU computes in fp32)");
+  require(rt.threads >= 0, kv("runtime.threads", rt.threads) + " must not be negative (0: the default)");
 
   // Values that the INI text could not carry back unchanged.
   for_each_option(o, [](const char* key, const auto& field, const char*) {
@@ -291,16 +349,16 @@ std::string read_file(const std::string& path) {
 
 }  // namespace
 
-ScheduleConfig RunOptions::schedule() const {
-  return ScheduleConfig{parse_lr_schedule(train.schedule).value_or(LrSchedule::Cosine),
-                        train.lr,
-                        train.min_lr,
-                        train.warmup_steps,
+ScheduleConfig RunOptions::schedule_config() const {
+  return ScheduleConfig{parse_lr_schedule(schedule.name).value_or(LrSchedule::Cosine),
+                        optim.lr,
+                        schedule.min_lr,
+                        schedule.warmup_steps,
                         train.steps,
-                        train.wsd_decay_fraction};
+                        schedule.wsd_decay_fraction};
 }
 
-AdamWHyper RunOptions::adamw() const { return AdamWHyper{train.beta1, train.beta2, train.eps, train.weight_decay}; }
+AdamWHyper RunOptions::adamw() const { return AdamWHyper{optim.beta1, optim.beta2, optim.eps, optim.weight_decay}; }
 
 CommandLine parse_command_line(const std::vector<std::string>& args) {
   po::options_description desc = generic_options();
@@ -327,8 +385,8 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   if (result.help) return result;
   if (!result.config_file.empty())
     apply(read_ini(read_file(result.config_file), "config file " + result.config_file),
-          "config file " + result.config_file, result.options);
-  apply(cli, "command line", result.options);
+          "config file " + result.config_file, result.options, &result.notes);
+  apply(cli, "command line", result.options, &result.notes);
   finalize(result.options);
   return result;
 }
@@ -339,7 +397,7 @@ CommandLine parse_command_line(int argc, const char* const argv[]) {
 
 RunOptions parse_ini(const std::string& text, const std::string& origin) {
   RunOptions o;
-  apply(read_ini(text, origin), origin, o);
+  apply(read_ini(text, origin), origin, o, nullptr);
   finalize(o);
   return o;
 }

@@ -31,6 +31,9 @@ struct OptionsError : ConfigError {
   using ConfigError::ConfigError;
 };
 
+// One section per component, one job per section (the INI section is the struct's name).
+
+// [train] the loop: how long, what batch, how often to evaluate and log.
 struct TrainOptions {
   idx steps = 100;
   idx global_batch = 8;  // sequences per optimizer step, all ranks together
@@ -38,30 +41,53 @@ struct TrainOptions {
   idx grad_accum = 0;    // 0: derived (see above); otherwise checked
   idx seq_len = 256;
   std::uint64_t seed = 1234;
+  idx max_bad_steps = 5;  // non-finite steps skipped in a row before the run stops
+  idx eval_every = 50;    // 0: never
+  idx eval_batches = 4;
+  idx log_every = 10;
+  std::string out_dir = "runs/nexus";  // metrics and logs
+  idx exit_after = 0;                  // stop after this many steps of this run (0: never)
+  bool operator==(const TrainOptions&) const = default;
+};
+
+// [optim] AdamW and clipping.
+struct OptimOptions {
   double lr = 1e-3;  // peak
-  double min_lr = 1e-4;
-  idx warmup_steps = 10;
-  std::string schedule = "cosine";  // cosine | constant | wsd
-  double wsd_decay_fraction = 0.2;
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0.1;
   double grad_clip = 1.0;  // max global norm; 0 disables clipping
-  idx max_bad_steps = 5;   // non-finite steps skipped in a row before the run stops
-  idx eval_every = 50;     // 0: never
-  idx eval_batches = 4;
-  idx log_every = 10;
-  std::string out_dir = "runs/nexus";  // metrics and logs
-  idx ckpt_every = 100;                // 0: never
-  std::string ckpt_dir;                // empty in a file: <out_dir>/checkpoints
-  idx ckpt_keep = 3;                   // 0: keep all
-  idx exit_after = 0;                  // stop after this many steps of this run (0: never)
-  bool operator==(const TrainOptions&) const = default;
+  bool operator==(const OptimOptions&) const = default;
+};
+
+// [schedule] the learning rate over the steps (peak: optim.lr).
+struct ScheduleOptions {
+  std::string name = "cosine";  // cosine | constant | wsd
+  double min_lr = 1e-4;
+  idx warmup_steps = 10;
+  double wsd_decay_fraction = 0.2;
+  bool operator==(const ScheduleOptions&) const = default;
+};
+
+// [checkpoint] when and where the integrated state is written.
+struct CheckpointOptions {
+  idx every = 100;  // 0: never
+  std::string dir;  // empty in a file: <train.out_dir>/checkpoints
+  idx keep = 3;     // 0: keep all
+  bool operator==(const CheckpointOptions&) const = default;
+};
+
+// [runtime] where the run computes.
+struct RuntimeOptions {
+  std::string device = "cpu";  // cpu | cuda
+  std::string dtype = "fp32";  // fp32 | bf16 (activations and compute weights; bf16 needs cuda)
+  idx threads = 0;             // OpenMP threads per rank; 0: OMP_NUM_THREADS or all cores
+  bool operator==(const RuntimeOptions&) const = default;
 };
 
 struct DataOptions {
-  std::string source = "mqar";  // mqar | shards | hdf5 | text
+  std::string source = "mqar";  // mqar | shards | hdf5
   std::string path;             // file, directory or glob; unused by mqar
   idx mqar_pairs = 16;
   idx mqar_queries = 16;
@@ -76,11 +102,15 @@ struct ParallelOptions {
 
 struct RunOptions {
   ModelConfig model;
-  TrainOptions train;
   DataOptions data;
+  TrainOptions train;
+  OptimOptions optim;
+  ScheduleOptions schedule;
+  CheckpointOptions checkpoint;
   ParallelOptions parallel;
+  RuntimeOptions runtime;
 
-  ScheduleConfig schedule() const;
+  ScheduleConfig schedule_config() const;
   AdamWHyper adamw() const;
 };
 
@@ -89,6 +119,7 @@ struct CommandLine {
   bool help = false;        // --help / -h: print options_help() and exit 0
   std::string config_file;  // empty when none was given
   std::string resume;       // --resume: "latest", a checkpoint directory or file; empty: fresh start
+  std::vector<std::string> notes;  // e.g. a key given under its former name, for the run's log
 };
 
 // Reads `args` (the arguments after the subcommand, e.g. {"--config", "tiny.ini",
@@ -100,7 +131,9 @@ CommandLine parse_command_line(const std::vector<std::string>& args);
 CommandLine parse_command_line(int argc, const char* const argv[]);
 
 // Parses INI text such as to_ini()'s (e.g. the config stored in a checkpoint) and validates it.
-// `origin` names the text in error messages.
+// `origin` names the text in error messages. Keys under their former names (before the options
+// were grouped per component, e.g. train.lr for optim.lr) are read as the new ones, so configs
+// stored in older checkpoints still load.
 RunOptions parse_ini(const std::string& text, const std::string& origin = "<config text>");
 
 // Every key with its resolved value, grouped by section; parse_ini(to_ini(o)) reproduces o.

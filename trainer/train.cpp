@@ -12,6 +12,7 @@
 #include "optim/adamw.h"
 #include "optim/grad.h"
 #include "optim/schedule.h"
+#include "parallel/mesh.h"
 #include "trainer/checkpoint.h"
 #include "trainer/metrics.h"
 #include "trainer/signals.h"
@@ -128,8 +129,8 @@ std::string save(const RunOptions& o, const RunState& st, const Model<float>& mo
     meta.optimizer_steps = opt.steps();
     meta.bad_steps = st.bad_steps;
     try {
-      path = save_checkpoint(o.train.ckpt_dir, meta, model.table(), model.params(), opt.exp_avg().data(),
-                             opt.exp_avg_sq().data(), o.train.ckpt_keep);
+      path = save_checkpoint(o.checkpoint.dir, meta, model.table(), model.params(), opt.exp_avg().data(),
+                             opt.exp_avg_sq().data(), o.checkpoint.keep);
       log.note("checkpoint: " + path);
     } catch (const std::exception& e) {
       error = e.what();
@@ -147,7 +148,7 @@ void restore(const std::string& resume, const RunOptions& o, RunState& st, Model
   if (comm.is_root()) {
     try {
       std::vector<std::string> notes;
-      path = resolve_checkpoint(resume, o.train.ckpt_dir, notes);
+      path = resolve_checkpoint(resume, o.checkpoint.dir, notes);
       for (const std::string& n : notes) log.note(n);
       if (!path.empty())
         meta = load_checkpoint(path, o.model, model.table(), model.params(), opt.exp_avg().data(),
@@ -160,7 +161,7 @@ void restore(const std::string& resume, const RunOptions& o, RunState& st, Model
   std::int64_t found = comm.is_root() && !path.empty() ? 1 : 0;
   comm.broadcast(&found, sizeof found);
   if (!found) {
-    log.note("resume " + resume + ": no checkpoint in " + o.train.ckpt_dir + " yet, starting fresh");
+    log.note("resume " + resume + ": no checkpoint in " + o.checkpoint.dir + " yet, starting fresh");
     return;
   }
   std::int64_t header[5] = {meta.step, meta.tokens_seen, meta.optimizer_steps, meta.bad_steps, 0};
@@ -188,8 +189,8 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   const TrainOptions& t = o.train;
   // cp-inner mesh: ranks [d*cp, (d+1)*cp) share each sequence (neighbours, so one node), and
   // data-parallel replica d reads its own rows of every global batch.
-  const Communicator cp_group = comm.split(int(comm.rank() / layout.cp), comm.rank());
-  const idx dp_rank = comm.rank() / layout.cp, local_len = t.seq_len / layout.cp;
+  const Mesh mesh(comm, layout.cp);
+  const idx dp_rank = mesh.dp_rank(), local_len = t.seq_len / layout.cp;
   MetricsLog log(t.out_dir, comm.is_root());
   if (comm.is_root()) {
     const std::string ini = to_ini(o);
@@ -213,10 +214,10 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       eval_data = std::make_unique<DataLoader>(std::move(eval_source), eval_global, dp_rank, layout.dp);
   }
 
-  Model<float> model(o.model, BatchShape{layout.micro_batch, local_len}, &cp_group);
+  Model<float> model(o.model, BatchShape{layout.micro_batch, local_len}, &mesh.cp_data());
   model.init(t.seed);  // same seed on every rank: identical weights without a broadcast
   AdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()));
-  const ScheduleConfig schedule = o.schedule();
+  const ScheduleConfig schedule = o.schedule_config();
   // Every rank measures its GEMM peak at the same time, so the sum is the job's real peak.
   const double peak_gflops = comm.sum(measure_gemm_peak_gflops(512, 0.2));
   const double train_flops_per_token = 3.0 * model.forward_flops_per_token();
@@ -235,10 +236,10 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   result.steps_done = st.step;
   result.bad_steps = st.bad_steps;
   Batch batch;
-  LocalBatch local(layout.cp, cp_group.rank());
+  LocalBatch local(layout.cp, mesh.cp_rank());
   idx bad_in_a_row = 0;
   const idx n = model.num_params();
-  const bool checkpoints = t.ckpt_every > 0;
+  const bool checkpoints = o.checkpoint.every > 0;
   idx saved_step = st.step;  // the step of the newest checkpoint on disk
   for (idx step = st.step; step < t.steps; ++step) {
     // Agreeing on the stop costs one tiny all-reduce, and keeps ranks from diverging on it.
@@ -246,7 +247,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       result.stop_signal = int(comm.max(double(stop_signal())));
       log.note("stop requested by signal " + std::to_string(result.stop_signal) + ": stopping after step " +
                std::to_string(step));
-      // A preempted run keeps its progress whatever train.ckpt_every says.
+      // A preempted run keeps its progress whatever checkpoint.every says.
       if (st.step > saved_step) result.last_checkpoint = save(o, st, model, optimizer, train_data, comm, log);
       break;
     }
@@ -268,7 +269,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
     if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
     scale_deltas(model.deltas(), n, float(1.0 / totals[1]));
     const double loss = totals[0] / totals[1];
-    const double grad_norm = clip_grad_norm(model.deltas(), n, t.grad_clip);
+    const double grad_norm = clip_grad_norm(model.deltas(), n, o.optim.grad_clip);
     const double lr = learning_rate(schedule, step);
     if (std::isfinite(loss) && std::isfinite(grad_norm)) {
       optimizer.step(model.params(), model.deltas(), lr);
@@ -280,7 +281,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
                " or gradient norm " + std::to_string(grad_norm) + ", step skipped");
       if (++bad_in_a_row >= t.max_bad_steps)
         throw std::runtime_error(std::to_string(bad_in_a_row) + " non-finite steps in a row (train.max_bad_steps = " +
-                                 std::to_string(t.max_bad_steps) + "); lower train.lr or check the data");
+                                 std::to_string(t.max_bad_steps) + "); lower optim.lr or check the data");
     }
     result.losses.push_back(loss);
     result.steps_done = step + 1;
@@ -310,7 +311,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       result.eval_accuracy = e.accuracy;
       log.eval(step + 1, e.loss, e.accuracy);
     }
-    if ((checkpoints && ((step + 1) % t.ckpt_every == 0 || last)) || exiting) {
+    if ((checkpoints && ((step + 1) % o.checkpoint.every == 0 || last)) || exiting) {
       result.last_checkpoint = save(o, st, model, optimizer, train_data, comm, log);
       saved_step = st.step;
     }

@@ -31,7 +31,7 @@ std::unique_ptr<SequenceSource> make_sequences(const RunOptions& options, bool e
 // Runs until options.train.steps steps are done, on `comm` (all of its ranks call this).
 // `resume` ("latest", a checkpoint directory or file; empty for a fresh start) restores the
 // weights, optimizer state, step, token count and data position, so the run continues exactly as
-// if it had never stopped. Checkpoints are written every train.ckpt_every steps and at the end
+// if it had never stopped. Checkpoints are written every checkpoint.every steps and at the end
 // (unless ckpt_every is 0), and always when SIGTERM or SIGUSR1 arrives on any rank or
 // train.exit_after is reached (the run then stops at the step boundary). Throws on
 // configuration, data or checkpoint errors before any step, and std::runtime_error after

@@ -38,6 +38,9 @@ expect_error "impossible batch" "global_batch" mpirun --oversubscribe -np 2 "$ne
 expect_error "missing data file" "no_such_file.bin" "$nexus" train --config "$tiny" --data.source=shards \
   --data.path="$work/no_such_file.bin"
 expect_error "unknown command" "unknown command" "$nexus" frobnicate
+expect_error "cuda on a CPU-only build" "no CUDA backend" "$nexus" train --config "$tiny" --runtime.device=cuda
+expect_error "text is not a trainer source" "nexus data prepare" "$nexus" train --config "$tiny" --data.source=text \
+  --data.path="$work/doc.txt"
 
 # data prepare: text files to llm.c shards; usage errors named.
 printf 'first document\n\nsecond document, a little longer\n' >"$work/doc.txt"
@@ -56,7 +59,7 @@ expect_error "data prepare: bad number" "--shard-tokens x is not an integer" "$n
 stop_test() {
   local name=$1 signal=$2
   shift 2
-  "$@" --config "$tiny" --train.steps=100000 --train.log_every=1 --train.ckpt_every=0 \
+  "$@" --config "$tiny" --train.steps=100000 --train.log_every=1 --checkpoint.every=0 \
     --train.out_dir="$work/$name" >"$work/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 600); do

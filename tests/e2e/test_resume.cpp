@@ -10,8 +10,8 @@ namespace {
 
 std::vector<std::string> resume_args(std::vector<std::string> extra = {}) {
   std::vector<std::string> a{"--train.steps=8", "--train.global_batch=8", "--train.micro_batch=4",
-                             "--train.warmup_steps=2", "--train.eval_every=4", "--train.ckpt_every=4",
-                             "--train.ckpt_keep=0"};
+                             "--schedule.warmup_steps=2", "--train.eval_every=4", "--checkpoint.every=4",
+                             "--checkpoint.keep=0"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }

@@ -25,7 +25,7 @@ TEST(Training, TinyHybridLearnsAssociativeRecall) {
 TEST(Training, GradAccumulationMatchesALargerMicroBatch) {
   const std::string dir = test::temp_run_dir("accum");
   const std::vector<std::string> common{"--train.steps=3", "--train.global_batch=8", "--train.eval_every=0",
-                                        "--train.warmup_steps=10"};
+                                        "--schedule.warmup_steps=10"};
   auto with = [&](const std::string& micro) {
     auto args = common;
     args.push_back("--train.micro_batch=" + micro);

@@ -19,7 +19,7 @@ TEST(DataParallel, RanksSplittingTheGlobalBatchMatchOneRank) {
   const std::string dir = test::temp_run_dir("dp_rank" + std::to_string(world.rank()));
   const std::vector<std::string> common{"--train.steps=" + std::to_string(steps),
                                         "--train.global_batch=" + std::to_string(global), "--train.eval_every=0",
-                                        "--train.warmup_steps=10"};
+                                        "--schedule.warmup_steps=10"};
   auto with = [&](std::string micro) {
     auto args = common;
     args.push_back("--train.micro_batch=" + micro);
@@ -62,8 +62,8 @@ namespace {
 // number of data-parallel ranks with the same global batch.
 TEST(DataParallel, CheckpointsResumeOnAnotherNumberOfRanks) {
   const Communicator& world = test::world();
-  const std::vector<std::string> args{"--train.steps=6", "--train.global_batch=8", "--train.warmup_steps=10",
-                                      "--train.eval_every=0", "--train.ckpt_every=3", "--train.micro_batch=2"};
+  const std::vector<std::string> args{"--train.steps=6", "--train.global_batch=8", "--schedule.warmup_steps=10",
+                                      "--train.eval_every=0", "--checkpoint.every=3", "--train.micro_batch=2"};
   auto with = [&](const std::string& dir, std::vector<std::string> extra) {
     auto a = args;
     a.insert(a.end(), extra.begin(), extra.end());
@@ -129,7 +129,7 @@ TEST(ContextParallel, TrainingFollowsOneRankAndCheckpointsMoveBetweenLayouts) {
   const Communicator& world = test::world();
   const idx cp = 2, dp = world.size() / cp, global = 4;
   const std::vector<std::string> args{"--train.steps=6", "--train.global_batch=" + std::to_string(global),
-                                      "--train.warmup_steps=10", "--train.eval_every=0", "--train.ckpt_every=3"};
+                                      "--schedule.warmup_steps=10", "--train.eval_every=0", "--checkpoint.every=3"};
   auto with = [&](const std::string& dir, bool parallel, std::vector<std::string> extra) {
     auto a = args;
     a.push_back("--train.micro_batch=" + std::to_string(parallel ? global / dp : global));

@@ -68,7 +68,7 @@ echo "ok: local Slurm up ($SLURM_CONF)"
 # The job runs a private copy of the binary: a rebuild during the test cannot swap it mid-run.
 cp "$build/nexus" "$work/nexus"
 run=$work/run
-overrides="--train.steps=$steps --train.ckpt_every=$ckpt_every --train.ckpt_keep=0 --train.global_batch=32"
+overrides="--train.steps=$steps --checkpoint.every=$ckpt_every --checkpoint.keep=0 --train.global_batch=32"
 overrides+=" --train.micro_batch=$((32 / dp)) --train.log_every=1 --train.eval_every=0 --train.out_dir=$run"
 jobid=$(NEXUS_DIR=$src NEXUS_BIN=$work/nexus NEXUS_CONFIG=$src/configs/tiny.ini NEXUS_CP=$cp \
   NEXUS_OVERRIDES=$overrides sbatch --parsable --nodes=1 --ntasks-per-node=$ranks --cpus-per-task=1 \

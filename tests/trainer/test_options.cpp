@@ -21,12 +21,13 @@ const std::vector<std::string> kAllKeys = {
     "model.n_kv_heads", "model.head_dim", "model.rope_theta", "model.mamba_expand", "model.mamba_headdim",
     "model.mamba_ngroups", "model.mamba_d_state", "model.mamba_d_conv", "model.mamba_chunk", "model.norm_eps",
     "model.tie_embeddings", "model.init_std", "train.steps", "train.global_batch", "train.micro_batch",
-    "train.grad_accum", "train.seq_len", "train.seed", "train.lr", "train.min_lr", "train.warmup_steps",
-    "train.schedule", "train.wsd_decay_fraction", "train.beta1", "train.beta2", "train.eps", "train.weight_decay",
-    "train.grad_clip", "train.max_bad_steps", "train.eval_every", "train.eval_batches", "train.log_every",
-    "train.out_dir", "train.ckpt_every", "train.ckpt_dir", "train.ckpt_keep", "train.exit_after", "data.source",
+    "train.grad_accum", "train.seq_len", "train.seed", "optim.lr", "schedule.min_lr", "schedule.warmup_steps",
+    "schedule.name", "schedule.wsd_decay_fraction", "optim.beta1", "optim.beta2", "optim.eps", "optim.weight_decay",
+    "optim.grad_clip", "train.max_bad_steps", "train.eval_every", "train.eval_batches", "train.log_every",
+    "train.out_dir", "checkpoint.every", "checkpoint.dir", "checkpoint.keep", "train.exit_after", "data.source",
     "data.path",
-    "data.mqar_pairs", "data.mqar_queries", "data.val_path", "parallel.cp"};
+    "data.mqar_pairs", "data.mqar_queries", "data.val_path", "parallel.cp", "runtime.device", "runtime.dtype",
+    "runtime.threads"};
 
 // A scratch INI file removed at the end of the test.
 class IniFile {
@@ -82,7 +83,7 @@ TEST(Options, DefaultsDescribeATinyValidRun) {
   EXPECT_FALSE(cl.help);
   EXPECT_EQ(cl.options.model.d_model, ModelConfig{}.d_model);
   EXPECT_EQ(cl.options.model.pattern, "MMMMAMMM");  // the default pattern, resolved
-  EXPECT_EQ(cl.options.train.ckpt_dir, cl.options.train.out_dir + "/checkpoints");
+  EXPECT_EQ(cl.options.checkpoint.dir, cl.options.train.out_dir + "/checkpoints");
   EXPECT_EQ(cl.options.data.source, "mqar");
   EXPECT_EQ(batch_layout(cl.options, 1).grad_accum, 4);  // 8 sequences in micro-batches of 2
 }
@@ -92,27 +93,27 @@ TEST(Options, CommandLineOverridesFile) {
       "# comment\n[model]\nd_model = 64\nn_layers = 4\n[train]\nsteps = 50\nlr = 0.002\nschedule = wsd\n"
       "[data]\nsource = shards\npath = /data/*.bin\n");
   for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"--config", file.path(), "--model.d_model=96", "--train.warmup_steps", "5"},
-        std::vector<std::string>{"--model.d_model", "96", file.path(), "--train.warmup_steps=5"},
-        std::vector<std::string>{"-c", file.path(), "--model.d_model=96", "--train.warmup_steps=5"}}) {
+       {std::vector<std::string>{"--config", file.path(), "--model.d_model=96", "--schedule.warmup_steps", "5"},
+        std::vector<std::string>{"--model.d_model", "96", file.path(), "--schedule.warmup_steps=5"},
+        std::vector<std::string>{"-c", file.path(), "--model.d_model=96", "--schedule.warmup_steps=5"}}) {
     const CommandLine cl = parse_command_line(args);
     EXPECT_EQ(cl.config_file, file.path());
     EXPECT_EQ(cl.options.model.d_model, 96);          // both, command line wins
     EXPECT_EQ(cl.options.model.n_layers, 4);          // file only
     EXPECT_EQ(cl.options.model.pattern, "MMMM");      // default pattern for 4 layers
     EXPECT_EQ(cl.options.train.steps, 50);            // file only
-    EXPECT_EQ(cl.options.train.lr, 0.002);            // file only
-    EXPECT_EQ(cl.options.train.warmup_steps, 5);      // command line only
-    EXPECT_EQ(cl.options.train.schedule, "wsd");
-    EXPECT_EQ(cl.options.train.beta2, 0.95);          // neither: default
+    EXPECT_EQ(cl.options.optim.lr, 0.002);            // file only
+    EXPECT_EQ(cl.options.schedule.warmup_steps, 5);      // command line only
+    EXPECT_EQ(cl.options.schedule.name, "wsd");
+    EXPECT_EQ(cl.options.optim.beta2, 0.95);          // neither: default
     EXPECT_EQ(cl.options.data.path, "/data/*.bin");
-    EXPECT_EQ(cl.options.schedule().kind, LrSchedule::Wsd);
-    EXPECT_EQ(cl.options.schedule().total_steps, 50);
+    EXPECT_EQ(cl.options.schedule_config().kind, LrSchedule::Wsd);
+    EXPECT_EQ(cl.options.schedule_config().total_steps, 50);
   }
 }
 
 TEST(Options, ArgvFormSkipsTheProgramName) {
-  const char* argv[] = {"train", "--train.steps=7", "--train.warmup_steps=0"};
+  const char* argv[] = {"train", "--train.steps=7", "--schedule.warmup_steps=0"};
   EXPECT_EQ(parse_command_line(3, argv).options.train.steps, 7);
 }
 
@@ -149,8 +150,8 @@ TEST(Options, MalformedValuesNameKeyValueAndType) {
   EXPECT_CONTAINS(msg, "model.d_model");
   EXPECT_CONTAINS(msg, "'12x'");
   EXPECT_CONTAINS(msg, "integer");
-  msg = error_of([] { parse_command_line(std::vector<std::string>{"--train.lr=fast"}); });
-  EXPECT_CONTAINS(msg, "train.lr");
+  msg = error_of([] { parse_command_line(std::vector<std::string>{"--optim.lr=fast"}); });
+  EXPECT_CONTAINS(msg, "optim.lr");
   EXPECT_CONTAINS(msg, "'fast'");
   EXPECT_CONTAINS(msg, "number");
   msg = error_of([] { parse_command_line(std::vector<std::string>{"--model.tie_embeddings=maybe"}); });
@@ -171,15 +172,15 @@ TEST(Options, ImpossibleCombinationsNameTheValues) {
   std::string msg = msg_of({"--train.global_batch=10", "--train.micro_batch=4"});
   EXPECT_CONTAINS(msg, "train.global_batch = 10");
   EXPECT_CONTAINS(msg, "train.micro_batch = 4");
-  msg = msg_of({"--train.lr=0.001", "--train.min_lr=0.01"});
-  EXPECT_CONTAINS(msg, "train.min_lr = 0.01");
-  msg = msg_of({"--train.warmup_steps=-1"});
-  EXPECT_CONTAINS(msg, "train.warmup_steps = -1");
+  msg = msg_of({"--optim.lr=0.001", "--schedule.min_lr=0.01"});
+  EXPECT_CONTAINS(msg, "schedule.min_lr = 0.01");
+  msg = msg_of({"--schedule.warmup_steps=-1"});
+  EXPECT_CONTAINS(msg, "schedule.warmup_steps = -1");
   EXPECT_NO_THROW(parse_command_line(std::vector<std::string>{"--train.steps=5"}));  // ends inside warmup
-  msg = msg_of({"--train.schedule=linear"});
+  msg = msg_of({"--schedule.name=linear"});
   EXPECT_CONTAINS(msg, "linear");
-  msg = msg_of({"--train.schedule=wsd", "--train.steps=100", "--train.warmup_steps=90"});
-  EXPECT_CONTAINS(msg, "train.warmup_steps = 90");
+  msg = msg_of({"--schedule.name=wsd", "--train.steps=100", "--schedule.warmup_steps=90"});
+  EXPECT_CONTAINS(msg, "schedule.warmup_steps = 90");
   msg = msg_of({"--data.source=shards"});
   EXPECT_CONTAINS(msg, "data.path");
   msg = msg_of({"--data.source=parquet"});
@@ -239,8 +240,8 @@ TEST(Options, HelpListsEveryKeyWithItsDefault) {
   // A few defaults spelled out, so the test does not rest on to_ini alone.
   EXPECT_CONTAINS(help, "--model.d_model int (=128)");
   EXPECT_CONTAINS(help, "--model.tie_embeddings bool (=false)");
-  EXPECT_CONTAINS(help, "--train.schedule string (=cosine)");
-  EXPECT_CONTAINS(help, "--train.lr float (=0.001)");
+  EXPECT_CONTAINS(help, "--schedule.name string (=cosine)");
+  EXPECT_CONTAINS(help, "--optim.lr float (=0.001)");
   EXPECT_CONTAINS(help, "--parallel.cp int (=1)");
   EXPECT_CONTAINS(help, "--config");
   // And nothing beyond the list.
@@ -253,15 +254,15 @@ TEST(Options, HelpListsEveryKeyWithItsDefault) {
 TEST(Options, ResolvedIniTextRoundTrips) {
   const CommandLine cl = parse_command_line(std::vector<std::string>{
       "--model.n_layers=4", "--model.pattern=MAMA", "--model.tie_embeddings=on", "--model.rope_theta=500000",
-      "--model.norm_eps=1e-6", "--model.init_std=0.30000000000000004", "--train.lr=3e-4", "--train.min_lr=3e-5",
-      "--train.seed=18446744073709551615", "--train.schedule=constant", "--train.out_dir=/tmp/run 1",
-      "--data.source=text", "--data.path=/data/shard_*.txt", "--data.val_path=val.txt", "--parallel.cp=2"});
+      "--model.norm_eps=1e-6", "--model.init_std=0.30000000000000004", "--optim.lr=3e-4", "--schedule.min_lr=3e-5",
+      "--train.seed=18446744073709551615", "--schedule.name=constant", "--train.out_dir=/tmp/run 1",
+      "--data.source=hdf5", "--data.path=/data/shard_*.h5", "--data.val_path=val.h5", "--parallel.cp=2"});
   const std::string text = to_ini(cl.options);
   const std::map<std::string, std::string> values = ini_values(text);
   EXPECT_EQ(values.size(), kAllKeys.size());
   for (const std::string& key : kAllKeys) EXPECT_EQ(values.count(key), 1u) << key;
   EXPECT_EQ(values.at("model.pattern"), "MAMA");
-  EXPECT_EQ(values.at("train.ckpt_dir"), "/tmp/run 1/checkpoints");
+  EXPECT_EQ(values.at("checkpoint.dir"), "/tmp/run 1/checkpoints");
 
   const RunOptions back = parse_ini(text, "round trip");
   EXPECT_EQ(to_ini(back), text);
@@ -272,13 +273,43 @@ TEST(Options, ResolvedIniTextRoundTrips) {
   EXPECT_TRUE(back.model.tie_embeddings);
   EXPECT_EQ(back.model.init_std, 0.30000000000000004);  // exact, not merely close
   EXPECT_EQ(back.model.norm_eps, 1e-6);
-  EXPECT_EQ(back.train.lr, 3e-4);
+  EXPECT_EQ(back.optim.lr, 3e-4);
   EXPECT_EQ(back.train.seed, 18446744073709551615u);
 }
 
 TEST(Options, ParseIniReportsItsOrigin) {
   EXPECT_CONTAINS(error_of([] { parse_ini("[train]\nsteps = 1\nbogus = 2\n", "checkpoint step_00000010.h5"); }),
                   "checkpoint step_00000010.h5");
+}
+
+// Configs written before the options were grouped per component (and stored in older
+// checkpoints) still read: a former key sets the new one and says so; both at once is refused.
+TEST(Options, FormerKeyNamesReadAsTheNewKeysWithANote) {
+  const IniFile file("[train]\nlr = 0.002\nckpt_every = 7\nschedule = wsd\n");
+  const CommandLine cl =
+      parse_command_line(std::vector<std::string>{file.path(), "--train.grad_clip=0.5", "--train.steps=50"});
+  EXPECT_EQ(cl.options.optim.lr, 0.002);
+  EXPECT_EQ(cl.options.checkpoint.every, 7);
+  EXPECT_EQ(cl.options.schedule.name, "wsd");
+  EXPECT_EQ(cl.options.optim.grad_clip, 0.5);
+  ASSERT_EQ(cl.notes.size(), 4u);
+  EXPECT_CONTAINS(cl.notes[0], "train.lr is now optim.lr");
+  EXPECT_CONTAINS(cl.notes[3], "command line: train.grad_clip is now optim.grad_clip");
+  EXPECT_EQ(parse_ini("[train]\nlr = 0.003\n").optim.lr, 0.003);  // a stored config of an older checkpoint
+  EXPECT_CONTAINS(error_of([] { parse_command_line(std::vector<std::string>{"--optim.lr=1", "--train.lr=2"}); }),
+                  "optim.lr is given twice in command line, also under its former name train.lr");
+  // The help shows only the new names.
+  EXPECT_EQ(options_help().find("train.lr"), std::string::npos);
+}
+
+TEST(Options, RuntimeAndTextSourceAreCheckedWhileParsing) {
+  auto msg_of = [](std::vector<std::string> args) { return error_of([&] { parse_command_line(args); }); };
+  EXPECT_CONTAINS(msg_of({"--runtime.device=tpu"}), "runtime.device = \"tpu\" is not one of cpu, cuda");
+  EXPECT_CONTAINS(msg_of({"--runtime.dtype=fp8"}), "runtime.dtype = \"fp8\"");
+  EXPECT_CONTAINS(msg_of({"--runtime.dtype=bf16"}), "runtime.dtype = bf16 needs runtime.device = cuda");
+  EXPECT_CONTAINS(msg_of({"--runtime.threads=-1"}), "runtime.threads = -1");
+  EXPECT_CONTAINS(msg_of({"--data.source=text", "--data.path=a.txt"}), "nexus data prepare");
+  EXPECT_NO_THROW(parse_command_line(std::vector<std::string>{"--runtime.device=cuda", "--runtime.dtype=bf16"}));
 }
 
 TEST(Options, ValuesThatCannotRoundTripAreRejected) {

@@ -1,0 +1,14 @@
+#include "trainer/runtime.h"
+
+#include <omp.h>
+
+namespace nexus {
+
+void apply_runtime(const RuntimeOptions& runtime) {
+  if (runtime.device == "cuda")
+    throw OptionsError("runtime.device = cuda: this build of nexus has no CUDA backend (it was configured "
+                       "without a CUDA compiler); use runtime.device = cpu");
+  if (runtime.threads > 0) omp_set_num_threads(int(runtime.threads));
+}
+
+}  // namespace nexus
