@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "e2e/logged_steps.h"
 #include "e2e/run_options.h"
 #include "trainer/train.h"
 
@@ -25,22 +26,31 @@ TEST(Training, TinyHybridLearnsAssociativeRecall) {
 TEST(Training, GradAccumulationMatchesALargerMicroBatch) {
   const std::string dir = test::temp_run_dir("accum");
   const std::vector<std::string> common{"--train.steps=3", "--train.global_batch=8", "--train.eval_every=0",
-                                        "--schedule.warmup_steps=10"};
+                                        "--schedule.warmup_steps=10", "--train.log_every=1"};
   auto with = [&](const std::string& micro) {
     auto args = common;
     args.push_back("--train.micro_batch=" + micro);
-    return test::tiny_run(dir, args);
+    return test::tiny_run(dir + "/micro" + micro, args);
   };
   const TrainResult accumulated = train(with("2"), Communicator::self());  // 4 micro-batches of 2
   const TrainResult whole = train(with("8"), Communicator::self());        // 1 micro-batch of 8
+  ASSERT_EQ(whole.losses.size(), 3u);
+  ASSERT_EQ(accumulated.losses.size(), 3u);
+  // The accumulated gradient's scale, which clipping and AdamW hide from the weights: a sum over
+  // micro-batches not divided by the global target count (or divided twice) shows here.
+  // Summation order only, as for the losses: 1e-4 relative is far below any wrong factor.
+  test::expect_same_grad_norms(test::logged_grad_norms(accumulated.metrics_path),
+                               test::logged_grad_norms(whole.metrics_path), 0, 1e-4, "grad_accum 4 vs 1");
   for (std::size_t s = 0; s < whole.losses.size(); ++s)
     EXPECT_NEAR(accumulated.losses[s], whole.losses[s], 1e-5 * whole.losses[s]) << "step " << s;
-  // Same tolerance argument as the data-parallel test: fp32 summation order only.
+  // Same tolerance argument as the data-parallel test (tests/mpi/test_train_dp.cpp): fp32
+  // summation order only, which a near-cancelling gradient entry passes through AdamW's
+  // m / sqrt(v) (measured 1.96e-5 on one weight on an AMD EPYC).
   double worst = 0;
   for (std::size_t i = 0; i < whole.params.size(); ++i)
     worst = std::max(worst, double(std::abs(accumulated.params[i] - whole.params[i])));
   std::printf("max |weight difference| = %.3g\n", worst);
-  EXPECT_LT(worst, 1e-5);
+  EXPECT_LT(worst, 1e-4);
   std::filesystem::remove_all(dir);
 }
 

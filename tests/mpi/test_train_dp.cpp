@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "e2e/logged_steps.h"
 #include "e2e/run_options.h"
 #include "mpi/world.h"
 #include "support/check.h"
@@ -19,31 +20,47 @@ TEST(DataParallel, RanksSplittingTheGlobalBatchMatchOneRank) {
   const std::string dir = test::temp_run_dir("dp_rank" + std::to_string(world.rank()));
   const std::vector<std::string> common{"--train.steps=" + std::to_string(steps),
                                         "--train.global_batch=" + std::to_string(global), "--train.eval_every=0",
-                                        "--schedule.warmup_steps=10"};
-  auto with = [&](std::string micro) {
+                                        "--schedule.warmup_steps=10", "--train.log_every=1"};
+  auto with = [&](const std::string& run_dir, std::string micro) {
     auto args = common;
     args.push_back("--train.micro_batch=" + micro);
-    return test::tiny_run(dir, args);
+    return test::tiny_run(run_dir, args);
   };
-  const TrainResult distributed = train(with(std::to_string(global / world.size())), world);
+  const TrainResult distributed = train(with(dir + "/dp", std::to_string(global / world.size())), world);
   // The single-rank reference: each process runs it alone on MPI_COMM_SELF.
-  const TrainResult single = train(with(std::to_string(global)), Communicator::self());
+  const TrainResult single = train(with(dir + "/single", std::to_string(global)), Communicator::self());
 
   ASSERT_EQ(distributed.losses.size(), std::size_t(steps));
+  ASSERT_EQ(single.losses.size(), std::size_t(steps));
+  // The reduced gradient's scale: clipping and AdamW's m / sqrt(v) would hide a gradient that is
+  // N times too large (or N times too small) from the losses and weights below, its norm does
+  // not. Both runs sum the same per-sequence gradients in a different order (fp32, ~1e-7
+  // relative per entry), so the norms agree to ~1e-6 after 3 steps (measured 7e-7); 1e-4 is far
+  // from the factor of 2 or 4 of a wrong reduction and from any other wrong scale.
+  if (world.is_root()) {
+    const std::vector<double> dp_norms = test::logged_grad_norms(distributed.metrics_path),
+                              one_norms = test::logged_grad_norms(single.metrics_path);
+    EXPECT_EQ(one_norms.size(), std::size_t(steps));  // no ASSERT on one rank: the others would wait below
+    test::expect_same_grad_norms(dp_norms, one_norms, 0, 1e-4, "dp vs one rank");
+  }
   // Same data, same weights: losses agree up to fp32 summation order (sums over 2-4 partial
   // batches instead of one), ~1e-7 relative.
   for (idx s = 0; s < steps; ++s)
     EXPECT_NEAR(distributed.losses[std::size_t(s)], single.losses[std::size_t(s)], 1e-5 * single.losses[std::size_t(s)])
         << "step " << s;
   // Weights: a gradient entry that differs by fp32 rounding moves AdamW's normalised update
-  // m / sqrt(v) by the same relative amount, ~1e-6, of an update of at most lr = 3e-3 per step;
-  // 1e-5 absolute over 3 steps is far above that and far below one update (a wrong batch split
-  // or a missing all-reduce moves weights by ~lr).
+  // m / sqrt(v) by the same relative amount, ~1e-6, of an update of at most lr = 3e-3 per step
+  // -- except an entry whose gradient is a near-cancelling sum, where the summation order changes
+  // the entry itself by a large relative amount and m / sqrt(v) passes that on (measured on an
+  // AMD EPYC: one weight of 408,648, layers.6.mamba.out_proj[7436], 1.96e-5 at 4 ranks; the
+  // gradient norms above agree to 4e-6). 1e-4 absolute, as in the cp test below, covers that and
+  // stays a thirtieth of one update: a wrong batch split or a missing all-reduce moves weights by
+  // ~lr, and the gradient-norm check above catches any wrong scale exactly.
   double worst = 0;
   for (std::size_t i = 0; i < single.params.size(); ++i)
     worst = std::max(worst, double(std::abs(distributed.params[i] - single.params[i])));
   std::printf("max |weight difference| = %.3g\n", worst);
-  EXPECT_LT(worst, 1e-5);
+  EXPECT_LT(worst, 1e-4);
 
   // Every rank holds bit-identical weights: compare with rank 0's.
   std::vector<float> root = distributed.params;
@@ -62,8 +79,9 @@ namespace {
 // number of data-parallel ranks with the same global batch.
 TEST(DataParallel, CheckpointsResumeOnAnotherNumberOfRanks) {
   const Communicator& world = test::world();
-  const std::vector<std::string> args{"--train.steps=6", "--train.global_batch=8", "--schedule.warmup_steps=10",
-                                      "--train.eval_every=0", "--checkpoint.every=3", "--train.micro_batch=2"};
+  const std::vector<std::string> args{"--train.steps=6",      "--train.global_batch=8", "--schedule.warmup_steps=10",
+                                      "--train.eval_every=0", "--checkpoint.every=3",   "--train.micro_batch=2",
+                                      "--train.log_every=1"};
   auto with = [&](const std::string& dir, std::vector<std::string> extra) {
     auto a = args;
     a.insert(a.end(), extra.begin(), extra.end());
@@ -93,6 +111,9 @@ TEST(DataParallel, CheckpointsResumeOnAnotherNumberOfRanks) {
   const TrainResult many = train(with(mine + "/many", {}), world, ckpt1);
   ASSERT_EQ(many.first_step, 3);
 
+  ASSERT_EQ(single.losses.size(), 6u);
+  ASSERT_EQ(one.losses.size(), 3u);
+  ASSERT_EQ(many.losses.size(), 3u);
   // Same tolerance argument as above: only fp32 summation order differs between the paths.
   for (std::size_t s = 0; s < 3; ++s) {
     EXPECT_NEAR(one.losses[s], single.losses[s + 3], 1e-5 * single.losses[s + 3]) << "N -> 1, step " << s + 3;
@@ -103,8 +124,14 @@ TEST(DataParallel, CheckpointsResumeOnAnotherNumberOfRanks) {
     worst_one = std::max(worst_one, double(std::abs(one.params[i] - single.params[i])));
     worst_many = std::max(worst_many, double(std::abs(many.params[i] - single.params[i])));
   }
-  EXPECT_LT(worst_one, 1e-5);
-  EXPECT_LT(worst_many, 1e-5);
+  EXPECT_LT(worst_one, 1e-4);  // the tolerance argument of the test above
+  EXPECT_LT(worst_many, 1e-4);
+  // The resumed runs reduce their gradients at the right scale too (tolerance as in the test above).
+  const std::vector<double> single_norms = test::logged_grad_norms(single.metrics_path);
+  ASSERT_EQ(single_norms.size(), 6u);
+  test::expect_same_grad_norms(test::logged_grad_norms(one.metrics_path), single_norms, 3, 1e-4, "N -> 1");
+  if (world.is_root())
+    test::expect_same_grad_norms(test::logged_grad_norms(many.metrics_path), single_norms, 3, 1e-4, "1 -> N");
   world.barrier();
   std::filesystem::remove_all(mine);
 }
@@ -129,7 +156,8 @@ TEST(ContextParallel, TrainingFollowsOneRankAndCheckpointsMoveBetweenLayouts) {
   const Communicator& world = test::world();
   const idx cp = 2, dp = world.size() / cp, global = 4;
   const std::vector<std::string> args{"--train.steps=6", "--train.global_batch=" + std::to_string(global),
-                                      "--schedule.warmup_steps=10", "--train.eval_every=0", "--checkpoint.every=3"};
+                                      "--schedule.warmup_steps=10", "--train.eval_every=0", "--checkpoint.every=3",
+                                      "--train.log_every=1"};
   auto with = [&](const std::string& dir, bool parallel, std::vector<std::string> extra) {
     auto a = args;
     a.push_back("--train.micro_batch=" + std::to_string(parallel ? global / dp : global));
@@ -150,6 +178,10 @@ TEST(ContextParallel, TrainingFollowsOneRankAndCheckpointsMoveBetweenLayouts) {
   const TrainResult many = train(with(mine + "/d", true, {}), world, broadcast_string(world, alone.last_checkpoint));
   ASSERT_EQ(one.first_step, 3);
   ASSERT_EQ(many.first_step, 3);
+  ASSERT_EQ(single.losses.size(), 6u);
+  ASSERT_EQ(sharded.losses.size(), 6u);
+  ASSERT_EQ(one.losses.size(), 3u);
+  ASSERT_EQ(many.losses.size(), 3u);
 
   // fp32 with the sequence split in zigzag chunks: ring merges and per-segment SSD sums reorder
   // additions, ~1e-7 relative per value, so the loss curves agree to 1e-5. (The fp64 model test
@@ -171,6 +203,16 @@ TEST(ContextParallel, TrainingFollowsOneRankAndCheckpointsMoveBetweenLayouts) {
   }
   std::printf("cp: max |weight difference| = %.3g\n", worst);
   EXPECT_LT(worst, 1e-4);
+  // The reduced gradient's scale over the cp (and dp) groups, which AdamW hides from the weights.
+  // The weights differ a little more than under dp (see above), and so do the later steps'
+  // gradients: measured 4.5e-6 relative, well inside 1e-4, which a factor of 2 or 4 is not.
+  const std::vector<double> single_norms = test::logged_grad_norms(single.metrics_path);
+  ASSERT_EQ(single_norms.size(), 6u);
+  test::expect_same_grad_norms(test::logged_grad_norms(one.metrics_path), single_norms, 3, 1e-4, "cp 2 -> 1");
+  if (world.is_root()) {
+    test::expect_same_grad_norms(test::logged_grad_norms(sharded.metrics_path), single_norms, 0, 1e-4, "cp 2");
+    test::expect_same_grad_norms(test::logged_grad_norms(many.metrics_path), single_norms, 3, 1e-4, "cp 1 -> 2");
+  }
   world.barrier();
   std::filesystem::remove_all(mine);
 }
