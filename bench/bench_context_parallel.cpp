@@ -8,14 +8,15 @@
 //   mpirun -np 2 build/bench/bench_context_parallel [configs/small.ini] [--seq-len T] [--iters N]
 //                                                   [--budget-gib G]
 #include <chrono>
+#include <cstdio>
 #include <limits>
 #include <new>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 
 #include "data/zigzag.h"
+#include "kernels/cpu/blas_runtime.h"
 #include "model/model.h"
 #include "parallel/communicator.h"
 #include "trainer/metrics.h"

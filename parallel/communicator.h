@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 
