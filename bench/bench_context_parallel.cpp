@@ -8,9 +8,9 @@
 //   mpirun -np 2 build/bench/bench_context_parallel [configs/small.ini] [--seq-len T] [--iters N]
 //                                                   [--budget-gib G]
 #include <chrono>
-#include <cstdio>
 #include <limits>
 #include <new>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
