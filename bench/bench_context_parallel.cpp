@@ -16,6 +16,7 @@
 #include <string>
 
 #include "data/zigzag.h"
+#include "kernels/cpu/blas_runtime.h"
 #include "model/model.h"
 #include "parallel/communicator.h"
 #include "trainer/metrics.h"

@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 
+#include "kernels/cpu/blas_runtime.h"
 #include "model/model.h"
 #include "trainer/metrics.h"
 #include "trainer/options.h"

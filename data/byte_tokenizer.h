@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 

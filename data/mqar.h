@@ -19,7 +19,7 @@
 
 #include <cstdint>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 

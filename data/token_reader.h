@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 

@@ -8,7 +8,7 @@
 #include <memory>
 #include <new>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 

@@ -1,7 +1,5 @@
 // Attention mixer (Bamba's BambaAttention): GQA without biases, RoPE on the first half of each
 // head's dims at global positions, causal flash attention, o_proj.
-#include <algorithm>
-
 #include "model/layers.h"
 #include "parallel/ring_attention.h"
 #include "parallel/zigzag.h"
@@ -21,13 +19,13 @@ RingShape ring_shape(const ModelConfig& c, idx B, idx Tn) {
 // RoPE (or its transpose) at the tokens' global positions: one run from pos0, or under context
 // parallelism each sequence's two zigzag chunks from their own first positions.
 template <typename T>
-void rotate(bool backward, T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, idx H, const ModelConfig& c, idx pos0,
+void rotate(const Exec& ex, bool backward, T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, idx H, const ModelConfig& c, idx pos0,
             const RingContext<T>* ring) {
   auto apply = [&](T* p, idx b, idx n, idx first) {
     if (backward)
-      rope_backward(p, b, n, H, c.head_dim, c.rotary_dim(), first, c.rope_theta);
+      rope_backward(ex, p, b, n, H, c.head_dim, c.rotary_dim(), first, c.rope_theta);
     else
-      rope_forward(p, b, n, H, c.head_dim, c.rotary_dim(), first, c.rope_theta);
+      rope_forward(ex, p, b, n, H, c.head_dim, c.rotary_dim(), first, c.rope_theta);
   };
   if (!ring) return apply(x, B, Tn, pos0);
   const idx chunk = Tn / 2, r = ring->cp->rank(), cp = ring->cp->size();
@@ -39,59 +37,59 @@ void rotate(bool backward, T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, idx H, const Mod
 }  // namespace
 
 template <typename T>
-void attention_mixer_forward(T* out, const AttentionActivations<T>& a, const T* inp,
+void attention_mixer_forward(const Exec& ex, T* out, const AttentionActivations<T>& a, const T* inp,
                              const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn, idx pos0,
                              const KvPrefix<T>* prefix, const RingContext<T>* ring) {
   const idx N = B * Tn, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
-  matmul_forward(a.q, inp, w.q, N, D, Hq * hd);
-  matmul_forward(a.k, inp, w.k, N, D, Hkv * hd);
-  matmul_forward(a.v, inp, w.v, N, D, Hkv * hd);
-  rotate(false, a.q, B, Tn, Hq, c, pos0, ring);
-  rotate(false, a.k, B, Tn, Hkv, c, pos0, ring);
+  matmul_forward(ex, a.q, inp, w.q, N, D, Hq * hd);
+  matmul_forward(ex, a.k, inp, w.k, N, D, Hkv * hd);
+  matmul_forward(ex, a.v, inp, w.v, N, D, Hkv * hd);
+  rotate(ex, false, a.q, B, Tn, Hq, c, pos0, ring);
+  rotate(ex, false, a.k, B, Tn, Hkv, c, pos0, ring);
   if (ring)
-    ring_attention_forward(a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn), *ring->cp, ring->workspace);
+    ring_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn), *ring->cp, ring->workspace);
   else
-    attention_forward(a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0));
+    attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0));
   if (prefix) {
     AttentionShape s = local_shape(c, B, Tn, pos0);
     s.Tk = prefix->len;
     s.k_pos0 = prefix->pos0;
-    attention_forward(prefix->out_scratch, prefix->lse_scratch, a.q, prefix->k, prefix->v, s);
-    attention_merge(a.att, a.lse, prefix->out_scratch, prefix->lse_scratch, N * Hq, hd);
+    attention_forward(ex, prefix->out_scratch, prefix->lse_scratch, a.q, prefix->k, prefix->v, s);
+    attention_merge(ex, a.att, a.lse, prefix->out_scratch, prefix->lse_scratch, N * Hq, hd);
   }
-  matmul_forward(out, a.att, w.o, N, Hq * hd, D);
+  matmul_forward(ex, out, a.att, w.o, N, Hq * hd, D);
 }
 
 template <typename T>
-void attention_mixer_backward(T* dinp, const AttentionTensors<T*>& g, const AttentionScratch<T>& s,
-                              const T* dout, const T* inp, const AttentionActivations<T>& a,
-                              const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn,
-                              idx pos0, const RingContext<T>* ring) {
+void attention_mixer_backward(const Exec& ex, T* dinp, const AttentionTensors<accum_t<T>*>& g,
+                              const AttentionScratch<T>& s, const T* dout, const T* inp,
+                              const AttentionActivations<T>& a, const AttentionTensors<const T*>& w,
+                              const ModelConfig& c, idx B, idx Tn, idx pos0, const RingContext<T>* ring) {
   const idx N = B * Tn, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
-  matmul_backward(s.datt, g.o, dout, a.att, w.o, N, Hq * hd, D, false);
+  matmul_backward(ex, s.datt, g.o, dout, a.att, w.o, N, Hq * hd, D, false);
   // attention_backward accumulates (the ring adds several blocks' contributions).
-  std::fill(s.dq, s.dq + N * Hq * hd, T(0));
-  std::fill(s.dk, s.dk + N * Hkv * hd, T(0));
-  std::fill(s.dv, s.dv + N * Hkv * hd, T(0));
+  fill_constant(ex, s.dq, N * Hq * hd, T(0));
+  fill_constant(ex, s.dk, N * Hkv * hd, T(0));
+  fill_constant(ex, s.dv, N * Hkv * hd, T(0));
   if (ring)
-    ring_attention_backward(s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn), *ring->cp,
+    ring_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn), *ring->cp,
                             ring->workspace);
   else
-    attention_backward(s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0));
-  rotate(true, s.dq, B, Tn, Hq, c, pos0, ring);
-  rotate(true, s.dk, B, Tn, Hkv, c, pos0, ring);
-  matmul_backward(dinp, g.q, s.dq, inp, w.q, N, D, Hq * hd, false);
-  matmul_backward(dinp, g.k, s.dk, inp, w.k, N, D, Hkv * hd, true);
-  matmul_backward(dinp, g.v, s.dv, inp, w.v, N, D, Hkv * hd, true);
+    attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0));
+  rotate(ex, true, s.dq, B, Tn, Hq, c, pos0, ring);
+  rotate(ex, true, s.dk, B, Tn, Hkv, c, pos0, ring);
+  matmul_backward(ex, dinp, g.q, s.dq, inp, w.q, N, D, Hq * hd, false);
+  matmul_backward(ex, dinp, g.k, s.dk, inp, w.k, N, D, Hkv * hd, true);
+  matmul_backward(ex, dinp, g.v, s.dv, inp, w.v, N, D, Hkv * hd, true);
 }
 
-#define NEXUS_INSTANTIATE(T)                                                                                  \
-  template void attention_mixer_forward<T>(T*, const AttentionActivations<T>&, const T*,                      \
-                                           const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx, \
-                                           const KvPrefix<T>*, const RingContext<T>*);                        \
-  template void attention_mixer_backward<T>(T*, const AttentionTensors<T*>&, const AttentionScratch<T>&,      \
-                                            const T*, const T*, const AttentionActivations<T>&,               \
-                                            const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx, \
+#define NEXUS_INSTANTIATE(T)                                                                                          \
+  template void attention_mixer_forward<T>(const Exec&, T*, const AttentionActivations<T>&, const T*,                 \
+                                           const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx,      \
+                                           const KvPrefix<T>*, const RingContext<T>*);                                \
+  template void attention_mixer_backward<T>(const Exec&, T*, const AttentionTensors<T*>&, const AttentionScratch<T>&, \
+                                            const T*, const T*, const AttentionActivations<T>&,                       \
+                                            const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx,     \
                                             const RingContext<T>*);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)

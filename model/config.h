@@ -4,7 +4,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 

@@ -20,8 +20,13 @@ std::size_t sz(idx n) { return static_cast<std::size_t>(n); }
 
 template <typename T>
 InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params, idx max_batch, idx block_tokens,
-                                      idx max_blocks)
-    : config_(config), table_(config), batch_(max_batch), block_tokens_(block_tokens), max_blocks_(max_blocks) {
+                                      idx max_blocks, Exec ex)
+    : config_(config),
+      table_(config),
+      ex_(ex),
+      batch_(max_batch),
+      block_tokens_(block_tokens),
+      max_blocks_(max_blocks) {
   config_.validate();
   if (!params) throw std::invalid_argument("InferenceSession: params is null");
   if (max_batch <= 0 || block_tokens <= 0 || max_blocks <= 0 || max_blocks > std::numeric_limits<std::int32_t>::max())
@@ -43,7 +48,7 @@ InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params
       lc.v_pool.assign(lc.k_pool.size(), T(0));
     } else {
       lc.conv.assign(sz(B * (c.mamba_d_conv - 1) * c.conv_dim()), T(0));
-      lc.ssm.assign(sz(B * c.mamba_heads() * c.mamba_headdim * c.mamba_d_state), T(0));
+      lc.ssm.assign(sz(B * c.mamba_heads() * c.mamba_headdim * c.mamba_d_state), A(0));
     }
   }
   pos_.assign(sz(B), 0);
@@ -53,7 +58,7 @@ InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params
   column_.assign(sz(B), 0);
   res_.assign(sz(B * D), T(0));
   ln_.assign(sz(B * D), T(0));
-  rstd_.assign(sz(B * c.mamba_ngroups), T(0));  // [B] for the RMSNorms, [B, G] for the gated one
+  rstd_.assign(sz(B * c.mamba_ngroups), A(0));  // [B] for the RMSNorms, [B, G] for the gated one
   branch_.assign(sz(B * D), T(0));
   gate_up_.assign(sz(B * 2 * F), T(0));
   act_.assign(sz(B * F), T(0));
@@ -81,8 +86,8 @@ void InferenceSession<T>::reset() {
   std::fill(block_table_.begin(), block_table_.end(), -1);
   std::fill(pos_.begin(), pos_.end(), 0);
   for (LayerCache& lc : caches_) {
-    std::fill(lc.conv.begin(), lc.conv.end(), T(0));
-    std::fill(lc.ssm.begin(), lc.ssm.end(), T(0));
+    fill_constant(ex_, lc.conv.data(), idx(lc.conv.size()), T(0));
+    fill_constant(ex_, lc.ssm.data(), idx(lc.ssm.size()), A(0));
   }
 }
 
@@ -104,8 +109,8 @@ void InferenceSession<T>::reset_sequence(idx b) {
   pos_[sz(b)] = 0;
   for (LayerCache& lc : caches_) {
     const idx conv_row = idx(lc.conv.size()) / batch_, ssm_row = idx(lc.ssm.size()) / batch_;
-    std::fill_n(lc.conv.begin() + b * conv_row, conv_row, T(0));
-    std::fill_n(lc.ssm.begin() + b * ssm_row, ssm_row, T(0));
+    fill_constant(ex_, lc.conv.data() + b * conv_row, conv_row, T(0));
+    fill_constant(ex_, lc.ssm.data() + b * ssm_row, ssm_row, A(0));
   }
 }
 
@@ -137,6 +142,7 @@ void InferenceSession<T>::claim_blocks() {
 template <typename T>
 const T* InferenceSession<T>::step(const std::int32_t* tokens) {
   const ModelConfig& c = config_;
+  const Exec& ex = ex_;
   const idx B = batch_, D = c.d_model, V = c.vocab_size;
   for (idx b = 0; b < B; ++b)
     if (tokens[b] < 0 || tokens[b] >= V)
@@ -144,23 +150,25 @@ const T* InferenceSession<T>::step(const std::int32_t* tokens) {
                                   " is outside the vocabulary [0, " + std::to_string(V) + ")");
   claim_blocks();
 
-  embedding_forward(res_.data(), tokens, embed_, B, D);
+  embedding_forward(ex, res_.data(), tokens, embed_, B, D);
   const T* branch = nullptr;  // the previous block's output, added by the next fused norm
   for (idx i = 0; i < c.n_layers; ++i) {
     const LayerTensors<const T*>& w = weights_[sz(i)];
-    residual_rmsnorm_forward(res_.data(), ln_.data(), rstd_.data(), res_.data(), branch, w.input_norm, B, D,
+    residual_rmsnorm_forward(ex, res_.data(), ln_.data(), rstd_.data(), res_.data(), branch, w.input_norm, B, D,
                              c.norm_eps);
     if (c.is_attention(i))
       attention_step(w.attn, caches_[sz(i)]);
     else
       mamba_step(w.mamba, caches_[sz(i)]);
-    residual_rmsnorm_forward(res_.data(), ln_.data(), rstd_.data(), res_.data(), branch_.data(), w.ff_norm, B, D,
+    residual_rmsnorm_forward(ex, res_.data(), ln_.data(), rstd_.data(), res_.data(), branch_.data(), w.ff_norm, B, D,
                              c.norm_eps);
-    mlp_forward(branch_.data(), MlpActivations<T>{gate_up_.data(), act_.data()}, ln_.data(), w.mlp, B, D, c.mlp_hidden);
+    mlp_forward(ex, branch_.data(), MlpActivations<T>{gate_up_.data(), act_.data()}, ln_.data(), w.mlp, B, D,
+                c.mlp_hidden);
     branch = branch_.data();
   }
-  residual_rmsnorm_forward(res_.data(), ln_.data(), rstd_.data(), res_.data(), branch, final_norm_, B, D, c.norm_eps);
-  matmul_forward(logits_.data(), ln_.data(), head_, B, D, V);
+  residual_rmsnorm_forward(ex, res_.data(), ln_.data(), rstd_.data(), res_.data(), branch, final_norm_, B, D,
+                           c.norm_eps);
+  matmul_forward(ex, logits_.data(), ln_.data(), head_, B, D, V);
   for (idx& p : pos_) ++p;
   return logits_.data();
 }
@@ -181,15 +189,16 @@ const T* InferenceSession<T>::prefill(const std::int32_t* tokens, idx Tn) {
 template <typename T>
 void InferenceSession<T>::mamba_step(const MambaTensors<const T*>& w, LayerCache& lc) {
   const ModelConfig& c = config_;
+  const Exec& ex = ex_;
   const idx B = batch_, D = c.d_model, E = c.in_proj_dim(), C = c.conv_dim(), Di = c.d_inner();
   const idx GN = c.mamba_ngroups * c.mamba_d_state;
   T* z = zxbcdt_.data();
-  matmul_forward(z, ln_.data(), w.in_proj, B, D, E);
-  conv1d_silu_step(xbc_.data(), lc.conv.data(), z + Di, E, w.conv_w, w.conv_b, B, C, c.mamba_d_conv);
-  ssd_step(y_.data(), lc.ssm.data(), xbc_.data(), xbc_.data() + Di, xbc_.data() + Di + GN, z + Di + C, w.dt_bias,
+  matmul_forward(ex, z, ln_.data(), w.in_proj, B, D, E);
+  conv1d_silu_step(ex, xbc_.data(), lc.conv.data(), z + Di, E, w.conv_w, w.conv_b, B, C, c.mamba_d_conv);
+  ssd_step(ex, y_.data(), lc.ssm.data(), xbc_.data(), xbc_.data() + Di, xbc_.data() + Di + GN, z + Di + C, w.dt_bias,
            w.A_log, w.D, mamba_ssd_shape(c, B, 1), SsdStrides{C, C, E});
-  gated_rmsnorm_forward(gated_.data(), rstd_.data(), y_.data(), z, E, w.norm, B, Di, c.mamba_ngroups, c.norm_eps);
-  matmul_forward(branch_.data(), gated_.data(), w.out_proj, B, Di, D);
+  gated_rmsnorm_forward(ex, gated_.data(), rstd_.data(), y_.data(), z, E, w.norm, B, Di, c.mamba_ngroups, c.norm_eps);
+  matmul_forward(ex, branch_.data(), gated_.data(), w.out_proj, B, Di, D);
 }
 
 // q/k/v projections -> RoPE at each sequence's own position -> K, V appended to the cache ->
@@ -197,24 +206,25 @@ void InferenceSession<T>::mamba_step(const MambaTensors<const T*>& w, LayerCache
 template <typename T>
 void InferenceSession<T>::attention_step(const AttentionTensors<const T*>& w, LayerCache& lc) {
   const ModelConfig& c = config_;
+  const Exec& ex = ex_;
   const idx B = batch_, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
   const idx qdim = Hq * hd, kvdim = Hkv * hd;
-  matmul_forward(q_.data(), ln_.data(), w.q, B, D, qdim);
-  matmul_forward(k_.data(), ln_.data(), w.k, B, D, kvdim);
-  matmul_forward(v_.data(), ln_.data(), w.v, B, D, kvdim);
+  matmul_forward(ex, q_.data(), ln_.data(), w.q, B, D, qdim);
+  matmul_forward(ex, k_.data(), ln_.data(), w.k, B, D, kvdim);
+  matmul_forward(ex, v_.data(), ln_.data(), w.v, B, D, kvdim);
   for (idx b = 0; b < B; ++b) {
     const idx pos = pos_[sz(b)];
-    rope_forward(q_.data() + b * qdim, 1, 1, Hq, hd, c.rotary_dim(), pos, c.rope_theta);
-    rope_forward(k_.data() + b * kvdim, 1, 1, Hkv, hd, c.rotary_dim(), pos, c.rope_theta);
+    rope_forward(ex, q_.data() + b * qdim, 1, 1, Hq, hd, c.rotary_dim(), pos, c.rope_theta);
+    rope_forward(ex, k_.data() + b * kvdim, 1, 1, Hkv, hd, c.rotary_dim(), pos, c.rope_theta);
     const idx blk = block_table_[sz(b * max_blocks_ + pos / block_tokens_)];
     const idx at = (blk * block_tokens_ + pos % block_tokens_) * kvdim;
-    std::copy_n(k_.begin() + b * kvdim, kvdim, lc.k_pool.begin() + at);
-    std::copy_n(v_.begin() + b * kvdim, kvdim, lc.v_pool.begin() + at);
+    copy_values(ex, lc.k_pool.data() + at, static_cast<const T*>(k_.data() + b * kvdim), kvdim);
+    copy_values(ex, lc.v_pool.data() + at, static_cast<const T*>(v_.data() + b * kvdim), kvdim);
     kv_len_[sz(b)] = pos + 1;
   }
-  attention_decode_paged(att_.data(), q_.data(), lc.k_pool.data(), lc.v_pool.data(), block_table_.data(),
+  attention_decode_paged(ex, att_.data(), q_.data(), lc.k_pool.data(), lc.v_pool.data(), block_table_.data(),
                          kv_len_.data(), PagedKvShape{B, Hq, Hkv, hd, block_tokens_, max_blocks_});
-  matmul_forward(branch_.data(), att_.data(), w.o, B, qdim, D);
+  matmul_forward(ex, branch_.data(), att_.data(), w.o, B, qdim, D);
 }
 
 template class InferenceSession<float>;

@@ -29,9 +29,10 @@ template <typename T>
 class InferenceSession {
  public:
   // params: the flat buffer in ParamTable(config) layout, borrowed (it must outlive the session).
-  // max_batch sequences decode side by side, each at its own position.
+  // max_batch sequences decode side by side, each at its own position. Every op runs on `ex`.
   InferenceSession(const ModelConfig& config, const T* params, idx max_batch, idx block_tokens = 16,
-                   idx max_blocks = 256);
+                   idx max_blocks = 256, Exec ex = {});
+  using A = accum_t<T>;  // the accumulator type: SSM states and norm statistics
 
   // One token per sequence (tokens: [max_batch]); returns the logits of the next token,
   // [max_batch, vocab_size], valid until the next call. A token outside [0, vocab) throws
@@ -57,7 +58,7 @@ class InferenceSession {
  private:
   struct LayerCache {
     std::vector<T> conv;            // [B, K-1, conv_dim]  Mamba: the last K-1 conv inputs
-    std::vector<T> ssm;             // [B, H, P, N]        Mamba: SSM state
+    std::vector<A> ssm;             // [B, H, P, N]        Mamba: SSM state
     std::vector<T> k_pool, v_pool;  // [max_blocks, block_tokens, Hkv, hd]  attention: after RoPE
   };
   void claim_blocks();
@@ -67,6 +68,7 @@ class InferenceSession {
 
   ModelConfig config_;
   ParamTable table_;
+  Exec ex_;
   idx batch_, block_tokens_, max_blocks_;
   std::vector<LayerTensors<const T*>> weights_;  // [n_layers] views into the borrowed params
   const T* embed_ = nullptr;                     // [V, D]
@@ -84,7 +86,7 @@ class InferenceSession {
   // One token per sequence of activations, reused by every layer.
   std::vector<T> res_;      // [B, D] residual stream
   std::vector<T> ln_;       // [B, D] a norm's output (the next block's input)
-  std::vector<T> rstd_;     // [B, G] gated norm statistics
+  std::vector<A> rstd_;     // [B, G] gated norm statistics
   std::vector<T> branch_;   // [B, D] a mixer's or MLP's output, added by the next norm
   std::vector<T> gate_up_;  // [B, 2F]
   std::vector<T> act_;      // [B, F]

@@ -2,8 +2,9 @@
 // functions over named views, forward and backward side by side. A mixer maps the normed residual
 // [N, D] to its branch output [N, D]; the residual adds and norms around it are the model's.
 //
-// Views are templated on the pointer type: Tensors<const T*> over the parameters, Tensors<T*>
-// over the deltas (gradients), which share the parameter table's layout.
+// Views are templated on the pointer type: Tensors<const T*> over the parameters,
+// Tensors<accum_t<T>*> over the deltas (gradients), which share the parameter table's layout.
+// Every function runs its ops on `ex`.
 #pragma once
 
 #include "kernels/ops.h"
@@ -61,7 +62,7 @@ struct MambaActivations {
   T* xbc;         // [N, conv_dim]     after conv1d + SiLU: x | B | C
   T* y;           // [N, d_inner]      SSD output, D skip included
   T* gated;       // [N, d_inner]      gated RMSNorm output (out_proj's input)
-  T* gated_rstd;  // [N, G]           one rstd per group of d_inner / G channels, as Bamba
+  accum_t<T>* gated_rstd;  // [N, G]           one rstd per group of d_inner / G channels, as Bamba
 };
 
 template <typename T>
@@ -79,22 +80,23 @@ struct MambaScratch {
 template <typename T>
 struct MambaCarry {
   const T* conv_in = nullptr;
-  const T* state_in = nullptr;
+  const accum_t<T>* state_in = nullptr;
   T* conv_out = nullptr;
-  T* state_out = nullptr;
+  accum_t<T>* state_out = nullptr;
 };
 
 SsdShape mamba_ssd_shape(const ModelConfig& c, idx B, idx Tn);
 
 template <typename T>
-void mamba_mixer_forward(T* out /*[N,D]*/, const MambaActivations<T>& a, const T* inp /*[N,D]*/,
-                         const MambaTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn,
-                         T* ssd_workspace, const MambaCarry<T>& carry = {});
+void mamba_mixer_forward(const Exec& ex, T* out /*[N,D]*/, const MambaActivations<T>& a, const T* inp /*[N,D]*/,
+                         const MambaTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn, T* ssd_workspace,
+                         const MambaCarry<T>& carry = {});
 // dinp is overwritten.
 template <typename T>
-void mamba_mixer_backward(T* dinp /*[N,D]*/, const MambaTensors<T*>& g, const MambaScratch<T>& s,
-                          const T* dout /*[N,D]*/, const T* inp /*[N,D]*/, const MambaActivations<T>& a,
-                          const MambaTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn);
+void mamba_mixer_backward(const Exec& ex, T* dinp /*[N,D]*/, const MambaTensors<accum_t<T>*>& g,
+                          const MambaScratch<T>& s, const T* dout /*[N,D]*/, const T* inp /*[N,D]*/,
+                          const MambaActivations<T>& a, const MambaTensors<const T*>& w, const ModelConfig& c, idx B,
+                          idx Tn);
 
 // ------------------------------------------------------------------------------------------------
 // Attention mixer: q/k/v projections -> RoPE (global positions pos0 + t) -> causal GQA -> o_proj.
@@ -104,7 +106,7 @@ struct AttentionActivations {
   T* k;    // [N, Hkv*hd]  after RoPE
   T* v;    // [N, Hkv*hd]
   T* att;  // [N, Hq*hd]   attention output (o_proj's input)
-  T* lse;  // [N, Hq]
+  accum_t<T>* lse;  // [N, Hq]
 };
 
 template <typename T>
@@ -124,7 +126,7 @@ struct KvPrefix {
   idx len;          // tokens per sequence
   idx pos0;         // global position of its first token
   T* out_scratch;   // [N, Hq*hd]
-  T* lse_scratch;   // [N, Hq]
+  accum_t<T>* lse_scratch;  // [N, Hq]
 };
 
 // Context parallelism: the Tn = 2c local tokens of each sequence are zigzag chunks r and
@@ -138,13 +140,13 @@ struct RingContext {
 
 // With `ring`, pos0 and prefix must be 0 / null: positions come from the zigzag layout.
 template <typename T>
-void attention_mixer_forward(T* out /*[N,D]*/, const AttentionActivations<T>& a, const T* inp /*[N,D]*/,
-                             const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn,
-                             idx pos0, const KvPrefix<T>* prefix = nullptr, const RingContext<T>* ring = nullptr);
+void attention_mixer_forward(const Exec& ex, T* out /*[N,D]*/, const AttentionActivations<T>& a, const T* inp /*[N,D]*/,
+                             const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn, idx pos0,
+                             const KvPrefix<T>* prefix = nullptr, const RingContext<T>* ring = nullptr);
 // dinp is overwritten.
 template <typename T>
-void attention_mixer_backward(T* dinp /*[N,D]*/, const AttentionTensors<T*>& g, const AttentionScratch<T>& s,
-                              const T* dout /*[N,D]*/, const T* inp /*[N,D]*/,
+void attention_mixer_backward(const Exec& ex, T* dinp /*[N,D]*/, const AttentionTensors<accum_t<T>*>& g,
+                              const AttentionScratch<T>& s, const T* dout /*[N,D]*/, const T* inp /*[N,D]*/,
                               const AttentionActivations<T>& a, const AttentionTensors<const T*>& w,
                               const ModelConfig& c, idx B, idx Tn, idx pos0, const RingContext<T>* ring = nullptr);
 
@@ -163,12 +165,12 @@ struct MlpScratch {
 };
 
 template <typename T>
-void mlp_forward(T* out /*[N,D]*/, const MlpActivations<T>& a, const T* inp /*[N,D]*/,
+void mlp_forward(const Exec& ex, T* out /*[N,D]*/, const MlpActivations<T>& a, const T* inp /*[N,D]*/,
                  const MlpTensors<const T*>& w, idx N, idx D, idx F);
 // dinp is overwritten.
 template <typename T>
-void mlp_backward(T* dinp /*[N,D]*/, const MlpTensors<T*>& g, const MlpScratch<T>& s, const T* dout /*[N,D]*/,
-                  const T* inp /*[N,D]*/, const MlpActivations<T>& a, const MlpTensors<const T*>& w, idx N,
-                  idx D, idx F);
+void mlp_backward(const Exec& ex, T* dinp /*[N,D]*/, const MlpTensors<accum_t<T>*>& g, const MlpScratch<T>& s,
+                  const T* dout /*[N,D]*/, const T* inp /*[N,D]*/, const MlpActivations<T>& a,
+                  const MlpTensors<const T*>& w, idx N, idx D, idx F);
 
 }  // namespace nexus

@@ -1,20 +1,16 @@
 // The Mamba-2 mixer under context parallelism: conv halos point to point, SSD state passing through
-// an all-gather of per-segment summaries and a scan in sequence order (see the header for the
-// math). The local [B, 2c] rows are read as 2B sequences of c tokens (sequence q = 2b + s is
-// segment s of sequence b), so every kernel runs once over both segments.
+// an all-gather of per-segment summaries and a scan in sequence order (parallel/state_passing.h;
+// see the header for the math). Every element loop is an op; this file only orchestrates. The local
+// [B, 2c] rows are read as 2B sequences of c tokens (sequence q = 2b + s is segment s of sequence
+// b), so every kernel runs once over both segments.
 #include "model/mamba_layer_cp.h"
 
-#include <algorithm>
 #include <array>
-#include <cmath>
-#include <cstring>
-#include <limits>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
-#include "kernels/cpu/scalar_math.h"
-#include "parallel/zigzag.h"
+#include "kernels/workspace.h"
+#include "parallel/state_passing.h"
 
 namespace nexus {
 
@@ -27,8 +23,6 @@ enum Tag : int {
   kHaloGradDown,       // gradient of segment 0's halo, back to rank r-1
   kHaloGradUp,         // gradient of segment 1's halo, back to rank r+1
 };
-
-inline idx pad16(idx n) { return (n + 15) / 16 * 16; }
 
 // Sizes of one layer on one rank.
 struct Dims {
@@ -46,9 +40,6 @@ struct Dims {
 
   SsdShape ssd(const ModelConfig& m) const { return SsdShape{B2, c, H, P, G, N, m.mamba_chunk}; }
   idx summary() const { return B2 * (HPN + H); }  // one rank's all-gathered block: S_loc then decay
-  // Segment j in sequence order lives on rank seg_rank(j) as its local segment seg_slot(j).
-  idx seg_rank(idx j) const { return zigzag_owner(cp, j); }
-  idx seg_slot(idx j) const { return zigzag_half(cp, j); }
   bool has_prev() const { return r > 0; }
   bool has_next() const { return r < cp - 1; }
 };
@@ -57,20 +48,15 @@ struct Dims {
 struct WorkLayout {
   idx ssd, send, all, halo_send, halo_recv, dhalo, dfinal, total;
   WorkLayout(const ModelConfig& m, const Dims& d) {
-    idx off = 0;
-    auto take = [&](idx n) {
-      const idx o = off;
-      off += pad16(n);
-      return o;
-    };
-    ssd = take(ssd_workspace(d.ssd(m)));
-    send = take(d.summary());             // this rank's summaries (forward) or l (backward)
-    all = take(idx(d.cp) * d.summary());  // [cp, summary] gathered
-    halo_send = take(2 * d.halo);         // [2][B,K-1,C] per-segment tails or halo gradients
-    halo_recv = take(2 * d.halo);         // [2][B,K-1,C] the same, received
-    dhalo = take(d.B2 * (d.K - 1) * d.C);  // [2B,K-1,C] conv backward's halo gradient
-    dfinal = take(d.B2 * d.HPN);          // [2B,H,P,N] total gradient of each segment's final state
-    total = off;
+    WorkspaceLayout w;
+    ssd = w.take(ssd_workspace(d.ssd(m)));
+    send = w.take(d.summary());              // this rank's summaries (forward) or l (backward)
+    all = w.take(idx(d.cp) * d.summary());   // [cp, summary] gathered
+    halo_send = w.take(2 * d.halo);          // [2][B,K-1,C] per-segment tails or halo gradients
+    halo_recv = w.take(2 * d.halo);          // [2][B,K-1,C] the same, received
+    dhalo = w.take(d.B2 * (d.K - 1) * d.C);  // [2B,K-1,C] conv backward's halo gradient
+    dfinal = w.take(d.B2 * d.HPN);           // [2B,H,P,N] total gradient of each segment's final state
+    total = w.used;
   }
 };
 
@@ -84,6 +70,8 @@ struct Saved {
       : halo(base), state_in(base + d.B2 * (d.K - 1) * d.C), decay(state_in + d.B2 * d.HPN) {}
 };
 
+StatePassingShape passing_shape(const Dims& d) { return StatePassingShape{d.B, d.H, d.PN}; }
+
 void check_dims(const Dims& d, idx Tn, const char* who) {
   if (Tn % 2 != 0 || d.c < d.K - 1)
     throw std::invalid_argument(std::string(who) + ": local length " + std::to_string(Tn) +
@@ -92,107 +80,21 @@ void check_dims(const Dims& d, idx Tn, const char* who) {
 }
 
 // Rows [c-(K-1), c) of the conv input (xBC columns of in_proj's output) of local segment s, for
-// every sequence: the halo of the chunk that follows it in sequence order. dst [B,K-1,C].
-template <typename T>
-void pack_tail(T* dst, const T* zxbcdt, const Dims& d, idx s) {
-  for (idx b = 0; b < d.B; ++b)
-    for (idx k = 0; k < d.K - 1; ++k)
-      std::memcpy(dst + (b * (d.K - 1) + k) * d.C, zxbcdt + ((2 * b + s) * d.c + d.c - (d.K - 1) + k) * d.E + d.Di,
-                  std::size_t(d.C) * sizeof(T));
-}
+// every sequence, as a strided view against a [B,K-1,C] block: the halo of the chunk that follows
+// segment s in sequence order (pack it with copy_strided; add its gradient back with add_strided).
+Strided3 tail_view(const Dims& d) { return Strided3{d.B, d.K - 1, d.C, (d.K - 1) * d.C, d.C, 2 * d.c * d.E, d.E}; }
+idx tail_offset(const Dims& d, idx s) { return (s * d.c + d.c - (d.K - 1)) * d.E + d.Di; }
+Strided3 tail_grad_view(const Dims& d) { return Strided3{d.B, d.K - 1, d.C, 2 * d.c * d.E, d.E, (d.K - 1) * d.C, d.C}; }
 
-// The same rows of d_zxbcdt += src [B,K-1,C]: a halo gradient coming back to the chunk it came from.
-template <typename T>
-void add_tail_grad(T* d_zxbcdt, const T* src, const Dims& d, idx s) {
-  for (idx b = 0; b < d.B; ++b)
-    for (idx k = 0; k < d.K - 1; ++k) {
-      T* __restrict row = d_zxbcdt + ((2 * b + s) * d.c + d.c - (d.K - 1) + k) * d.E + d.Di;
-      const T* __restrict g = src + (b * (d.K - 1) + k) * d.C;
-      for (idx ch = 0; ch < d.C; ++ch) row[ch] += g[ch];
-    }
-}
-
-// One segment's halos in the conv's [2B,K-1,C] layout <-> a per-segment block [B,K-1,C].
-template <typename T>
-void scatter_halo(T* halo2 /*[2B,K-1,C]*/, const T* src /*[B,K-1,C] or null: zeros*/, const Dims& d, idx s) {
+// One segment's halos in the conv's [2B,K-1,C] layout (sequence 2b + s) against a per-segment
+// block [B,K-1,C]: scatter (block -> conv layout, zeros for a null block) and gather.
+Strided3 scatter_view(const Dims& d) {
   const idx rows = (d.K - 1) * d.C;
-  for (idx b = 0; b < d.B; ++b) {
-    T* dst = halo2 + (2 * b + s) * rows;
-    if (src)
-      std::memcpy(dst, src + b * rows, std::size_t(rows) * sizeof(T));
-    else
-      std::fill(dst, dst + rows, T(0));
-  }
+  return Strided3{d.B, 1, rows, 2 * rows, 0, rows, 0};
 }
-template <typename T>
-void gather_halo(T* dst /*[B,K-1,C]*/, const T* halo2 /*[2B,K-1,C]*/, const Dims& d, idx s) {
+Strided3 gather_view(const Dims& d) {
   const idx rows = (d.K - 1) * d.C;
-  for (idx b = 0; b < d.B; ++b) std::memcpy(dst + b * rows, halo2 + (2 * b + s) * rows, std::size_t(rows) * sizeof(T));
-}
-
-// Calls f(t, e_t) for t = 0, 1, ... of segment-sequence q and head h with the cumulative decay
-// e_t = exp(A sum_{s<=t} dt_s), stopping once it falls below the SSD kernel's flush threshold
-// (it only decreases, and the kernel treats smaller factors as zero too).
-template <typename T, typename F>
-void for_each_decayed_token(const T* dt_raw, idx ld_dt, const T* dt_bias, const T* A_log, idx q, idx h, idx c,
-                            F&& f) {
-  const double tiny = std::is_same_v<T, double> ? 1e-150 : 1e-18;
-  const double A = -std::exp(double(A_log[h]));
-  double acc = 0;  // sum of dt in double: the decay of a long segment is a long sum
-  for (idx t = 0; t < c; ++t) {
-    acc += double(cpu::softplus(dt_raw[(q * c + t) * ld_dt + h] + dt_bias[h]));
-    const double e = std::exp(A * acc);
-    if (e < tiny) return;
-    f(t, T(e));
-  }
-}
-
-// y[q,t,h,:] += e_t S_in[q,h] C[q,t,g]: the output a segment's true initial state adds to its
-// zero-initial-state SSD output.
-template <typename T>
-void add_state_output(T* y /*[2B,c,H,P]*/, const T* state_in /*[2B,H,P,N]*/, const T* Cm, idx ld_c,
-                      const T* dt_raw, idx ld_dt, const T* dt_bias, const T* A_log, const Dims& d) {
-  const idx hpg = d.H / d.G;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (idx q = 0; q < d.B2; ++q)
-    for (idx h = 0; h < d.H; ++h) {
-      const T* S = state_in + (q * d.H + h) * d.PN;
-      for_each_decayed_token(dt_raw, ld_dt, dt_bias, A_log, q, h, d.c, [&](idx t, T e) {
-        const T* __restrict ct = Cm + (q * d.c + t) * ld_c + (h / hpg) * d.N;
-        T* __restrict yt = y + ((q * d.c + t) * d.H + h) * d.P;
-        for (idx p = 0; p < d.P; ++p) {
-          const T* __restrict sp = S + p * d.N;
-          T acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (idx n = 0; n < d.N; ++n) acc += sp[n] * ct[n];
-          yt[p] += e * acc;
-        }
-      });
-    }
-}
-
-// Its adjoint in S_in: l[q,h] = sum_t e_t dy[q,t,h,:] C[q,t,g]^T, the gradient a segment's own
-// outputs put on its initial state (overwritten).
-template <typename T>
-void state_output_grad(T* l /*[2B,H,P,N]*/, const T* dy /*[2B,c,H,P]*/, const T* Cm, idx ld_c, const T* dt_raw,
-                       idx ld_dt, const T* dt_bias, const T* A_log, const Dims& d) {
-  const idx hpg = d.H / d.G;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (idx q = 0; q < d.B2; ++q)
-    for (idx h = 0; h < d.H; ++h) {
-      T* L = l + (q * d.H + h) * d.PN;
-      std::fill(L, L + d.PN, T(0));
-      for_each_decayed_token(dt_raw, ld_dt, dt_bias, A_log, q, h, d.c, [&](idx t, T e) {
-        const T* __restrict ct = Cm + (q * d.c + t) * ld_c + (h / hpg) * d.N;
-        const T* dyt = dy + ((q * d.c + t) * d.H + h) * d.P;
-        for (idx p = 0; p < d.P; ++p) {
-          const T w = e * dyt[p];
-          T* __restrict lp = L + p * d.N;
-#pragma omp simd
-          for (idx n = 0; n < d.N; ++n) lp[n] += w * ct[n];
-        }
-      });
-    }
+  return Strided3{d.B, 1, rows, rows, 0, 2 * rows, 0};
 }
 
 // Point-to-point round: sends tails[s] of this rank's segments to the ranks whose segments follow
@@ -218,11 +120,6 @@ std::size_t exchange_halos(const DataPlane& cp, const Dims& d, const T* send /*[
   return bytes;
 }
 
-template <typename T>
-std::size_t allgather_bytes_sent(const Dims& d, idx count) {
-  return std::size_t(d.cp - 1) * std::size_t(count) * sizeof(T);
-}
-
 }  // namespace
 
 idx mamba_cp_workspace(const ModelConfig& c, idx B, idx Tn, int cp_size) {
@@ -244,9 +141,9 @@ std::size_t mamba_cp_bytes_sent(const ModelConfig& c, idx B, int cp_size, int cp
 }
 
 template <typename T>
-std::size_t mamba_mixer_forward_cp(T* out, const MambaActivations<T>& a, const T* inp,
-                                   const MambaTensors<const T*>& w, const ModelConfig& m, idx B, idx Tn,
-                                   T* workspace, const DataPlane& cp, T* saved_base) {
+std::size_t mamba_mixer_forward_cp(const Exec& ex, T* out, const MambaActivations<T>& a, const T* inp,
+                                   const MambaTensors<const T*>& w, const ModelConfig& m, idx B, idx Tn, T* workspace,
+                                   const DataPlane& cp, T* saved_base) {
   const Dims d(m, B, Tn, cp.size(), cp.rank());
   check_dims(d, Tn, "mamba_mixer_forward_cp");
   const WorkLayout lay(m, d);
@@ -260,56 +157,41 @@ std::size_t mamba_mixer_forward_cp(T* out, const MambaActivations<T>& a, const T
   T* halo_recv = workspace + lay.halo_recv;
   std::size_t bytes = 0;
 
-  matmul_forward(a.zxbcdt, inp, w.in_proj, Nrows, d.D, d.E);
+  matmul_forward(ex, a.zxbcdt, inp, w.in_proj, Nrows, d.D, d.E);
 
   // Conv halos: segment 0's tail goes up (rank r+1's chunk r+1 follows chunk r), segment 1's tail
   // goes down (rank r-1's chunk 2cp-r follows chunk 2cp-1-r).
-  pack_tail(halo_send + 0 * d.halo, a.zxbcdt, d, 0);
-  pack_tail(halo_send + 1 * d.halo, a.zxbcdt, d, 1);
+  for (idx seg = 0; seg < 2; ++seg)
+    copy_strided(ex, halo_send + seg * d.halo, static_cast<const T*>(a.zxbcdt + tail_offset(d, seg)), tail_view(d));
   bytes += exchange_halos(cp, d, halo_send, halo_recv, kTailUp, kTailDown, kTailUp, kTailDown, 0, 1);
-  scatter_halo(saved.halo, d.has_prev() ? halo_recv : static_cast<const T*>(nullptr), d, 0);
-  scatter_halo(saved.halo, d.has_next() ? halo_recv + d.halo : halo_send, d, 1);
+  const idx halo_rows = (d.K - 1) * d.C;
+  copy_strided(ex, saved.halo, d.has_prev() ? static_cast<const T*>(halo_recv) : nullptr, scatter_view(d));
+  copy_strided(ex, saved.halo + halo_rows, static_cast<const T*>(d.has_next() ? halo_recv + d.halo : halo_send),
+               scatter_view(d));
 
-  conv1d_silu_forward(a.xbc, xbc_in, d.E, saved.halo, w.conv_w, w.conv_b, d.B2, d.c, d.C, d.K);
+  conv1d_silu_forward(ex, a.xbc, xbc_in, d.E, saved.halo, w.conv_w, w.conv_b, d.B2, d.c, d.C, d.K);
 
   // Zero-initial-state SSD of both segments; its final states and decays are this rank's summary.
   const SsdStrides ld{d.C, d.C, d.E};
-  ssd_forward(a.y, send, send + d.B2 * d.HPN, a.xbc, a.xbc + d.Di, a.xbc + d.Di + d.GN, dt_raw, w.dt_bias, w.A_log,
-              w.D, static_cast<const T*>(nullptr), d.ssd(m), ld, workspace + lay.ssd);
-  cp.allgather(send, d.summary(), all);
-  bytes += allgather_bytes_sent<T>(d, d.summary());
+  ssd_forward(ex, a.y, send, send + d.B2 * d.HPN, a.xbc, a.xbc + d.Di, a.xbc + d.Di + d.GN, dt_raw, w.dt_bias, w.A_log,
+              w.D, nullptr, d.ssd(m), ld, workspace + lay.ssd);
+  // Every segment's true initial state, from the all-gathered summaries (parallel/state_passing.h),
+  // then the output it adds to the zero-initial-state SSD output.
+  bytes +=
+      state_passing_forward(ex, saved.state_in, saved.decay, static_cast<const T*>(send), all, passing_shape(d), cp);
+  ssd_state_output_forward(ex, a.y, static_cast<const T*>(saved.state_in), a.xbc + d.Di + d.GN, dt_raw, w.dt_bias,
+                           w.A_log, d.ssd(m), ld);
 
-  // Scan in sequence order up to this rank's later segment: S_in(j+1) = decay(j) S_in(j) + S_loc(j).
-#pragma omp parallel for collapse(2) schedule(static)
-  for (idx b = 0; b < B; ++b)
-    for (idx h = 0; h < d.H; ++h) {
-      T* s1 = saved.state_in + ((2 * b + 1) * d.H + h) * d.PN;  // the running state, ends as S_in(2cp-1-r)
-      std::fill(s1, s1 + d.PN, T(0));
-      for (idx j = 0; j < zigzag_chunk(cp.size(), d.r, 1); ++j) {
-        if (j == d.r) std::memcpy(saved.state_in + ((2 * b) * d.H + h) * d.PN, s1, std::size_t(d.PN) * sizeof(T));
-        const T* blk = all + d.seg_rank(j) * d.summary();
-        const idx q = 2 * b + d.seg_slot(j);
-        const T dec = blk[d.B2 * d.HPN + q * d.H + h];
-        const T* __restrict sl = blk + (q * d.H + h) * d.PN;
-#pragma omp simd
-        for (idx i = 0; i < d.PN; ++i) s1[i] = dec * s1[i] + sl[i];
-      }
-    }
-  for (idx rank = 0; rank < cp.size(); ++rank)
-    std::memcpy(saved.decay + rank * d.B2 * d.H, all + rank * d.summary() + d.B2 * d.HPN,
-                std::size_t(d.B2 * d.H) * sizeof(T));
-
-  add_state_output(a.y, saved.state_in, a.xbc + d.Di + d.GN, d.C, dt_raw, d.E, w.dt_bias, w.A_log, d);
-  gated_rmsnorm_forward(a.gated, a.gated_rstd, a.y, a.zxbcdt, d.E, w.norm, Nrows, d.Di, d.G, m.norm_eps);
-  matmul_forward(out, a.gated, w.out_proj, Nrows, d.Di, d.D);
+  gated_rmsnorm_forward(ex, a.gated, a.gated_rstd, a.y, a.zxbcdt, d.E, w.norm, Nrows, d.Di, d.G, m.norm_eps);
+  matmul_forward(ex, out, a.gated, w.out_proj, Nrows, d.Di, d.D);
   return bytes;
 }
 
 template <typename T>
-std::size_t mamba_mixer_backward_cp(T* dinp, const MambaTensors<T*>& g, const MambaScratch<T>& s, const T* dout,
-                                    const T* inp, const MambaActivations<T>& a, const MambaTensors<const T*>& w,
-                                    const ModelConfig& m, idx B, idx Tn, const DataPlane& cp,
-                                    const T* saved_base) {
+std::size_t mamba_mixer_backward_cp(const Exec& ex, T* dinp, const MambaTensors<accum_t<T>*>& g,
+                                    const MambaScratch<T>& s, const T* dout, const T* inp, const MambaActivations<T>& a,
+                                    const MambaTensors<const T*>& w, const ModelConfig& m, idx B, idx Tn,
+                                    const DataPlane& cp, const T* saved_base) {
   const Dims d(m, B, Tn, cp.size(), cp.rank());
   check_dims(d, Tn, "mamba_mixer_backward_cp");
   T* workspace = s.ssd_workspace;
@@ -325,63 +207,47 @@ std::size_t mamba_mixer_backward_cp(T* dinp, const MambaTensors<T*>& g, const Ma
   T* dfinal = workspace + lay.dfinal;
   std::size_t bytes = 0;
 
-  matmul_backward(s.d_gated, g.out_proj, dout, a.gated, w.out_proj, Nrows, d.Di, d.D, false);
-  gated_rmsnorm_backward(s.d_y, s.d_zxbcdt, d.E, g.norm, s.d_gated, a.y, a.zxbcdt, d.E, w.norm, a.gated_rstd,
-                         Nrows, d.Di, d.G);
+  matmul_backward(ex, s.d_gated, g.out_proj, dout, a.gated, w.out_proj, Nrows, d.Di, d.D, false);
+  gated_rmsnorm_backward(ex, s.d_y, s.d_zxbcdt, d.E, g.norm, s.d_gated, a.y, a.zxbcdt, d.E, w.norm, a.gated_rstd, Nrows,
+                         d.Di, d.G);
 
   // Each segment's own-output gradient on its initial state, gathered and scanned in reverse:
   // G(2cp) = 0, G(j) = l(j) + decay(j) G(j+1); segment j's final state gets G(j+1).
-  const idx nl = d.B2 * d.HPN;
-  state_output_grad(send, s.d_y, a.xbc + d.Di + d.GN, d.C, dt_raw, d.E, w.dt_bias, w.A_log, d);
-  cp.allgather(send, nl, all);
-  bytes += allgather_bytes_sent<T>(d, nl);
-  const idx segs = 2 * idx(cp.size());
-#pragma omp parallel for collapse(2) schedule(static)
-  for (idx b = 0; b < B; ++b)
-    for (idx h = 0; h < d.H; ++h) {
-      T* g0 = dfinal + ((2 * b) * d.H + h) * d.PN;  // the running gradient, ends as G(r+1)
-      std::fill(g0, g0 + d.PN, T(0));
-      for (idx j = segs - 1; j > d.r; --j) {
-        if (j == segs - 1 - d.r)
-          std::memcpy(dfinal + ((2 * b + 1) * d.H + h) * d.PN, g0, std::size_t(d.PN) * sizeof(T));
-        const idx rank = d.seg_rank(j), q = 2 * b + d.seg_slot(j);
-        const T dec = saved.decay[(rank * d.B2 + q) * d.H + h];
-        const T* __restrict lj = all + rank * nl + (q * d.H + h) * d.PN;
-#pragma omp simd
-        for (idx i = 0; i < d.PN; ++i) g0[i] = lj[i] + dec * g0[i];
-      }
-    }
-
   const SsdStrides ld{d.C, d.C, d.E};
-  ssd_backward(s.d_xbc, s.d_xbc + d.Di, s.d_xbc + d.Di + d.GN, s.d_zxbcdt + d.Di + d.C, g.dt_bias, g.A_log, g.D,
-               static_cast<T*>(nullptr), s.d_y, static_cast<const T*>(dfinal), a.xbc, a.xbc + d.Di,
-               a.xbc + d.Di + d.GN, dt_raw, w.dt_bias, w.A_log, w.D, saved.state_in, d.ssd(m), ld,
-               workspace + lay.ssd);
-  conv1d_silu_backward(s.d_zxbcdt + d.Di, d.E, dhalo, g.conv_w, g.conv_b, s.d_xbc, a.zxbcdt + d.Di, d.E,
-                       saved.halo, w.conv_w, w.conv_b, d.B2, d.c, d.C, d.K);
+  ssd_state_output_backward(ex, send, static_cast<const T*>(s.d_y), a.xbc + d.Di + d.GN, dt_raw, w.dt_bias, w.A_log,
+                            d.ssd(m), ld);
+  bytes += state_passing_backward(ex, dfinal, static_cast<const T*>(send), all, saved.decay, passing_shape(d), cp);
+  ssd_backward(ex, s.d_xbc, s.d_xbc + d.Di, s.d_xbc + d.Di + d.GN, s.d_zxbcdt + d.Di + d.C, g.dt_bias, g.A_log, g.D,
+               nullptr, s.d_y, static_cast<const T*>(dfinal), a.xbc, a.xbc + d.Di, a.xbc + d.Di + d.GN, dt_raw,
+               w.dt_bias, w.A_log, w.D, saved.state_in, d.ssd(m), ld, workspace + lay.ssd);
+  conv1d_silu_backward(ex, s.d_zxbcdt + d.Di, d.E, dhalo, g.conv_w, g.conv_b, s.d_xbc, a.zxbcdt + d.Di, d.E, saved.halo,
+                       w.conv_w, w.conv_b, d.B2, d.c, d.C, d.K);
 
   // Halo gradients go back where the halos came from: segment 0's to rank r-1 (its segment 0),
   // segment 1's to rank r+1 (its segment 1), or for r = cp-1 to this rank's own segment 0.
-  gather_halo(halo_send + 0 * d.halo, dhalo, d, 0);
-  gather_halo(halo_send + 1 * d.halo, dhalo, d, 1);
+  const idx halo_rows = (d.K - 1) * d.C;
+  for (idx seg = 0; seg < 2; ++seg)
+    copy_strided(ex, halo_send + seg * d.halo, static_cast<const T*>(dhalo + seg * halo_rows), gather_view(d));
   bytes += exchange_halos(cp, d, halo_send, halo_recv, kHaloGradUp, kHaloGradDown, kHaloGradUp, kHaloGradDown,
                           1, 0);
   // recv[0] came from rank r-1 (its segment 1's halo gradient: our segment 1's tail);
   // recv[1] from rank r+1 (its segment 0's: our segment 0's tail).
-  if (d.has_prev()) add_tail_grad(s.d_zxbcdt, halo_recv, d, 1);
-  add_tail_grad(s.d_zxbcdt, d.has_next() ? halo_recv + d.halo : halo_send + d.halo, d, 0);
+  if (d.has_prev())
+    add_strided(ex, s.d_zxbcdt + tail_offset(d, 1), static_cast<const T*>(halo_recv), tail_grad_view(d));
+  add_strided(ex, s.d_zxbcdt + tail_offset(d, 0),
+              static_cast<const T*>(d.has_next() ? halo_recv + d.halo : halo_send + d.halo), tail_grad_view(d));
 
-  matmul_backward(dinp, g.in_proj, s.d_zxbcdt, inp, w.in_proj, Nrows, d.D, d.E, false);
+  matmul_backward(ex, dinp, g.in_proj, s.d_zxbcdt, inp, w.in_proj, Nrows, d.D, d.E, false);
   return bytes;
 }
 
-#define NEXUS_INSTANTIATE(T)                                                                                   \
-  template std::size_t mamba_mixer_forward_cp<T>(T*, const MambaActivations<T>&, const T*,                   \
-                                                 const MambaTensors<const T*>&, const ModelConfig&, idx, idx, \
-                                                 T*, const DataPlane&, T*);                                 \
-  template std::size_t mamba_mixer_backward_cp<T>(T*, const MambaTensors<T*>&, const MambaScratch<T>&,        \
-                                                  const T*, const T*, const MambaActivations<T>&,              \
-                                                  const MambaTensors<const T*>&, const ModelConfig&, idx, idx, \
+#define NEXUS_INSTANTIATE(T)                                                                                        \
+  template std::size_t mamba_mixer_forward_cp<T>(const Exec&, T*, const MambaActivations<T>&, const T*,             \
+                                                 const MambaTensors<const T*>&, const ModelConfig&, idx, idx, T*,   \
+                                                 const DataPlane&, T*);                                          \
+  template std::size_t mamba_mixer_backward_cp<T>(const Exec&, T*, const MambaTensors<T*>&, const MambaScratch<T>&, \
+                                                  const T*, const T*, const MambaActivations<T>&,                   \
+                                                  const MambaTensors<const T*>&, const ModelConfig&, idx, idx,      \
                                                   const DataPlane&, const T*);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)

@@ -55,18 +55,17 @@ std::size_t mamba_cp_bytes_sent(const ModelConfig& c, idx B, int cp_size, int cp
 // `workspace` is sized by mamba_cp_workspace; `saved` by mamba_cp_saved_size (kept until the
 // backward of this layer). Collective over `cp`. Returns the bytes this rank sent.
 template <typename T>
-std::size_t mamba_mixer_forward_cp(T* out /*[B,Tn,D]*/, const MambaActivations<T>& a, const T* inp /*[B,Tn,D]*/,
-                                   const MambaTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn,
-                                   T* workspace, const DataPlane& cp, T* saved);
+std::size_t mamba_mixer_forward_cp(const Exec& ex, T* out /*[B,Tn,D]*/, const MambaActivations<T>& a,
+                                   const T* inp /*[B,Tn,D]*/, const MambaTensors<const T*>& w, const ModelConfig& c,
+                                   idx B, idx Tn, T* workspace, const DataPlane& cp, T* saved);
 
 // dinp is overwritten; parameter gradients accumulate this rank's contribution (the caller sums
 // deltas over the group). s.ssd_workspace must be sized by mamba_cp_workspace. Collective over
 // `cp`. Returns the bytes this rank sent.
 template <typename T>
-std::size_t mamba_mixer_backward_cp(T* dinp /*[B,Tn,D]*/, const MambaTensors<T*>& g, const MambaScratch<T>& s,
-                                    const T* dout /*[B,Tn,D]*/, const T* inp /*[B,Tn,D]*/,
-                                    const MambaActivations<T>& a, const MambaTensors<const T*>& w,
-                                    const ModelConfig& c, idx B, idx Tn, const DataPlane& cp,
-                                    const T* saved);
+std::size_t mamba_mixer_backward_cp(const Exec& ex, T* dinp /*[B,Tn,D]*/, const MambaTensors<accum_t<T>*>& g,
+                                    const MambaScratch<T>& s, const T* dout /*[B,Tn,D]*/, const T* inp /*[B,Tn,D]*/,
+                                    const MambaActivations<T>& a, const MambaTensors<const T*>& w, const ModelConfig& c,
+                                    idx B, idx Tn, const DataPlane& cp, const T* saved);
 
 }  // namespace nexus

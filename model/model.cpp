@@ -14,8 +14,8 @@
 namespace nexus {
 
 template <typename T>
-Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp)
-    : config_(config), table_(config), shape_(shape), cp_(cp && cp->size() > 1 ? cp : nullptr) {
+Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp, Exec ex)
+    : config_(config), table_(config), shape_(shape), cp_(cp && cp->size() > 1 ? cp : nullptr), ex_(ex) {
   if (shape.B <= 0 || shape.T <= 0)
     throw std::invalid_argument("batch shape B = " + std::to_string(shape.B) + ", T = " + std::to_string(shape.T) +
                                 " must be positive");
@@ -24,7 +24,14 @@ Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp
                                 " tokens) must be two zigzag chunks of at least model.mamba_d_conv - 1 = " +
                                 std::to_string(config.mamba_d_conv - 1) + " tokens each");
   params_.assign(static_cast<std::size_t>(table_.total()), T(0));
-  deltas_.assign(static_cast<std::size_t>(table_.total()), T(0));
+  deltas_.assign(static_cast<std::size_t>(table_.total()), A(0));
+  for (idx i = 0; i < config_.n_layers; ++i) {
+    weights_.push_back(layer_tensors(static_cast<const T*>(params_.data()), table_, config_, i));
+    grads_.push_back(layer_tensors(deltas_.data(), table_, config_, i));
+  }
+  embed_offset_ = table_.at("model.embed_tokens.weight").offset;
+  final_norm_offset_ = table_.at("model.final_layernorm.weight").offset;
+  head_offset_ = table_.at(config_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
   layers_.resize(static_cast<std::size_t>(config_.n_layers));
   Arena measure;
   carve(measure);
@@ -43,24 +50,24 @@ void Model<T>::carve(Arena& a) {
     LayerState& l = layers_[static_cast<std::size_t>(i)];
     l.res_in = a.take<T>(N * D);
     l.ln1 = a.take<T>(N * D);
-    l.rstd1 = a.take<T>(N);
+    l.rstd1 = a.take<A>(N);
     l.res_mid = a.take<T>(N * D);
     l.ln2 = a.take<T>(N * D);
-    l.rstd2 = a.take<T>(N);
+    l.rstd2 = a.take<A>(N);
     l.mlp = {a.take<T>(N * 2 * F), a.take<T>(N * F)};
     if (c.is_attention(i))
       l.attn = {a.take<T>(N * qdim), a.take<T>(N * kvdim), a.take<T>(N * kvdim), a.take<T>(N * qdim),
-                a.take<T>(N * c.n_heads)};
+                a.take<A>(N * c.n_heads)};
     else
       l.mamba = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
-                 a.take<T>(N * c.d_inner()), a.take<T>(N * c.mamba_ngroups)};
+                 a.take<T>(N * c.d_inner()), a.take<A>(N * c.mamba_ngroups)};
     if (cp_ && !c.is_attention(i)) l.mamba_saved = a.take<T>(mamba_cp_saved_size(c, shape_.B, cp_->size()));
   }
   res_final_ = a.take<T>(N * D);
   lnf_ = a.take<T>(N * D);
-  rstdf_ = a.take<T>(N);
+  rstdf_ = a.take<A>(N);
   logits_ = a.take<T>(N * V);
-  ce_lse_ = a.take<T>(N);
+  ce_lse_ = a.take<A>(N);
   branch_ = a.take<T>(N * D);
   d_res_ = a.take<T>(N * D);
   d_ln_ = a.take<T>(N * D);
@@ -84,13 +91,15 @@ void Model<T>::carve(Arena& a) {
 
 template <typename T>
 void Model<T>::zero_deltas() {
-  std::fill(deltas_.begin(), deltas_.end(), T(0));
+  fill_constant(ex_, deltas_.data(), num_params(), A(0));
 }
 
 template <typename T>
 LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* targets) {
   const ModelConfig& c = config_;
+  const Exec& ex = ex_;
   const idx B = shape_.B, Tn = shape_.T, N = B * Tn, D = c.d_model, V = c.vocab_size;
+  // The batch arrives from the host: it is checked there, before any op sees it.
   for (idx n = 0; n < N; ++n) {
     if (tokens[n] < 0 || tokens[n] >= V)
       throw std::invalid_argument("token " + std::to_string(tokens[n]) + " at batch index " + std::to_string(n) +
@@ -103,7 +112,7 @@ LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* target
   targets_ = targets;
   const T* P = params_.data();
 
-  embedding_forward(layers_[0].res_in, tokens, P + table_.at("model.embed_tokens.weight").offset, N, D);
+  embedding_forward(ex, layers_[0].res_in, tokens, P + embed_offset_, N, D);
   const RingContext<T> ring{cp_, ring_workspace_};
   const RingContext<T>* ring_ctx = cp_ ? &ring : nullptr;
   mamba_bytes_sent_ = 0;
@@ -111,67 +120,66 @@ LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* target
   const T* prev_branch = nullptr;         // the previous MLP's output, added in the fused norm
   for (idx i = 0; i < c.n_layers; ++i) {
     LayerState& l = layers_[static_cast<std::size_t>(i)];
-    const LayerTensors<const T*> w = layer_tensors(P, table_, c, i);
-    residual_rmsnorm_forward(l.res_in, l.ln1, l.rstd1, prev_res, prev_branch, w.input_norm, N, D, c.norm_eps);
+    const LayerTensors<const T*>& w = weights_[static_cast<std::size_t>(i)];
+    residual_rmsnorm_forward(ex, l.res_in, l.ln1, l.rstd1, prev_res, prev_branch, w.input_norm, N, D, c.norm_eps);
     if (c.is_attention(i))
-      attention_mixer_forward(branch_, l.attn, l.ln1, w.attn, c, B, Tn, idx(0), static_cast<KvPrefix<T>*>(nullptr),
+      attention_mixer_forward(ex, branch_, l.attn, l.ln1, w.attn, c, B, Tn, idx(0), static_cast<KvPrefix<T>*>(nullptr),
                               ring_ctx);
     else if (cp_)
-      mamba_bytes_sent_ += mamba_mixer_forward_cp(branch_, l.mamba, l.ln1, w.mamba, c, B, Tn,
+      mamba_bytes_sent_ += mamba_mixer_forward_cp(ex, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn,
                                                   mamba_scratch_.ssd_workspace, *cp_, l.mamba_saved);
     else
-      mamba_mixer_forward(branch_, l.mamba, l.ln1, w.mamba, c, B, Tn, mamba_scratch_.ssd_workspace);
-    residual_rmsnorm_forward(l.res_mid, l.ln2, l.rstd2, l.res_in, branch_, w.ff_norm, N, D, c.norm_eps);
-    mlp_forward(branch_, l.mlp, l.ln2, w.mlp, N, D, c.mlp_hidden);
+      mamba_mixer_forward(ex, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn, mamba_scratch_.ssd_workspace);
+    residual_rmsnorm_forward(ex, l.res_mid, l.ln2, l.rstd2, l.res_in, branch_, w.ff_norm, N, D, c.norm_eps);
+    mlp_forward(ex, branch_, l.mlp, l.ln2, w.mlp, N, D, c.mlp_hidden);
     prev_res = l.res_mid;
     prev_branch = branch_;
   }
-  residual_rmsnorm_forward(res_final_, lnf_, rstdf_, prev_res, prev_branch,
-                           P + table_.at("model.final_layernorm.weight").offset, N, D, c.norm_eps);
-  const char* head = c.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-  matmul_forward(logits_, lnf_, P + table_.at(head).offset, N, D, V);
+  residual_rmsnorm_forward(ex, res_final_, lnf_, rstdf_, prev_res, prev_branch, P + final_norm_offset_, N, D,
+                           c.norm_eps);
+  matmul_forward(ex, logits_, lnf_, P + head_offset_, N, D, V);
 
   LossSum loss;
-  loss.sum = cross_entropy_forward(ce_lse_, logits_, targets, N, V);
-  for (idx n = 0; n < N; ++n) loss.count += targets[n] >= 0;
+  loss.sum = cross_entropy_forward(ex, ce_lse_, logits_, targets, N, V);
+  loss.count = count_targets(ex, targets, N);
   return loss;
 }
 
 template <typename T>
 void Model<T>::backward(double loss_scale) {
   if (!tokens_) throw std::logic_error("Model::backward called before forward");
+  const Exec& ex = ex_;
   const ModelConfig& c = config_;
   const idx B = shape_.B, Tn = shape_.T, N = B * Tn, D = c.d_model, V = c.vocab_size;
   const T* P = params_.data();
-  T* G = deltas_.data();
+  A* G = deltas_.data();
   const RingContext<T> ring{cp_, ring_workspace_};
   const RingContext<T>* ring_ctx = cp_ ? &ring : nullptr;
-  const char* head = c.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-  const idx head_off = table_.at(head).offset, final_norm_off = table_.at("model.final_layernorm.weight").offset;
+  const idx head_off = head_offset_, final_norm_off = final_norm_offset_;
 
-  cross_entropy_backward(logits_, ce_lse_, targets_, N, V, loss_scale);  // logits_ now holds dlogits
-  matmul_backward(d_ln_, G + head_off, logits_, lnf_, P + head_off, N, D, V, false);
-  std::fill(d_res_, d_res_ + N * D, T(0));
-  rmsnorm_backward(d_res_, G + final_norm_off, d_ln_, res_final_, P + final_norm_off, rstdf_, N, D);
+  cross_entropy_backward(ex, logits_, ce_lse_, targets_, N, V, loss_scale);  // logits_ now holds dlogits
+  matmul_backward(ex, d_ln_, G + head_off, logits_, lnf_, P + head_off, N, D, V, false);
+  fill_constant(ex, d_res_, N * D, T(0));
+  rmsnorm_backward(ex, d_res_, G + final_norm_off, d_ln_, res_final_, P + final_norm_off, rstdf_, N, D);
   // d_res_ is now the gradient of every residual stream point walked backwards: each branch's
   // output gradient is d_res_ itself, and each norm's backward adds into it.
   for (idx i = c.n_layers - 1; i >= 0; --i) {
     LayerState& l = layers_[static_cast<std::size_t>(i)];
-    const LayerTensors<const T*> w = layer_tensors(P, table_, c, i);
-    const LayerTensors<T*> g = layer_tensors(G, table_, c, i);
-    mlp_backward(d_ln_, g.mlp, mlp_scratch_, d_res_, l.ln2, l.mlp, w.mlp, N, D, c.mlp_hidden);
-    rmsnorm_backward(d_res_, g.ff_norm, d_ln_, l.res_mid, w.ff_norm, l.rstd2, N, D);
+    const LayerTensors<const T*>& w = weights_[static_cast<std::size_t>(i)];
+    const LayerTensors<A*>& g = grads_[static_cast<std::size_t>(i)];
+    mlp_backward(ex, d_ln_, g.mlp, mlp_scratch_, d_res_, l.ln2, l.mlp, w.mlp, N, D, c.mlp_hidden);
+    rmsnorm_backward(ex, d_res_, g.ff_norm, d_ln_, l.res_mid, w.ff_norm, l.rstd2, N, D);
     if (c.is_attention(i))
-      attention_mixer_backward(d_ln_, g.attn, attn_scratch_, d_res_, l.ln1, l.attn, w.attn, c, B, Tn, idx(0),
+      attention_mixer_backward(ex, d_ln_, g.attn, attn_scratch_, d_res_, l.ln1, l.attn, w.attn, c, B, Tn, idx(0),
                                ring_ctx);
     else if (cp_)
-      mamba_bytes_sent_ += mamba_mixer_backward_cp(d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba,
+      mamba_bytes_sent_ += mamba_mixer_backward_cp(ex, d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba,
                                                    c, B, Tn, *cp_, l.mamba_saved);
     else
-      mamba_mixer_backward(d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba, c, B, Tn);
-    rmsnorm_backward(d_res_, g.input_norm, d_ln_, l.res_in, w.input_norm, l.rstd1, N, D);
+      mamba_mixer_backward(ex, d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba, c, B, Tn);
+    rmsnorm_backward(ex, d_res_, g.input_norm, d_ln_, l.res_in, w.input_norm, l.rstd1, N, D);
   }
-  embedding_backward(G + table_.at("model.embed_tokens.weight").offset, tokens_, d_res_, N, D);
+  embedding_backward(ex, G + embed_offset_, tokens_, d_res_, N, D);
   tokens_ = nullptr;  // logits were consumed: a second backward needs a new forward
 }
 

@@ -32,7 +32,13 @@ class Model {
   // chunks r and 2cp-1-r of sequences of cp * shape.T tokens. Attention runs as ring attention and
   // the Mamba-2 layers pass state across the group; forward and backward are collective over it.
   // The loss and deltas are this rank's share (the caller sums over the group).
-  Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp = nullptr);
+  // Every op runs on `ex` (its device holds the model's buffers).
+  Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp = nullptr, Exec ex = {});
+
+  // The accumulator type (kernels/types.h): deltas and statistics.
+  using A = accum_t<T>;
+
+  const Exec& exec() const { return ex_; }
 
   const ModelConfig& config() const { return config_; }
   const ParamTable& table() const { return table_; }
@@ -41,8 +47,8 @@ class Model {
   // Flat buffers in table() layout.
   T* params() { return params_.data(); }
   const T* params() const { return params_.data(); }
-  T* deltas() { return deltas_.data(); }
-  const T* deltas() const { return deltas_.data(); }
+  A* deltas() { return deltas_.data(); }
+  const A* deltas() const { return deltas_.data(); }
   idx num_params() const { return table_.total(); }
 
   void init(std::uint64_t seed) { init_parameters(params_.data(), table_, config_, seed); }
@@ -69,10 +75,10 @@ class Model {
   struct LayerState {
     T* res_in;   // [N, D] residual stream entering the layer
     T* ln1;      // [N, D] input_layernorm output (the mixer's input)
-    T* rstd1;    // [N]
+    A* rstd1;    // [N]
     T* res_mid;  // [N, D] residual stream after the mixer
     T* ln2;      // [N, D] pre_ff_layernorm output (the MLP's input)
-    T* rstd2;    // [N]
+    A* rstd2;    // [N]
     MlpActivations<T> mlp{};
     MambaActivations<T> mamba{};
     AttentionActivations<T> attn{};
@@ -84,9 +90,15 @@ class Model {
   ParamTable table_;
   BatchShape shape_;
   const DataPlane* cp_ = nullptr;  // null unless context parallel with more than one rank
+  Exec ex_;
   std::size_t mamba_bytes_sent_ = 0;
   std::vector<T> params_;  // [num_params] every weight, carved into named views by table_
-  std::vector<T> deltas_;  // [num_params] accumulated gradients, same layout
+  std::vector<A> deltas_;  // [num_params] accumulated gradients, same layout
+  // Views resolved once at construction (the buffers never move; a moved Model keeps them):
+  // per layer into params_ and deltas_, and the offsets of the tensors outside the layers.
+  std::vector<LayerTensors<const T*>> weights_;
+  std::vector<LayerTensors<A*>> grads_;
+  idx embed_offset_ = 0, final_norm_offset_ = 0, head_offset_ = 0;
 
   Arena::Block arena_block_;
   std::size_t arena_bytes_ = 0;
@@ -95,9 +107,9 @@ class Model {
   const std::int32_t* targets_ = nullptr;
   T* res_final_ = nullptr;  // [N, D] residual stream after the last layer
   T* lnf_ = nullptr;        // [N, D] final_layernorm output
-  T* rstdf_ = nullptr;      // [N]
+  A* rstdf_ = nullptr;      // [N]
   T* logits_ = nullptr;     // [N, V]
-  T* ce_lse_ = nullptr;     // [N]
+  A* ce_lse_ = nullptr;     // [N]
   T* branch_ = nullptr;     // [N, D] a mixer's or MLP's output, consumed by the next residual add
   // Backward scratch, shared by all layers.
   T* d_res_ = nullptr;      // [N, D] gradient of the residual stream

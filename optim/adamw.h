@@ -46,9 +46,10 @@ class AdamW {
   // std::invalid_argument naming the offending offset otherwise.
   AdamW(idx n, const AdamWHyper& hyper, std::vector<DecayRange> ranges);
 
-  // One fused pass over params, deltas and both moments. Increments the step count first, so the
-  // first call uses t = 1. `lr` is this step's learning rate (from the schedule).
-  void step(float* params, const float* deltas, double lr);
+  // One pass of the adamw_update op over params, deltas and both moments per decay range, on `ex`.
+  // Increments the step count first, so the first call uses t = 1. `lr` is this step's learning
+  // rate (from the schedule).
+  void step(const Exec& ex, float* params, const float* deltas, double lr);
 
   idx size() const { return n_; }
   const AdamWHyper& hyper() const { return hyper_; }
@@ -63,14 +64,9 @@ class AdamW {
   std::span<const float> exp_avg_sq() const { return exp_avg_sq_; }
 
  private:
-  struct Chunk {
-    idx offset;
-    idx numel;
-    bool decay;
-  };
   idx n_;
   AdamWHyper hyper_;
-  std::vector<Chunk> chunks_;  // the ranges cut into pieces small enough to balance threads
+  std::vector<DecayRange> ranges_;  // sorted by offset, tiling [0, n)
   std::int64_t steps_ = 0;
   std::vector<float> exp_avg_;
   std::vector<float> exp_avg_sq_;

@@ -4,7 +4,7 @@
 #include <optional>
 #include <string_view>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 

@@ -16,7 +16,7 @@
 #include <span>
 #include <type_traits>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 

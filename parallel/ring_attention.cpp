@@ -82,12 +82,6 @@ void progress(std::span<Request> requests) {
   for (Request& r : requests) r.test();
 }
 
-template <typename T>
-void add_into(T* __restrict a, const T* __restrict b, idx n) {
-#pragma omp parallel for simd schedule(static)
-  for (idx i = 0; i < n; ++i) a[i] += b[i];
-}
-
 // Posts this step's K/V transfer: the held block to rank + 1, the next one from rank - 1 into
 // `into` ([k | v]).
 template <typename T>
@@ -109,8 +103,8 @@ idx ring_attention_workspace(const RingShape& s) {
 }
 
 template <typename T>
-void ring_attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const RingShape& s,
-                            const DataPlane& cp, T* workspace) {
+void ring_attention_forward(const Exec& ex, T* out, accum_t<T>* lse, const T* q, const T* k, const T* v,
+                            const RingShape& s, const DataPlane& cp, T* workspace) {
   check_shape(s);
   const Sizes z = sizes_of(s);
   const int P = cp.size(), r = cp.rank();
@@ -128,10 +122,10 @@ void ring_attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, 
       for (idx b = 0; b < s.B; ++b) {
         const Offsets o = offsets(z, blk, b);
         if (have[blk.q_half]) {
-          attention_forward(part_out, part_lse, q + o.q, kc + o.kv, vc + o.kv, blk.shape);
-          attention_merge(out + o.q, lse + o.lse, part_out, part_lse, z.lse_chunk, s.head_dim);
+          attention_forward(ex, part_out, part_lse, q + o.q, kc + o.kv, vc + o.kv, blk.shape);
+          attention_merge(ex, out + o.q, lse + o.lse, part_out, part_lse, z.lse_chunk, s.head_dim);
         } else {
-          attention_forward(out + o.q, lse + o.lse, q + o.q, kc + o.kv, vc + o.kv, blk.shape);
+          attention_forward(ex, out + o.q, lse + o.lse, q + o.q, kc + o.kv, vc + o.kv, blk.shape);
         }
         progress(transfers);
       }
@@ -149,8 +143,9 @@ void ring_attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, 
 // compute, because a step's contribution is computed into a zeroed buffer first and what arrived
 // is added afterwards.
 template <typename T>
-void ring_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
-                             const T* lse, const RingShape& s, const DataPlane& cp, T* workspace) {
+void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                             const T* out, const accum_t<T>* lse, const RingShape& s, const DataPlane& cp,
+                             T* workspace) {
   check_shape(s);
   const Sizes z = sizes_of(s);
   const int P = cp.size(), r = cp.rank(), next = (r + 1) % P, prev = (r + P - 1) % P;
@@ -170,14 +165,14 @@ void ring_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, con
       wait_all(sent[step % 2]);
       dks = acc[step % 2];
       dvs = dks + z.kv;
-      std::fill(dks, dks + 2 * z.kv, T(0));
+      fill_constant(ex, dks, 2 * z.kv, T(0));
     }
     const StepPlan plan = plan_step(r, (r - step + P) % P, P, s);
     for (int i = 0; i < plan.n; ++i) {
       const Block& blk = plan.blocks[std::size_t(i)];
       for (idx b = 0; b < s.B; ++b) {
         const Offsets o = offsets(z, blk, b);
-        attention_backward(dq + o.q, dks + o.kv, dvs + o.kv, dout + o.q, q + o.q, kc + o.kv, vc + o.kv, out + o.q,
+        attention_backward(ex, dq + o.q, dks + o.kv, dvs + o.kv, dout + o.q, q + o.q, kc + o.kv, vc + o.kv, out + o.q,
                            lse + o.lse, blk.shape);
         progress(transfers);
         progress(incoming);
@@ -186,7 +181,7 @@ void ring_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, con
     if (step > 0) {
       if (step >= 2) {
         wait_all(incoming);
-        add_into(dks, arrived, 2 * z.kv);
+        axpy(ex, dks, static_cast<const T*>(arrived), 2 * z.kv, T(1));
       }
       sent[step % 2] = {cp.isend(dks, z.kv, next, kBwdDk), cp.isend(dvs, z.kv, next, kBwdDv)};
     }
@@ -197,21 +192,21 @@ void ring_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, con
   if (P > 1) {
     std::array<Request, 2> own = {cp.irecv(arrived, z.kv, prev, kBwdDk), cp.irecv(arrived + z.kv, z.kv, prev, kBwdDv)};
     wait_all(own);
-    add_into(dk, arrived, z.kv);
-    add_into(dv, arrived + z.kv, z.kv);
+    axpy(ex, dk, static_cast<const T*>(arrived), z.kv, T(1));
+    axpy(ex, dv, static_cast<const T*>(arrived + z.kv), z.kv, T(1));
     wait_all(sent[0]);
     wait_all(sent[1]);
   }
 }
 
-template void ring_attention_forward<float>(float*, float*, const float*, const float*, const float*,
+template void ring_attention_forward<float>(const Exec&, float*, float*, const float*, const float*, const float*,
                                             const RingShape&, const DataPlane&, float*);
-template void ring_attention_forward<double>(double*, double*, const double*, const double*, const double*,
+template void ring_attention_forward<double>(const Exec&, double*, double*, const double*, const double*, const double*,
                                              const RingShape&, const DataPlane&, double*);
-template void ring_attention_backward<float>(float*, float*, float*, const float*, const float*, const float*,
-                                             const float*, const float*, const float*, const RingShape&,
+template void ring_attention_backward<float>(const Exec&, float*, float*, float*, const float*, const float*,
+                                             const float*, const float*, const float*, const float*, const RingShape&,
                                              const DataPlane&, float*);
-template void ring_attention_backward<double>(double*, double*, double*, const double*, const double*,
+template void ring_attention_backward<double>(const Exec&, double*, double*, double*, const double*, const double*,
                                               const double*, const double*, const double*, const double*,
                                               const RingShape&, const DataPlane&, double*);
 

@@ -35,17 +35,17 @@ idx ring_attention_workspace(const RingShape& s);
 // Local tensors in zigzag order: [B, 2c, H, hd] = chunk r then chunk 2cp-1-r of every sequence.
 // out and lse are overwritten (lse in T, as attention_forward gives it). Collective over `cp`.
 template <typename T>
-void ring_attention_forward(T* out /*[B,2c,Hq,hd]*/, T* lse /*[B,2c,Hq]*/, const T* q /*[B,2c,Hq,hd]*/,
-                            const T* k /*[B,2c,Hkv,hd]*/, const T* v /*[B,2c,Hkv,hd]*/, const RingShape& s,
-                            const DataPlane& cp, T* workspace);
+void ring_attention_forward(const Exec& ex, T* out /*[B,2c,Hq,hd]*/, accum_t<T>* lse /*[B,2c,Hq]*/,
+                            const T* q /*[B,2c,Hq,hd]*/, const T* k /*[B,2c,Hkv,hd]*/, const T* v /*[B,2c,Hkv,hd]*/,
+                            const RingShape& s, const DataPlane& cp, T* workspace);
 
 // Takes the forward's (merged) out and lse. dq, dk, dv accumulate, as in attention_backward;
 // dk, dv are the gradients of this rank's own K/V (summed over every rank's queries).
 // Collective over `cp`.
 template <typename T>
-void ring_attention_backward(T* dq /*[B,2c,Hq,hd]*/, T* dk /*[B,2c,Hkv,hd]*/, T* dv /*[B,2c,Hkv,hd]*/,
+void ring_attention_backward(const Exec& ex, T* dq /*[B,2c,Hq,hd]*/, T* dk /*[B,2c,Hkv,hd]*/, T* dv /*[B,2c,Hkv,hd]*/,
                              const T* dout /*[B,2c,Hq,hd]*/, const T* q, const T* k, const T* v,
-                             const T* out /*[B,2c,Hq,hd]*/, const T* lse /*[B,2c,Hq]*/, const RingShape& s,
+                             const T* out /*[B,2c,Hq,hd]*/, const accum_t<T>* lse /*[B,2c,Hq]*/, const RingShape& s,
                              const DataPlane& cp, T* workspace);
 
 }  // namespace nexus

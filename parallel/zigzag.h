@@ -5,7 +5,7 @@
 // positions, ring attention and Mamba-2 state passing all ask these functions.
 #pragma once
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 

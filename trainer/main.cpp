@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "data/prepare.h"
+#include "kernels/cpu/blas_runtime.h"
 #include "parallel/communicator.h"
 #include "trainer/commands.h"
 #include "trainer/options.h"

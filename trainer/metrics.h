@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <string>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus {
 

@@ -8,6 +8,8 @@
 #include "data/mqar.h"
 #include "data/token_source.h"
 #include "data/zigzag.h"
+#include "kernels/cpu/blas_runtime.h"
+#include "kernels/ops.h"
 #include "model/model.h"
 #include "optim/adamw.h"
 #include "optim/grad.h"
@@ -267,12 +269,12 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
     comm.allreduce_sum(model.deltas(), n);
     comm.allreduce_sum(totals, 2);
     if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
-    scale_deltas(model.deltas(), n, float(1.0 / totals[1]));
+    scale_inplace(model.exec(), model.deltas(), n, float(1.0 / totals[1]));
     const double loss = totals[0] / totals[1];
-    const double grad_norm = clip_grad_norm(model.deltas(), n, o.optim.grad_clip);
+    const double grad_norm = clip_grad_norm(model.exec(), model.deltas(), n, o.optim.grad_clip);
     const double lr = learning_rate(schedule, step);
     if (std::isfinite(loss) && std::isfinite(grad_norm)) {
-      optimizer.step(model.params(), model.deltas(), lr);
+      optimizer.step(model.exec(), model.params(), model.deltas(), lr);
       bad_in_a_row = 0;
     } else {
       ++result.bad_steps;

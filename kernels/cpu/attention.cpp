@@ -4,23 +4,28 @@
 // at q_pos0 + i, key j at k_pos0 + j), so the same kernel serves a ring attention step on any
 // (query block, KV block) pair; tiles that the causal mask hides entirely are never visited.
 //
-// All tile products go through one register-blocked micro-kernel (gemm_acc). The score products
+// All tile products go through the CPU kernels' register-tiled micro-GEMM (micro_gemm.h). The score products
 // need one operand transposed so that every innermost loop runs over contiguous memory; the side
 // that stays fixed across a loop is the one transposed, once: Q^T per query tile in the forward,
 // K^T and V^T per key tile in the backward.
+#include <omp.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 
-#include <omp.h>
+#include "kernels/cpu/backend.h"
+#include "kernels/cpu/micro_gemm.h"
 
-#include "kernels/ops.h"
-
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
+
+using micro::gemm;
+using micro::transpose;
+using micro::Tri;
 
 constexpr idx BQ = 64;  // query rows per tile
 constexpr idx BK = 64;  // key rows per tile; also the row length of every score tile
@@ -48,70 +53,6 @@ inline float softmax_exp(float x) {
 }
 inline double softmax_exp(double x) { return std::exp(x); }
 
-// C[i, c] += sum_k A(i, k) B[k, c]  for i < m, k < kd, c < nc, with A(i, k) = A[i*ai + k*ak] (so
-// P^T and dS^T are read in place) and rows of B and C contiguous. Eight rows of C by W columns
-// accumulate in named arrays that GCC keeps in vector registers across the k loop (a 2-D array
-// it does not); W spans 64 bytes. Leftover rows and columns take the plain loop.
-template <typename T>
-void gemm_acc(T* __restrict C, idx ldc, const T* __restrict A, idx ai, idx ak, const T* __restrict B, idx ldb,
-              idx m, idx kd, idx nc) {
-  constexpr idx W = 64 / idx(sizeof(T));
-  const idx m8 = m - m % 8, ncw = nc - nc % W;
-  for (idx i = 0; i < m8; i += 8) {
-    const T* a = A + i * ai;
-    T* c = C + i * ldc;
-    for (idx c0 = 0; c0 < ncw; c0 += W) {
-      T r0[W] = {}, r1[W] = {}, r2[W] = {}, r3[W] = {}, r4[W] = {}, r5[W] = {}, r6[W] = {}, r7[W] = {};
-      for (idx k = 0; k < kd; ++k) {
-        const T* b = B + k * ldb + c0;
-        const T* ap = a + k * ak;
-        const T x0 = ap[0], x1 = ap[ai], x2 = ap[2 * ai], x3 = ap[3 * ai], x4 = ap[4 * ai], x5 = ap[5 * ai],
-                x6 = ap[6 * ai], x7 = ap[7 * ai];
-        for (idx w = 0; w < W; ++w) {
-          r0[w] += x0 * b[w];
-          r1[w] += x1 * b[w];
-          r2[w] += x2 * b[w];
-          r3[w] += x3 * b[w];
-          r4[w] += x4 * b[w];
-          r5[w] += x5 * b[w];
-          r6[w] += x6 * b[w];
-          r7[w] += x7 * b[w];
-        }
-      }
-      for (idx w = 0; w < W; ++w) {
-        c[c0 + w] += r0[w];
-        c[ldc + c0 + w] += r1[w];
-        c[2 * ldc + c0 + w] += r2[w];
-        c[3 * ldc + c0 + w] += r3[w];
-        c[4 * ldc + c0 + w] += r4[w];
-        c[5 * ldc + c0 + w] += r5[w];
-        c[6 * ldc + c0 + w] += r6[w];
-        c[7 * ldc + c0 + w] += r7[w];
-      }
-    }
-    if (ncw < nc)
-      for (idx r = 0; r < 8; ++r)
-        for (idx k = 0; k < kd; ++k) {
-          const T x = a[r * ai + k * ak];
-          for (idx cc = ncw; cc < nc; ++cc) c[r * ldc + cc] += x * B[k * ldb + cc];
-        }
-  }
-  for (idx i = m8; i < m; ++i)
-    for (idx k = 0; k < kd; ++k) {
-      const T x = A[i * ai + k * ak];
-      const T* b = B + k * ldb;
-      T* c = C + i * ldc;
-      for (idx cc = 0; cc < nc; ++cc) c[cc] += x * b[cc];
-    }
-}
-
-// xt[d, c] = X[c, d0 + d] for c < n, d < dc: a chunk of X's rows laid out as columns.
-template <typename T>
-void transpose_chunk(T* __restrict xt, idx ldt, const T* __restrict X, idx ldx, idx n, idx d0, idx dc) {
-  for (idx c = 0; c < n; ++c)
-    for (idx d = 0; d < dc; ++d) xt[d * ldt + c] = X[c * ldx + d0 + d];
-}
-
 // C[r, c] = <A row r, X row c> over hd dims for r < mr, c < nc; A rows lda apart, X rows ldx
 // apart, C rows ldc long. xt, when given, is X already transposed ([hd, ldc], possible when
 // hd <= DC and worth it when the same X meets many A); otherwise X is transposed DC dims at a
@@ -121,13 +62,13 @@ void tile_scores(T* __restrict C, idx ldc, const T* A, idx lda, idx mr, const T*
                  const T* xt, T* bt) {
   for (idx r = 0; r < mr; ++r) std::fill(C + r * ldc, C + r * ldc + nc, T(0));
   if (xt) {
-    gemm_acc(C, ldc, A, lda, 1, xt, ldc, mr, hd, nc);
+    gemm<T, Tri::full, false>(mr, nc, hd, A, lda, xt, ldc, C, ldc, true);
     return;
   }
   for (idx d0 = 0; d0 < hd; d0 += DC) {
     const idx dc = std::min(DC, hd - d0);
-    transpose_chunk(bt, ldc, X, ldx, nc, d0, dc);
-    gemm_acc(C, ldc, A + d0, lda, 1, bt, ldc, mr, dc, nc);
+    transpose(X + d0, nc, dc, ldx, bt, ldc);
+    gemm<T, Tri::full, false>(mr, nc, dc, A + d0, lda, bt, ldc, C, ldc, true);
   }
 }
 
@@ -179,7 +120,7 @@ void forward_query_tile(T* out, T* lse, const T* q, const T* k, const T* v, cons
   std::fill(row_max, row_max + BQ, neg_inf);
   std::fill(row_sum, row_sum + BQ, T(0));
   const bool q_once = hd <= DC;
-  if (q_once) transpose_chunk(qT, BQ, qt, L.ldq, m, 0, hd);
+  if (q_once) transpose(qt, m, hd, L.ldq, qT, BQ);
   const idx j_end = key_end(s, i0, m);
   for (idx j0 = 0; j0 < j_end; j0 += BK) {
     const idx n = std::min(BK, j_end - j0), off = mask_offset(s, i0, j0);
@@ -215,7 +156,7 @@ void forward_query_tile(T* out, T* lse, const T* q, const T* k, const T* v, cons
       if (alpha[i] != T(1))
         for (T *o = ot + i * L.ldq, *e = o + hd; o < e; ++o) *o *= alpha[i];
     }
-    gemm_acc(ot, L.ldq, St, 1, BQ, v + L.k_at(s, b, j0, g), L.ldk, m, n, hd);  // O += P V
+    gemm<T, Tri::full, true>(m, hd, n, St, BQ, v + L.k_at(s, b, j0, g), L.ldk, ot, L.ldq, true);  // O += P V
   }
   T* lt = lse + (b * s.Tq + i0) * L.Hq + h;  // [m], Hq apart
   for (idx i = 0; i < m; ++i) {
@@ -277,10 +218,10 @@ void backward_tile(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, c
     }
   }
   if (grads & kDkDv) {
-    gemm_acc(dv + ko, L.ldk, P, 1, BK, dout + qo, L.ldq, t.n, t.m, hd);  // dv += P^T dO
-    gemm_acc(dk + ko, L.ldk, dS, 1, BK, q + qo, L.ldq, t.n, t.m, hd);    // dk += dS^T Q
+    gemm<T, Tri::full, true>(t.n, hd, t.m, P, BK, dout + qo, L.ldq, dv + ko, L.ldk, true);  // dv += P^T dO
+    gemm<T, Tri::full, true>(t.n, hd, t.m, dS, BK, q + qo, L.ldq, dk + ko, L.ldk, true);    // dk += dS^T Q
   }
-  if (grads & kDq) gemm_acc(dq + qo, L.ldq, dS, BK, 1, k + ko, L.ldk, t.m, t.n, hd);  // dq += dS K
+  if (grads & kDq) gemm<T, Tri::full, false>(t.m, hd, t.n, dS, BK, k + ko, L.ldk, dq + qo, L.ldq, true);  // dq += dS K
 }
 
 // Every (query tile, this key tile) pair of sequence b and kv head g, over the group's query
@@ -293,8 +234,8 @@ void backward_key_tile(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* 
   T kT[DC * BK], vT[DC * BK];  // [hd, BK] K^T and V^T of the tile (used when hd <= DC)
   const bool kv_once = L.hd <= DC;
   if (kv_once) {
-    transpose_chunk(kT, BK, k + L.k_at(s, b, j0, g), L.ldk, n, 0, L.hd);
-    transpose_chunk(vT, BK, v + L.k_at(s, b, j0, g), L.ldk, n, 0, L.hd);
+    transpose(k + L.k_at(s, b, j0, g), n, L.hd, L.ldk, kT, BK);
+    transpose(v + L.k_at(s, b, j0, g), n, L.hd, L.ldk, vT, BK);
   }
   for (idx h = g * L.group; h < (g + 1) * L.group; ++h)
     for (idx i0 = first; i0 < s.Tq; i0 += BQ)
@@ -307,7 +248,8 @@ inline idx tiles(idx rows, idx tile) { return (rows + tile - 1) / tile; }
 }  // namespace
 
 template <typename T>
-void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& s) {
+void attention_forward(const Exec&, T* out, accum_t<T>* lse, const T* q, const T* k, const T* v,
+                       const AttentionShape& s) {
   const Layout L = layout_of(s);
   const idx nqt = tiles(s.Tq, BQ), heads = s.B * s.n_heads;
   // Heaviest (last, under the causal mask) query tiles first, so the dynamic schedule ends evenly.
@@ -326,8 +268,8 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
 // head, at the price of recomputing S, P and dP (7 tile products instead of 5). The single pass
 // is chosen when its slowest thread does no more work: 5 * ceil(G / p) <= 7 * G / p.
 template <typename T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
-                        const T* lse, const AttentionShape& s) {
+void attention_backward(const Exec&, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                        const T* out, const accum_t<T>* lse, const AttentionShape& s) {
   const Layout L = layout_of(s);
   const idx G = s.B * s.n_kv_heads, p = omp_get_max_threads();
   const idx nqt = tiles(s.Tq, BQ), nkt = tiles(s.Tk, BK);
@@ -355,14 +297,14 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
                       (task % G) % s.n_kv_heads, task / G * BK, kDkDv);
 }
 
-template void attention_forward<float>(float*, float*, const float*, const float*, const float*,
+template void attention_forward<float>(const Exec&, float*, float*, const float*, const float*, const float*,
                                        const AttentionShape&);
-template void attention_forward<double>(double*, double*, const double*, const double*, const double*,
+template void attention_forward<double>(const Exec&, double*, double*, const double*, const double*, const double*,
                                         const AttentionShape&);
-template void attention_backward<float>(float*, float*, float*, const float*, const float*, const float*,
+template void attention_backward<float>(const Exec&, float*, float*, float*, const float*, const float*, const float*,
                                         const float*, const float*, const float*, const AttentionShape&);
-template void attention_backward<double>(double*, double*, double*, const double*, const double*,
+template void attention_backward<double>(const Exec&, double*, double*, double*, const double*, const double*,
                                          const double*, const double*, const double*, const double*,
                                          const AttentionShape&);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

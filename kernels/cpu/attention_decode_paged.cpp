@@ -9,9 +9,9 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/backend.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
 
@@ -37,8 +37,8 @@ T dot_lanes(const T* __restrict a, const T* __restrict b, idx n) {
 }  // namespace
 
 template <typename T>
-void attention_decode_paged(T* out, const T* q, const T* k_pool, const T* v_pool, const std::int32_t* block_table,
-                            const idx* kv_len, const PagedKvShape& s) {
+void attention_decode_paged(const Exec&, T* out, const T* q, const T* k_pool, const T* v_pool,
+                            const std::int32_t* block_table, const idx* kv_len, const PagedKvShape& s) {
   const idx hd = s.head_dim, Hq = s.n_heads, Hkv = s.n_kv_heads, group = Hq / Hkv;
   const idx row = Hkv * hd;  // elements per cached token
   const T scale = T(1) / std::sqrt(T(hd));
@@ -86,9 +86,9 @@ void attention_decode_paged(T* out, const T* q, const T* k_pool, const T* v_pool
   }
 }
 
-template void attention_decode_paged<float>(float*, const float*, const float*, const float*, const std::int32_t*,
-                                            const idx*, const PagedKvShape&);
-template void attention_decode_paged<double>(double*, const double*, const double*, const double*, const std::int32_t*,
-                                             const idx*, const PagedKvShape&);
+template void attention_decode_paged<float>(const Exec&, float*, const float*, const float*, const float*,
+                                            const std::int32_t*, const idx*, const PagedKvShape&);
+template void attention_decode_paged<double>(const Exec&, double*, const double*, const double*, const double*,
+                                             const std::int32_t*, const idx*, const PagedKvShape&);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

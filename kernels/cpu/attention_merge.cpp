@@ -3,12 +3,13 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/backend.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 template <typename T>
-void attention_merge(T* out, T* lse, const T* out_b, const T* lse_b, idx rows, idx head_dim) {
+void attention_merge(const Exec&, T* out, accum_t<T>* lse, const T* out_b, const accum_t<T>* lse_b, idx rows,
+                     idx head_dim) {
   constexpr T neg_inf = -std::numeric_limits<T>::infinity();
 #pragma omp parallel for schedule(static)
   for (idx r = 0; r < rows; ++r) {
@@ -31,7 +32,7 @@ void attention_merge(T* out, T* lse, const T* out_b, const T* lse_b, idx rows, i
   }
 }
 
-template void attention_merge<float>(float*, float*, const float*, const float*, idx, idx);
-template void attention_merge<double>(double*, double*, const double*, const double*, idx, idx);
+template void attention_merge<float>(const Exec&, float*, float*, const float*, const float*, idx, idx);
+template void attention_merge<double>(const Exec&, double*, double*, const double*, const double*, idx, idx);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/blas_runtime.h"
 
 namespace nexus {
 

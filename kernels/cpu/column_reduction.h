@@ -6,7 +6,7 @@
 
 #include <omp.h>
 
-#include "kernels/ops.h"
+#include "kernels/types.h"
 
 namespace nexus::cpu {
 

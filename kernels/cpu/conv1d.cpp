@@ -9,10 +9,10 @@
 // stack array, so the loops vectorise for any K and no scratch is needed.
 #include <algorithm>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/scalar_math.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
 
@@ -60,8 +60,8 @@ void preactivation_tile(T* __restrict pre, const T* x, idx ld_x, const T* halo, 
 }  // namespace
 
 template <typename T>
-void conv1d_silu_forward(T* out, const T* x, idx ld_x, const T* halo, const T* w, const T* bias, idx B, idx Tn,
-                         idx C, idx K) {
+void conv1d_silu_forward(const Exec&, T* out, const T* x, idx ld_x, const T* halo, const T* w, const T* bias, idx B,
+                         idx Tn, idx C, idx K) {
   const ConvDims g{Tn, C, K};
   const idx time_tiles = (Tn + kTimeTile - 1) / kTimeTile;
   const idx chan_tiles = (C + kChanTile - 1) / kChanTile;
@@ -84,8 +84,8 @@ void conv1d_silu_forward(T* out, const T* x, idx ld_x, const T* halo, const T* w
 }
 
 template <typename T>
-void conv1d_silu_backward(T* dx, idx ld_dx, T* dhalo, T* dw, T* dbias, const T* dout, const T* x, idx ld_x,
-                          const T* halo, const T* w, const T* bias, idx B, idx Tn, idx C, idx K) {
+void conv1d_silu_backward(const Exec&, T* dx, idx ld_dx, T* dhalo, accum_t<T>* dw, accum_t<T>* dbias, const T* dout,
+                          const T* x, idx ld_x, const T* halo, const T* w, const T* bias, idx B, idx Tn, idx C, idx K) {
   const ConvDims g{Tn, C, K};
   const idx chan_tiles = (C + kChanTile - 1) / kChanTile;
   // Each thread owns whole channel tiles across every sequence and token, so it is the only writer
@@ -136,13 +136,14 @@ void conv1d_silu_backward(T* dx, idx ld_dx, T* dhalo, T* dw, T* dbias, const T* 
   }
 }
 
-template void conv1d_silu_forward<float>(float*, const float*, idx, const float*, const float*, const float*, idx,
-                                         idx, idx, idx);
-template void conv1d_silu_forward<double>(double*, const double*, idx, const double*, const double*,
+template void conv1d_silu_forward<float>(const Exec&, float*, const float*, idx, const float*, const float*,
+                                         const float*, idx, idx, idx, idx);
+template void conv1d_silu_forward<double>(const Exec&, double*, const double*, idx, const double*, const double*,
                                           const double*, idx, idx, idx, idx);
-template void conv1d_silu_backward<float>(float*, idx, float*, float*, float*, const float*, const float*, idx,
-                                          const float*, const float*, const float*, idx, idx, idx, idx);
-template void conv1d_silu_backward<double>(double*, idx, double*, double*, double*, const double*, const double*,
-                                           idx, const double*, const double*, const double*, idx, idx, idx, idx);
+template void conv1d_silu_backward<float>(const Exec&, float*, idx, float*, float*, float*, const float*, const float*,
+                                          idx, const float*, const float*, const float*, idx, idx, idx, idx);
+template void conv1d_silu_backward<double>(const Exec&, double*, idx, double*, double*, double*, const double*,
+                                           const double*, idx, const double*, const double*, const double*, idx, idx,
+                                           idx, idx);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

@@ -6,10 +6,10 @@
 // weight layout into a stack array so the inner loops run over contiguous channels.
 #include <algorithm>
 
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/scalar_math.h"
-#include "kernels/ops.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
 
@@ -21,7 +21,8 @@ constexpr idx kParallelWork = idx(1) << 16;
 }  // namespace
 
 template <typename T>
-void conv1d_silu_step(T* out, T* state, const T* x, idx ld_x, const T* w, const T* bias, idx B, idx C, idx K) {
+void conv1d_silu_step(const Exec&, T* out, T* state, const T* x, idx ld_x, const T* w, const T* bias, idx B, idx C,
+                      idx K) {
   const idx chan_tiles = (C + kChanTile - 1) / kChanTile;
 #pragma omp parallel for collapse(2) schedule(static) if (B * C * K >= kParallelWork)
   for (idx b = 0; b < B; ++b) {
@@ -46,8 +47,9 @@ void conv1d_silu_step(T* out, T* state, const T* x, idx ld_x, const T* w, const 
   }
 }
 
-template void conv1d_silu_step<float>(float*, float*, const float*, idx, const float*, const float*, idx, idx, idx);
-template void conv1d_silu_step<double>(double*, double*, const double*, idx, const double*, const double*, idx, idx,
-                                       idx);
+template void conv1d_silu_step<float>(const Exec&, float*, float*, const float*, idx, const float*, const float*, idx,
+                                      idx, idx);
+template void conv1d_silu_step<double>(const Exec&, double*, double*, const double*, idx, const double*, const double*,
+                                       idx, idx, idx);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

@@ -7,18 +7,18 @@
 // Numerics: every exponential is taken of (logit - row max) or (logit - lse), both <= 0, so nothing
 // overflows whatever the logits' scale; each row's sum of exponentials and the total loss are
 // accumulated in double.
+#include <omp.h>
+
 #include <algorithm>
 #include <cassert>
 #include <cmath>
 
-#include <omp.h>
+#include "kernels/cpu/backend.h"
 
-#include "kernels/ops.h"
-
-namespace nexus {
+namespace nexus::cpu {
 
 template <typename T>
-double cross_entropy_forward(T* lse, const T* logits, const std::int32_t* targets, idx N, idx V) {
+double cross_entropy_forward(const Exec&, accum_t<T>* lse, const T* logits, const std::int32_t* targets, idx N, idx V) {
   // Each thread sums a fixed contiguous block of rows, and the blocks are added in thread order:
   // unlike an OpenMP reduction, the total is bit-identical from run to run (and so is every logged
   // loss, which exact resume relies on).
@@ -50,8 +50,8 @@ double cross_entropy_forward(T* lse, const T* logits, const std::int32_t* target
 }
 
 template <typename T>
-void cross_entropy_backward(T* logits_to_dlogits, const T* lse, const std::int32_t* targets, idx N, idx V,
-                            double scale) {
+void cross_entropy_backward(const Exec&, T* logits_to_dlogits, const accum_t<T>* lse, const std::int32_t* targets,
+                            idx N, idx V, double scale) {
   const T s = T(scale);
 #pragma omp parallel for schedule(static)
   for (idx n = 0; n < N; ++n) {
@@ -68,9 +68,17 @@ void cross_entropy_backward(T* logits_to_dlogits, const T* lse, const std::int32
   }
 }
 
-template double cross_entropy_forward<float>(float*, const float*, const std::int32_t*, idx, idx);
-template double cross_entropy_forward<double>(double*, const double*, const std::int32_t*, idx, idx);
-template void cross_entropy_backward<float>(float*, const float*, const std::int32_t*, idx, idx, double);
-template void cross_entropy_backward<double>(double*, const double*, const std::int32_t*, idx, idx, double);
+idx count_targets(const Exec&, const std::int32_t* targets, idx N) {
+  idx count = 0;
+#pragma omp simd reduction(+ : count)
+  for (idx n = 0; n < N; ++n) count += targets[n] >= 0;
+  return count;
+}
 
-}  // namespace nexus
+template double cross_entropy_forward<float>(const Exec&, float*, const float*, const std::int32_t*, idx, idx);
+template double cross_entropy_forward<double>(const Exec&, double*, const double*, const std::int32_t*, idx, idx);
+template void cross_entropy_backward<float>(const Exec&, float*, const float*, const std::int32_t*, idx, idx, double);
+template void cross_entropy_backward<double>(const Exec&, double*, const double*, const std::int32_t*, idx, idx,
+                                             double);
+
+}  // namespace nexus::cpu

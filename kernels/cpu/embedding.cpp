@@ -4,9 +4,9 @@
 // not even passed here. An out-of-range id is a programming error (out-of-bounds access).
 #include <algorithm>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/backend.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
 
@@ -17,7 +17,7 @@ constexpr idx kColumnBlock = 64;
 }  // namespace
 
 template <typename T>
-void embedding_forward(T* out, const std::int32_t* tokens, const T* table, idx N, idx D) {
+void embedding_forward(const Exec&, T* out, const std::int32_t* tokens, const T* table, idx N, idx D) {
 #pragma omp parallel for schedule(static)
   for (idx n = 0; n < N; ++n) {
     const T* row = table + static_cast<idx>(tokens[n]) * D;  // [D]
@@ -26,7 +26,7 @@ void embedding_forward(T* out, const std::int32_t* tokens, const T* table, idx N
 }
 
 template <typename T>
-void embedding_backward(T* dtable, const std::int32_t* tokens, const T* dout, idx N, idx D) {
+void embedding_backward(const Exec&, accum_t<T>* dtable, const std::int32_t* tokens, const T* dout, idx N, idx D) {
   // Several tokens of a batch usually share an id, so splitting the tokens across threads would
   // race on dtable rows. Splitting the columns instead makes every thread the sole writer of its
   // columns in every row, with no reduction buffer; each thread still streams all of dout once.
@@ -43,9 +43,9 @@ void embedding_backward(T* dtable, const std::int32_t* tokens, const T* dout, id
   }
 }
 
-template void embedding_forward<float>(float*, const std::int32_t*, const float*, idx, idx);
-template void embedding_forward<double>(double*, const std::int32_t*, const double*, idx, idx);
-template void embedding_backward<float>(float*, const std::int32_t*, const float*, idx, idx);
-template void embedding_backward<double>(double*, const std::int32_t*, const double*, idx, idx);
+template void embedding_forward<float>(const Exec&, float*, const std::int32_t*, const float*, idx, idx);
+template void embedding_forward<double>(const Exec&, double*, const std::int32_t*, const double*, idx, idx);
+template void embedding_backward<float>(const Exec&, float*, const std::int32_t*, const float*, idx, idx);
+template void embedding_backward<double>(const Exec&, double*, const std::int32_t*, const double*, idx, idx);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

@@ -10,11 +10,11 @@
 #include <cassert>
 #include <cmath>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/column_reduction.h"
 #include "kernels/cpu/scalar_math.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
 
@@ -53,8 +53,8 @@ void row_grads(T* __restrict dy, T* __restrict dz, double* __restrict part, idx 
 }  // namespace
 
 template <typename T>
-void gated_rmsnorm_forward(T* out, T* rstd, const T* y, const T* z, idx ld_z, const T* weight, idx N, idx C,
-                           idx groups, double eps) {
+void gated_rmsnorm_forward(const Exec&, T* out, accum_t<T>* rstd, const T* y, const T* z, idx ld_z, const T* weight,
+                           idx N, idx C, idx groups, double eps) {
   assert(groups > 0 && C % groups == 0);
   const idx Cg = C / groups;
 #pragma omp parallel for schedule(static)
@@ -78,8 +78,8 @@ void gated_rmsnorm_forward(T* out, T* rstd, const T* y, const T* z, idx ld_z, co
 }
 
 template <typename T>
-void gated_rmsnorm_backward(T* dy, T* dz, idx ld_dz, T* dweight, const T* dout, const T* y, const T* z, idx ld_z,
-                            const T* weight, const T* rstd, idx N, idx C, idx groups) {
+void gated_rmsnorm_backward(const Exec&, T* dy, T* dz, idx ld_dz, accum_t<T>* dweight, const T* dout, const T* y,
+                            const T* z, idx ld_z, const T* weight, const accum_t<T>* rstd, idx N, idx C, idx groups) {
   assert(groups > 0 && C % groups == 0);
   const idx Cg = C / groups;
 #pragma omp parallel
@@ -114,13 +114,13 @@ void gated_rmsnorm_backward(T* dy, T* dz, idx ld_dz, T* dweight, const T* dout, 
   }
 }
 
-template void gated_rmsnorm_forward<float>(float*, float*, const float*, const float*, idx, const float*, idx, idx,
-                                           idx, double);
-template void gated_rmsnorm_forward<double>(double*, double*, const double*, const double*, idx, const double*,
-                                            idx, idx, idx, double);
-template void gated_rmsnorm_backward<float>(float*, float*, idx, float*, const float*, const float*, const float*,
-                                            idx, const float*, const float*, idx, idx, idx);
-template void gated_rmsnorm_backward<double>(double*, double*, idx, double*, const double*, const double*,
+template void gated_rmsnorm_forward<float>(const Exec&, float*, float*, const float*, const float*, idx, const float*,
+                                           idx, idx, idx, double);
+template void gated_rmsnorm_forward<double>(const Exec&, double*, double*, const double*, const double*, idx,
+                                            const double*, idx, idx, idx, double);
+template void gated_rmsnorm_backward<float>(const Exec&, float*, float*, idx, float*, const float*, const float*,
+                                            const float*, idx, const float*, const float*, idx, idx, idx);
+template void gated_rmsnorm_backward<double>(const Exec&, double*, double*, idx, double*, const double*, const double*,
                                              const double*, idx, const double*, const double*, idx, idx, idx);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

@@ -2,9 +2,9 @@
 // forward is out = inp @ W^T and both backward products are plain GEMMs with a transpose flag.
 #include <cblas.h>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/backend.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
 
@@ -21,25 +21,25 @@ inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, idx m, idx n, idx k, co
 }  // namespace
 
 template <typename T>
-void matmul_forward(T* out, const T* inp, const T* weight, idx N, idx I, idx O) {
+void matmul_forward(const Exec&, T* out, const T* inp, const T* weight, idx N, idx I, idx O) {
   // out[N,O] = inp[N,I] @ weight[O,I]^T
   gemm(CblasNoTrans, CblasTrans, N, O, I, inp, I, weight, I, T(0), out, O);
 }
 
 template <typename T>
-void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, idx N, idx I, idx O,
-                     bool accumulate_dinp) {
+void matmul_backward(const Exec&, T* dinp, accum_t<T>* dweight, const T* dout, const T* inp, const T* weight, idx N,
+                     idx I, idx O, bool accumulate_dinp) {
   // dinp[N,I] (+)= dout[N,O] @ weight[O,I]
   if (dinp) gemm(CblasNoTrans, CblasNoTrans, N, I, O, dout, O, weight, I, accumulate_dinp ? T(1) : T(0), dinp, I);
   // dweight[O,I] += dout[N,O]^T @ inp[N,I]
   gemm(CblasTrans, CblasNoTrans, O, I, N, dout, O, inp, I, T(1), dweight, I);
 }
 
-template void matmul_forward<float>(float*, const float*, const float*, idx, idx, idx);
-template void matmul_forward<double>(double*, const double*, const double*, idx, idx, idx);
-template void matmul_backward<float>(float*, float*, const float*, const float*, const float*, idx, idx, idx,
-                                     bool);
-template void matmul_backward<double>(double*, double*, const double*, const double*, const double*, idx, idx,
-                                      idx, bool);
+template void matmul_forward<float>(const Exec&, float*, const float*, const float*, idx, idx, idx);
+template void matmul_forward<double>(const Exec&, double*, const double*, const double*, idx, idx, idx);
+template void matmul_backward<float>(const Exec&, float*, float*, const float*, const float*, const float*, idx, idx,
+                                     idx, bool);
+template void matmul_backward<double>(const Exec&, double*, double*, const double*, const double*, const double*, idx,
+                                      idx, idx, bool);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

@@ -12,10 +12,10 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/column_reduction.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
 
@@ -66,8 +66,8 @@ void row_input_grad(T* __restrict dh, const T* __restrict dy, const T* __restric
 }  // namespace
 
 template <typename T>
-void residual_rmsnorm_forward(T* h, T* y, T* rstd, const T* x, const T* branch, const T* weight, idx N, idx D,
-                              double eps) {
+void residual_rmsnorm_forward(const Exec&, T* h, T* y, accum_t<T>* rstd, const T* x, const T* branch, const T* weight,
+                              idx N, idx D, double eps) {
 #pragma omp parallel for schedule(static)
   for (idx n = 0; n < N; ++n) {
     T* hn = h + n * D;  // [D]
@@ -80,7 +80,8 @@ void residual_rmsnorm_forward(T* h, T* y, T* rstd, const T* x, const T* branch, 
 }
 
 template <typename T>
-void rmsnorm_backward(T* dh, T* dweight, const T* dy, const T* h, const T* weight, const T* rstd, idx N, idx D) {
+void rmsnorm_backward(const Exec&, T* dh, accum_t<T>* dweight, const T* dy, const T* h, const T* weight,
+                      const accum_t<T>* rstd, idx N, idx D) {
 #pragma omp parallel
   {
     double part[kChunk];  // [width]: this thread's dweight sums for columns [c0, c0 + width)
@@ -102,13 +103,13 @@ void rmsnorm_backward(T* dh, T* dweight, const T* dy, const T* h, const T* weigh
   }
 }
 
-template void residual_rmsnorm_forward<float>(float*, float*, float*, const float*, const float*, const float*,
-                                              idx, idx, double);
-template void residual_rmsnorm_forward<double>(double*, double*, double*, const double*, const double*,
+template void residual_rmsnorm_forward<float>(const Exec&, float*, float*, float*, const float*, const float*,
+                                              const float*, idx, idx, double);
+template void residual_rmsnorm_forward<double>(const Exec&, double*, double*, double*, const double*, const double*,
                                                const double*, idx, idx, double);
-template void rmsnorm_backward<float>(float*, float*, const float*, const float*, const float*, const float*, idx,
-                                      idx);
-template void rmsnorm_backward<double>(double*, double*, const double*, const double*, const double*,
+template void rmsnorm_backward<float>(const Exec&, float*, float*, const float*, const float*, const float*,
+                                      const float*, idx, idx);
+template void rmsnorm_backward<double>(const Exec&, double*, double*, const double*, const double*, const double*,
                                        const double*, idx, idx);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/backend.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
 
@@ -52,18 +52,18 @@ void rope_rotate(T* x, idx B, idx Tn, idx H, idx head_dim, idx rotary_dim, idx p
 }  // namespace
 
 template <typename T>
-void rope_forward(T* x, idx B, idx Tn, idx H, idx head_dim, idx rotary_dim, idx pos0, double theta) {
+void rope_forward(const Exec&, T* x, idx B, idx Tn, idx H, idx head_dim, idx rotary_dim, idx pos0, double theta) {
   rope_rotate(x, B, Tn, H, head_dim, rotary_dim, pos0, theta, 1.0);
 }
 
 template <typename T>
-void rope_backward(T* dx, idx B, idx Tn, idx H, idx head_dim, idx rotary_dim, idx pos0, double theta) {
+void rope_backward(const Exec&, T* dx, idx B, idx Tn, idx H, idx head_dim, idx rotary_dim, idx pos0, double theta) {
   rope_rotate(dx, B, Tn, H, head_dim, rotary_dim, pos0, theta, -1.0);
 }
 
-template void rope_forward<float>(float*, idx, idx, idx, idx, idx, idx, double);
-template void rope_forward<double>(double*, idx, idx, idx, idx, idx, idx, double);
-template void rope_backward<float>(float*, idx, idx, idx, idx, idx, idx, double);
-template void rope_backward<double>(double*, idx, idx, idx, idx, idx, idx, double);
+template void rope_forward<float>(const Exec&, float*, idx, idx, idx, idx, idx, idx, double);
+template void rope_forward<double>(const Exec&, double*, idx, idx, idx, idx, idx, idx, double);
+template void rope_backward<float>(const Exec&, float*, idx, idx, idx, idx, idx, idx, double);
+template void rope_backward<double>(const Exec&, double*, idx, idx, idx, idx, idx, idx, double);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

@@ -29,4 +29,12 @@ inline T softplus(T x) {
   return x > T(20) ? x : std::log1p(std::exp(x));
 }
 
+// Decay factors exp(sum of dt A) below this are flushed to zero by the SSD kernels: the product of
+// two survivors is still a normal number (no denormal slowdown), and the terms dropped are < 1e-18
+// (float) of the ones kept.
+template <typename T>
+inline constexpr T kDecayFlush = T(1e-18);
+template <>
+inline constexpr double kDecayFlush<double> = 1e-150;
+
 }  // namespace nexus::cpu

@@ -34,164 +34,22 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu/backend.h"
+#include "kernels/cpu/micro_gemm.h"
 #include "kernels/cpu/scalar_math.h"
 #include "kernels/ops.h"
+#include "kernels/workspace.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
 
 using cpu::sigmoid;
 using cpu::softplus;
-
-// ---------------------------------------------------------------------------------------------
-// Register-tiled small GEMM for the per-chunk products (BLAS may not be called inside an OpenMP
-// region: OpenBLAS is the OpenMP build and nested calls are slow).
-
-#if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVecBytes = 32;
-#else
-constexpr int kVecBytes = 16;
-#endif
-
-template <typename T>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  typedef float type __attribute__((vector_size(kVecBytes)));
-};
-template <>
-struct VecOf<double> {
-  typedef double type __attribute__((vector_size(kVecBytes)));
-};
-template <typename T>
-using Vec = typename VecOf<T>::type;
-template <typename T>
-constexpr idx kLanes = idx(kVecBytes / sizeof(T));
-
-constexpr int kMR = 8;  // rows of a register tile
-constexpr int kNV = 2;  // vectors per row of a register tile (kMR*kNV accumulators)
-
-template <typename T>
-inline Vec<T> vload(const T* p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <typename T>
-inline void vstore(T* p, const Vec<T>& v) {
-  std::memcpy(p, &v, sizeof v);
-}
-
-// Which zero triangle of a square operand lets a tile skip part of the k range (the skipped
-// entries must still hold explicit zeros: a tile straddling the diagonal reads them), or, for
-// out_lower, which output tiles are not wanted (only C[i,j] with j <= i is computed).
-enum class Tri { full, out_lower, a_lower, a_upper, b_lower };
-
-// One MR x (NV vectors) tile: c = [c +] rs[r] * cs[j] * sum_{k in [kb,ke)} A(r,k) b[k,j].
-// A(r,k) = a[r*lda + k], or a[k*lda + r] when a_trans (read in place, never copied).
-template <typename T, int MR, int NV, bool a_trans>
-inline void tile(idx kb, idx ke, const T* __restrict a, idx lda, const T* __restrict b, idx ldb, T* __restrict c,
-                 idx ldc, const T* rs, const T* cs, bool accumulate) {
-  constexpr idx W = kLanes<T>;
-  Vec<T> acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = Vec<T>{};
-  for (idx k = kb; k < ke; ++k) {
-    Vec<T> bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * ldb + v * W);
-    for (int r = 0; r < MR; ++r) {
-      const T av = a_trans ? a[k * lda + r] : a[r * lda + k];
-      for (int v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
-    }
-  }
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) {
-      Vec<T> o = acc[r][v];
-      if (cs) o *= vload(cs + v * W);
-      if (rs) o *= rs[r];
-      T* p = c + r * ldc + v * W;
-      if (accumulate) o += vload(p);
-      vstore(p, o);
-    }
-}
-
-// Same for the last n < kLanes columns of a row band.
-template <typename T, int MR, bool a_trans>
-inline void tile_tail(idx kb, idx ke, const T* __restrict a, idx lda, const T* __restrict b, idx ldb,
-                      T* __restrict c, idx ldc, const T* rs, const T* cs, bool accumulate, idx n) {
-  T acc[MR][kLanes<T>] = {};
-  for (idx k = kb; k < ke; ++k)
-    for (int r = 0; r < MR; ++r) {
-      const T av = a_trans ? a[k * lda + r] : a[r * lda + k];
-      for (idx j = 0; j < n; ++j) acc[r][j] += av * b[k * ldb + j];
-    }
-  for (int r = 0; r < MR; ++r)
-    for (idx j = 0; j < n; ++j) {
-      T o = acc[r][j];
-      if (cs) o *= cs[j];
-      if (rs) o *= rs[r];
-      c[r * ldc + j] = accumulate ? c[r * ldc + j] + o : o;
-    }
-}
-
-// MR rows by n <= kNV*kLanes columns.
-template <typename T, int MR, bool a_trans>
-inline void band(idx kb, idx ke, const T* a, idx lda, const T* b, idx ldb, T* c, idx ldc, const T* rs, const T* cs,
-                 bool accumulate, idx n) {
-  constexpr idx W = kLanes<T>;
-  idx j = 0;
-  for (; j + kNV * W <= n; j += kNV * W)
-    tile<T, MR, kNV, a_trans>(kb, ke, a, lda, b + j, ldb, c + j, ldc, rs, cs ? cs + j : nullptr, accumulate);
-  for (; j + W <= n; j += W)
-    tile<T, MR, 1, a_trans>(kb, ke, a, lda, b + j, ldb, c + j, ldc, rs, cs ? cs + j : nullptr, accumulate);
-  if (j < n)
-    tile_tail<T, MR, a_trans>(kb, ke, a, lda, b + j, ldb, c + j, ldc, rs, cs ? cs + j : nullptr, accumulate,
-                              n - j);
-}
-
-// C[M,Nc] = [C +] diag(rs) (A[M,K] B[K,Nc]) diag(cs); rs, cs may be null (ones). Column panels
-// outermost so a panel of B (K x 2 vectors) stays in L1 while the row tiles stream past it.
-template <typename T, Tri tri, bool a_trans>
-void gemm(idx M, idx Nc, idx K, const T* a, idx lda, const T* b, idx ldb, T* c, idx ldc, bool accumulate,
-          const T* rs = nullptr, const T* cs = nullptr) {
-  constexpr idx NR = kNV * kLanes<T>;
-  for (idx j0 = 0; j0 < Nc; j0 += NR) {
-    const idx nw = std::min(NR, Nc - j0);
-    for (idx i0 = 0; i0 < M; i0 += kMR) {
-      const idx mw = std::min<idx>(kMR, M - i0);
-      if (tri == Tri::out_lower && j0 > i0 + mw - 1) continue;
-      idx kb = 0, ke = K;
-      if (tri == Tri::a_lower) ke = std::min(K, i0 + mw);
-      if (tri == Tri::a_upper) kb = i0;
-      if (tri == Tri::b_lower) kb = j0;
-      const T* ap = a_trans ? a + i0 : a + i0 * lda;
-      T* cp = c + i0 * ldc + j0;
-      const T* csp = cs ? cs + j0 : nullptr;
-      if (mw == kMR) {
-        band<T, kMR, a_trans>(kb, ke, ap, lda, b + j0, ldb, cp, ldc, rs ? rs + i0 : nullptr, csp, accumulate, nw);
-      } else {
-        for (idx r = 0; r < mw; ++r)
-          band<T, 1, a_trans>(kb, ke, a_trans ? ap + r : ap + r * lda, lda, b + j0, ldb, cp + r * ldc, ldc,
-                              rs ? rs + i0 + r : nullptr, csp, accumulate, nw);
-      }
-    }
-  }
-}
-
-// dst[c*ldd + r] = src[r*lds + c], in 16 x 16 blocks so both sides stay in cache.
-template <typename T>
-void transpose(const T* __restrict src, idx rows, idx cols, idx lds, T* __restrict dst, idx ldd) {
-  constexpr idx kB = 16;
-  for (idx r0 = 0; r0 < rows; r0 += kB)
-    for (idx c0 = 0; c0 < cols; c0 += kB) {
-      const idx r1 = std::min(rows, r0 + kB), c1 = std::min(cols, c0 + kB);
-      for (idx cc = c0; cc < c1; ++cc)
-        for (idx r = r0; r < r1; ++r) dst[cc * ldd + r] = src[r * lds + cc];
-    }
-}
+using micro::gemm;
+using micro::kMR;
+using micro::transpose;
+using micro::Tri;
 
 template <typename T>
 T dot(const T* __restrict a, const T* __restrict b, idx n) {
@@ -204,9 +62,7 @@ T dot(const T* __restrict a, const T* __restrict b, idx n) {
 // Decay factors below this are flushed to zero: the product of two survivors is still a normal
 // number, and the terms dropped are < 1e-18 (float) of the ones kept.
 template <typename T>
-constexpr T kTiny = T(1e-18);
-template <>
-constexpr double kTiny<double> = 1e-150;
+constexpr T kTiny = kDecayFlush<T>;
 template <typename T>
 inline T flush(T v) {
   return v < kTiny<T> ? T(0) : v;
@@ -233,8 +89,6 @@ void for_each_decay_row(const T* ea, idx L, T* lrow, F&& row) {
 // ---------------------------------------------------------------------------------------------
 // Workspace: shared arrays, then one scratch block per thread.
 
-inline idx pad16(idx n) { return (n + 15) / 16 * 16; }
-
 struct Layout {
   idx q = 1, nc = 0;   // effective chunk size, number of chunks
   idx dt = 0, ea = 0;  // [B,H,Tn] each: dt and exp(dt A), head-major so a chunk is contiguous
@@ -248,34 +102,18 @@ struct Layout {
     q = std::max<idx>(1, std::min(s.Q, s.Tn));
     nc = (s.Tn + q - 1) / q;
     const idx bh = s.B * s.H, pn = s.P * s.N;
-    idx off = 0;
-    auto take = [&](idx n) {
-      const idx o = off;
-      off += pad16(n);
-      return o;
-    };
-    dt = take(bh * s.Tn);
-    ea = take(bh * s.Tn);
-    cdec = take(bh * nc);
-    states = take(bh * nc * pn);
-    dstates = take(bh * nc * pn);
-    partials = take(bh * nc * 2);
+    WorkspaceLayout w;
+    dt = w.take(bh * s.Tn);
+    ea = w.take(bh * s.Tn);
+    cdec = w.take(bh * nc);
+    states = w.take(bh * nc * pn);
+    dstates = w.take(bh * nc * pn);
+    partials = w.take(bh * nc * 2);
     // The largest per-thread need is the backward's phase 3; the state passing needs one P x N
     // carry. 16*20 covers the rounding of every carve (at most 20 pieces).
-    per_thread = pad16(std::max(3 * q * q + 6 * q * s.N + 4 * q * s.P + 6 * q, pn) + 16 * 20);
-    scratch = take(threads * per_thread);
-    total = off;
-  }
-};
-
-// Carves consecutive 64-byte-aligned (given an aligned base) pieces out of a scratch block.
-template <typename T>
-struct Carve {
-  T* p;
-  T* take(idx n) {
-    T* r = p;
-    p += pad16(n);
-    return r;
+    per_thread = workspace_round(std::max(3 * q * q + 6 * q * s.N + 4 * q * s.P + 6 * q, pn) + 16 * 20);
+    scratch = w.take(threads * per_thread);
+    total = w.used;
   }
 };
 
@@ -356,7 +194,7 @@ void chunk_states(const Scan<T>& sc, idx b, idx g, idx c, const T* dy, T* scr) {
   const SsdShape& s = sc.s;
   const idx t0 = sc.t0(c), L = sc.len(c), P = s.P, N = s.N, HP = s.H * P;
   const bool backward = dy != nullptr;
-  Carve<T> cv{scr};
+  WorkspaceCarver<T> cv{scr};
   T* Bp = cv.take(L * N);   // [L,N] B of the chunk, packed
   T* Cp = cv.take(L * N);   // [L,N] C of the chunk, packed (backward only)
   T* ecs = cv.take(L);      // [L] exp(Acs_i)
@@ -452,19 +290,27 @@ void chunk_cb(const Scan<T>& sc, idx b, idx g, idx c, T* BT, T* Cp, T* CB) {
 
 }  // namespace
 
+}  // namespace nexus::cpu
+
+namespace nexus {
+
 idx ssd_workspace(const SsdShape& s) {
   // Includes one scratch block per thread for omp_get_max_threads() threads: request the
   // workspace with the thread count that will run the op.
-  return Layout(s, omp_get_max_threads()).total;
+  return cpu::Layout(s, omp_get_max_threads()).total;
 }
+
+}  // namespace nexus
+
+namespace nexus::cpu {
 
 // ---------------------------------------------------------------------------------------------
 // Forward
 
 template <typename T>
-void ssd_forward(T* y, T* final_state, T* decay, const T* x, const T* Bm, const T* Cm, const T* dt_raw,
-                 const T* dt_bias, const T* A_log, const T* D, const T* init_state, const SsdShape& s,
-                 const SsdStrides& ld, T* workspace) {
+void ssd_forward(const Exec&, T* y, accum_t<T>* final_state, accum_t<T>* decay, const T* x, const T* Bm, const T* Cm,
+                 const T* dt_raw, const T* dt_bias, const T* A_log, const T* D, const accum_t<T>* init_state,
+                 const SsdShape& s, const SsdStrides& ld, T* workspace) {
   const Scan<T> sc(s, ld, workspace, x, Bm, Cm, dt_raw, dt_bias, A_log);
   const idx nc = sc.lay.nc, P = s.P, N = s.N, PN = P * N, HP = s.H * P;
 
@@ -487,7 +333,7 @@ void ssd_forward(T* y, T* final_state, T* decay, const T* x, const T* Bm, const 
 
   for_each_group_chunk(sc, [&](idx b, idx g, idx c) {
     const idx t0 = sc.t0(c), L = sc.len(c);
-    Carve<T> cv{sc.scratch()};
+    WorkspaceCarver<T> cv{sc.scratch()};
     T* BT = cv.take(N * L);  // [N,L] B^T of the chunk, the right operand of C B^T
     T* Cp = cv.take(L * N);  // [L,N] C of the chunk, packed
     T* CB = cv.take(L * L);  // [L,L] C_i.B_j (lower triangle), shared by the group's heads
@@ -542,10 +388,10 @@ void ssd_forward(T* y, T* final_state, T* decay, const T* x, const T* Bm, const 
 //   dA_log += A dA;  ddt_raw = ddt sigmoid(dt_raw + dt_bias);  ddt_bias += sum ddt_raw;  dD += sum dY.x
 
 template <typename T>
-void ssd_backward(T* dx, T* dB, T* dC, T* ddt_raw, T* ddt_bias, T* dA_log, T* dD, T* dinit_state, const T* dy,
-                  const T* dfinal_state, const T* x, const T* Bm, const T* Cm, const T* dt_raw, const T* dt_bias,
-                  const T* A_log, const T* D, const T* init_state, const SsdShape& s, const SsdStrides& ld,
-                  T* workspace) {
+void ssd_backward(const Exec&, T* dx, T* dB, T* dC, T* ddt_raw, accum_t<T>* ddt_bias, accum_t<T>* dA_log,
+                  accum_t<T>* dD, accum_t<T>* dinit_state, const T* dy, const accum_t<T>* dfinal_state, const T* x,
+                  const T* Bm, const T* Cm, const T* dt_raw, const T* dt_bias, const T* A_log, const T* D,
+                  const accum_t<T>* init_state, const SsdShape& s, const SsdStrides& ld, T* workspace) {
   const Scan<T> sc(s, ld, workspace, x, Bm, Cm, dt_raw, dt_bias, A_log);
   const idx nc = sc.lay.nc, P = s.P, N = s.N, PN = P * N, HP = s.H * P;
 
@@ -569,7 +415,7 @@ void ssd_backward(T* dx, T* dB, T* dC, T* ddt_raw, T* ddt_bias, T* dA_log, T* dD
   // Phase 3: every per-token gradient, chunk by chunk.
   for_each_group_chunk(sc, [&](idx b, idx g, idx c) {
     const idx t0 = sc.t0(c), L = sc.len(c);
-    Carve<T> cv{sc.scratch()};
+    WorkspaceCarver<T> cv{sc.scratch()};
     T* BT = cv.take(N * L);     // [N,L] B^T of the chunk
     T* Bp = cv.take(L * N);     // [L,N] B of the chunk, packed
     T* Cp = cv.take(L * N);     // [L,N] C of the chunk, packed
@@ -707,19 +553,19 @@ void ssd_backward(T* dx, T* dB, T* dC, T* ddt_raw, T* ddt_bias, T* dA_log, T* dD
   }
 }
 
-template void ssd_forward<float>(float*, float*, float*, const float*, const float*, const float*, const float*,
-                                 const float*, const float*, const float*, const float*, const SsdShape&,
+template void ssd_forward<float>(const Exec&, float*, float*, float*, const float*, const float*, const float*,
+                                 const float*, const float*, const float*, const float*, const float*, const SsdShape&,
                                  const SsdStrides&, float*);
-template void ssd_forward<double>(double*, double*, double*, const double*, const double*, const double*,
+template void ssd_forward<double>(const Exec&, double*, double*, double*, const double*, const double*, const double*,
                                   const double*, const double*, const double*, const double*, const double*,
                                   const SsdShape&, const SsdStrides&, double*);
-template void ssd_backward<float>(float*, float*, float*, float*, float*, float*, float*, float*, const float*,
-                                  const float*, const float*, const float*, const float*, const float*,
+template void ssd_backward<float>(const Exec&, float*, float*, float*, float*, float*, float*, float*, float*,
+                                  const float*, const float*, const float*, const float*, const float*, const float*,
                                   const float*, const float*, const float*, const float*, const SsdShape&,
                                   const SsdStrides&, float*);
-template void ssd_backward<double>(double*, double*, double*, double*, double*, double*, double*, double*,
+template void ssd_backward<double>(const Exec&, double*, double*, double*, double*, double*, double*, double*, double*,
                                    const double*, const double*, const double*, const double*, const double*,
                                    const double*, const double*, const double*, const double*, const double*,
                                    const SsdShape&, const SsdStrides&, double*);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

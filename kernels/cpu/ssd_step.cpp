@@ -4,10 +4,10 @@
 // pairs; each updates its [P,N] state row by row and reads each row out while it is in L1.
 #include <cmath>
 
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/scalar_math.h"
-#include "kernels/ops.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 namespace {
 
@@ -18,8 +18,8 @@ constexpr idx kParallelWork = idx(1) << 16;
 }  // namespace
 
 template <typename T>
-void ssd_step(T* y, T* state, const T* x, const T* Bm, const T* Cm, const T* dt_raw, const T* dt_bias, const T* A_log,
-              const T* D, const SsdShape& s, const SsdStrides& ld) {
+void ssd_step(const Exec&, T* y, accum_t<T>* state, const T* x, const T* Bm, const T* Cm, const T* dt_raw,
+              const T* dt_bias, const T* A_log, const T* D, const SsdShape& s, const SsdStrides& ld) {
   const idx heads_per_group = s.H / s.G;
 #pragma omp parallel for collapse(2) schedule(static) if (s.B * s.H * s.P * s.N >= kParallelWork)
   for (idx b = 0; b < s.B; ++b) {
@@ -45,9 +45,10 @@ void ssd_step(T* y, T* state, const T* x, const T* Bm, const T* Cm, const T* dt_
   }
 }
 
-template void ssd_step<float>(float*, float*, const float*, const float*, const float*, const float*, const float*,
-                              const float*, const float*, const SsdShape&, const SsdStrides&);
-template void ssd_step<double>(double*, double*, const double*, const double*, const double*, const double*,
-                               const double*, const double*, const double*, const SsdShape&, const SsdStrides&);
+template void ssd_step<float>(const Exec&, float*, float*, const float*, const float*, const float*, const float*,
+                              const float*, const float*, const float*, const SsdShape&, const SsdStrides&);
+template void ssd_step<double>(const Exec&, double*, double*, const double*, const double*, const double*,
+                               const double*, const double*, const double*, const double*, const SsdShape&,
+                               const SsdStrides&);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

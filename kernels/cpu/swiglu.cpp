@@ -1,11 +1,11 @@
 // SwiGLU on the fused gate|up projection: out = silu(gate) * up, row by row.
-#include "kernels/ops.h"
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/scalar_math.h"
 
-namespace nexus {
+namespace nexus::cpu {
 
 template <typename T>
-void swiglu_forward(T* out, const T* gate_up, idx N, idx F) {
+void swiglu_forward(const Exec&, T* out, const T* gate_up, idx N, idx F) {
 #pragma omp parallel for schedule(static)
   for (idx n = 0; n < N; ++n) {
     const T* __restrict gate = gate_up + n * 2 * F;  // [F]
@@ -16,7 +16,7 @@ void swiglu_forward(T* out, const T* gate_up, idx N, idx F) {
 }
 
 template <typename T>
-void swiglu_backward(T* dgate_up, const T* dout, const T* gate_up, idx N, idx F) {
+void swiglu_backward(const Exec&, T* dgate_up, const T* dout, const T* gate_up, idx N, idx F) {
 #pragma omp parallel for schedule(static)
   for (idx n = 0; n < N; ++n) {
     const T* __restrict gate = gate_up + n * 2 * F;  // [F]
@@ -31,9 +31,9 @@ void swiglu_backward(T* dgate_up, const T* dout, const T* gate_up, idx N, idx F)
   }
 }
 
-template void swiglu_forward<float>(float*, const float*, idx, idx);
-template void swiglu_forward<double>(double*, const double*, idx, idx);
-template void swiglu_backward<float>(float*, const float*, const float*, idx, idx);
-template void swiglu_backward<double>(double*, const double*, const double*, idx, idx);
+template void swiglu_forward<float>(const Exec&, float*, const float*, idx, idx);
+template void swiglu_forward<double>(const Exec&, double*, const double*, idx, idx);
+template void swiglu_backward<float>(const Exec&, float*, const float*, const float*, idx, idx);
+template void swiglu_backward<double>(const Exec&, double*, const double*, const double*, idx, idx);
 
-}  // namespace nexus
+}  // namespace nexus::cpu

@@ -67,7 +67,7 @@ Attn forward(const std::vector<double>& q, const std::vector<double>& k, const s
              const AttentionShape& s) {
   const std::vector<T> qt(q.begin(), q.end()), kt(k.begin(), k.end()), vt(v.begin(), v.end());
   std::vector<T> out(q_size(s)), lse(lse_size(s));
-  attention_forward(out.data(), lse.data(), qt.data(), kt.data(), vt.data(), s);
+  attention_forward(Exec{}, out.data(), lse.data(), qt.data(), kt.data(), vt.data(), s);
   return {test::to_double(out), test::to_double(lse)};
 }
 
@@ -151,7 +151,7 @@ struct Grads {
 
 Grads backward(const std::vector<double>& dout, const std::vector<double>& q, const std::vector<double>& k,
                const std::vector<double>& v, const Attn& fwd, const AttentionShape& s, Grads g) {
-  attention_backward(g.dq.data(), g.dk.data(), g.dv.data(), dout.data(), q.data(), k.data(), v.data(),
+  attention_backward(Exec{}, g.dq.data(), g.dk.data(), g.dv.data(), dout.data(), q.data(), k.data(), v.data(),
                      fwd.out.data(), fwd.lse.data(), s);
   return g;
 }
@@ -271,7 +271,7 @@ TEST(Attention, FloatBackwardMatchesDouble) {
   const auto cast = [](const std::vector<double>& x) { return std::vector<float>(x.begin(), x.end()); };
   const Attn ff = forward<float>(q, k, v, s);
   std::vector<float> dq(q_size(s)), dk(k_size(s)), dv(k_size(s));
-  attention_backward(dq.data(), dk.data(), dv.data(), cast(R).data(), cast(q).data(), cast(k).data(),
+  attention_backward(Exec{}, dq.data(), dk.data(), dv.data(), cast(R).data(), cast(q).data(), cast(k).data(),
                      cast(v).data(), cast(ff.out).data(), cast(ff.lse).data(), s);
   // Gradients sum up to 150 keys' or queries' contributions in float: ~1e-6 relative to their scale.
   EXPECT_LT(test::max_rel_diff(dq, d.dq), 1e-5);

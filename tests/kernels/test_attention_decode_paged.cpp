@@ -36,7 +36,7 @@ Inputs make_inputs(std::uint64_t seed) {
 
 std::vector<double> full_attention(const Inputs& in) {
   std::vector<double> out(in.q.size()), lse(std::size_t(kB * kT * kHq));
-  attention_forward(out.data(), lse.data(), in.q.data(), in.k.data(), in.v.data(),
+  attention_forward(Exec{}, out.data(), lse.data(), in.q.data(), in.k.data(), in.v.data(),
                     AttentionShape{kB, kT, kT, kHq, kHkv, kHd, 0, 0, true});
   return out;
 }
@@ -87,7 +87,7 @@ void decode_all(const Inputs& in, const Cache<T>& cache, const std::vector<doubl
       len[std::size_t(b)] = pos + 1;
       for (idx e = 0; e < qrow; ++e) q[std::size_t(b * qrow + e)] = T(in.q[std::size_t((b * kT + pos) * qrow + e)]);
     }
-    attention_decode_paged(out.data(), q.data(), cache.k_pool.data(), cache.v_pool.data(), cache.table.data(),
+    attention_decode_paged(Exec{}, out.data(), q.data(), cache.k_pool.data(), cache.v_pool.data(), cache.table.data(),
                            len.data(), s);
     for (idx b = 0; b < kB; ++b)
       for (idx e = 0; e < qrow; ++e) {
@@ -114,8 +114,8 @@ TEST(AttentionDecodePaged, EmptySequenceGivesZeros) {
   const Cache<double> cache(in, 8);
   std::vector<double> q(in.q.begin(), in.q.begin() + kB * kHq * kHd), out(q.size(), 7.0);
   const std::vector<idx> len{0, 9};
-  attention_decode_paged(out.data(), q.data(), cache.k_pool.data(), cache.v_pool.data(), cache.table.data(), len.data(),
-                         PagedKvShape{kB, kHq, kHkv, kHd, 8, cache.max_blocks_per_seq});
+  attention_decode_paged(Exec{}, out.data(), q.data(), cache.k_pool.data(), cache.v_pool.data(), cache.table.data(),
+                         len.data(), PagedKvShape{kB, kHq, kHkv, kHd, 8, cache.max_blocks_per_seq});
   for (idx e = 0; e < kHq * kHd; ++e) EXPECT_EQ(out[std::size_t(e)], 0.0);
   for (idx e = kHq * kHd; e < 2 * kHq * kHd; ++e) EXPECT_TRUE(std::isfinite(out[std::size_t(e)]));
 }

@@ -65,7 +65,7 @@ std::vector<T> kernel_forward(const std::vector<T>& x, const std::vector<T>* hal
                               const std::vector<T>& bias, const Case& c) {
   const auto xw = widen(x, c.B * c.Tn, c.C, c.ld_x, c.x_off, T(0));
   std::vector<T> out(c.B * c.Tn * c.C);
-  conv1d_silu_forward(out.data(), xw.data() + c.x_off, c.ld_x, halo ? halo->data() : nullptr, w.data(),
+  conv1d_silu_forward(Exec{}, out.data(), xw.data() + c.x_off, c.ld_x, halo ? halo->data() : nullptr, w.data(),
                       bias.data(), c.B, c.Tn, c.C, c.K);
   return out;
 }
@@ -151,8 +151,8 @@ void check_backward(const Case& c, bool with_halo, bool want_dhalo) {
   const auto xw = widen(in.x, c.B * c.Tn, c.C, c.ld_x, c.x_off, 0.0);
   std::vector<double> dxw(c.B * c.Tn * c.ld_dx, kStale), dhalo(in.halo.size(), kStale);
   std::vector<double> dw = dw_prior, dbias = dbias_prior;
-  conv1d_silu_backward(dxw.data() + c.dx_off, c.ld_dx, want_dhalo ? dhalo.data() : nullptr, dw.data(), dbias.data(),
-                       R.data(), xw.data() + c.x_off, c.ld_x, halo ? halo->data() : nullptr, in.w.data(),
+  conv1d_silu_backward(Exec{}, dxw.data() + c.dx_off, c.ld_dx, want_dhalo ? dhalo.data() : nullptr, dw.data(),
+                       dbias.data(), R.data(), xw.data() + c.x_off, c.ld_x, halo ? halo->data() : nullptr, in.w.data(),
                        in.bias.data(), c.B, c.Tn, c.C, c.K);
 
   std::vector<double> dx(in.x.size());
@@ -205,7 +205,7 @@ TEST(Conv1d, FloatBackwardMatchesDouble) {
     auto cast = [](const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); };
     const auto x = cast(in.x), halo = cast(in.halo), w = cast(in.w), bias = cast(in.bias), dout = cast(R);
     std::vector<T> dx(x.size()), dhalo(halo.size()), dw(w.size(), T(1)), dbias(bias.size(), T(1));
-    conv1d_silu_backward(dx.data(), c.C, dhalo.data(), dw.data(), dbias.data(), dout.data(), x.data(), c.C,
+    conv1d_silu_backward(Exec{}, dx.data(), c.C, dhalo.data(), dw.data(), dbias.data(), dout.data(), x.data(), c.C,
                          halo.data(), w.data(), bias.data(), c.B, c.Tn, c.C, c.K);
     return std::vector<std::vector<double>>{test::to_double(dx), test::to_double(dhalo), test::to_double(dw),
                                             test::to_double(dbias)};

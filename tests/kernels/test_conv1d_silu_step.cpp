@@ -46,7 +46,7 @@ std::vector<T> run_steps(const Inputs& in, const Case& c, std::vector<T>& state)
   for (idx t = 0; t < c.Tn; ++t) {
     for (idx b = 0; b < c.B; ++b)
       for (idx j = 0; j < c.ld_x; ++j) row[std::size_t(b * c.ld_x + j)] = x[std::size_t((b * c.Tn + t) * c.ld_x + j)];
-    conv1d_silu_step(out_t.data(), state.data(), row.data(), c.ld_x, w.data(), bias.data(), c.B, c.C, c.K);
+    conv1d_silu_step(Exec{}, out_t.data(), state.data(), row.data(), c.ld_x, w.data(), bias.data(), c.B, c.C, c.K);
     for (idx b = 0; b < c.B; ++b)
       for (idx ch = 0; ch < c.C; ++ch) out[std::size_t((b * c.Tn + t) * c.C + ch)] = out_t[std::size_t(b * c.C + ch)];
   }
@@ -55,8 +55,8 @@ std::vector<T> run_steps(const Inputs& in, const Case& c, std::vector<T>& state)
 
 std::vector<double> full_forward(const Inputs& in, const Case& c) {
   std::vector<double> out(std::size_t(c.B * c.Tn * c.C));
-  conv1d_silu_forward(out.data(), in.x.data(), c.ld_x, c.K > 1 ? in.halo.data() : nullptr, in.w.data(), in.bias.data(),
-                      c.B, c.Tn, c.C, c.K);
+  conv1d_silu_forward(Exec{}, out.data(), in.x.data(), c.ld_x, c.K > 1 ? in.halo.data() : nullptr, in.w.data(),
+                      in.bias.data(), c.B, c.Tn, c.C, c.K);
   return out;
 }
 
@@ -95,8 +95,8 @@ TEST(Conv1dSiluStep, ZeroStateIsStartOfSequence) {
   std::vector<double> state;
   const std::vector<double> out = run_steps(in, c, state);
   std::vector<double> ref(out.size());
-  conv1d_silu_forward(ref.data(), in.x.data(), c.ld_x, static_cast<const double*>(nullptr), in.w.data(), in.bias.data(),
-                      c.B, c.Tn, c.C, c.K);
+  conv1d_silu_forward(Exec{}, ref.data(), in.x.data(), c.ld_x, static_cast<const double*>(nullptr), in.w.data(),
+                      in.bias.data(), c.B, c.Tn, c.C, c.K);
   EXPECT_LT(max_rel_diff(out, ref), 1e-14);
 }
 

@@ -58,7 +58,7 @@ TEST(CrossEntropy, ForwardMatchesReference) {
   const auto logits = random_vector(N * V, 1, -3.0, 3.0);
   const auto kept = logits;
   std::vector<double> lse(N, -7.0);
-  const double loss = cross_entropy_forward(lse.data(), logits.data(), targets.data(), N, V);
+  const double loss = cross_entropy_forward(Exec{}, lse.data(), logits.data(), targets.data(), N, V);
   const Ref<> ref = reference(logits, targets);
   EXPECT_LT(max_rel_diff(lse, ref.lse), 1e-14);  // every row, ignored ones included
   EXPECT_NEAR(loss, ref.loss, 1e-13 * std::abs(ref.loss));
@@ -71,7 +71,7 @@ TEST(CrossEntropy, FloatForwardMatchesDouble) {
   const auto targets = make_targets();
   const auto logits = random_vector<float>(N * V, 1, -3.0, 3.0);
   std::vector<float> lse(N);
-  const double loss = cross_entropy_forward(lse.data(), logits.data(), targets.data(), N, V);
+  const double loss = cross_entropy_forward(Exec{}, lse.data(), logits.data(), targets.data(), N, V);
   const Ref<> ref = reference(test::to_double(logits), targets);
   EXPECT_LT(max_rel_diff(lse, ref.lse), 1e-5);
   EXPECT_NEAR(loss, ref.loss, 1e-5 * std::abs(ref.loss));
@@ -85,13 +85,13 @@ TEST(CrossEntropy, HugeLogitsStayFinite) {
   auto logits = random_vector<float>(N * V, 2, -3.0, 3.0);
   for (idx i = 0; i < N * V; ++i) logits[i] += (i / V) % 2 ? 1000.0f : -1000.0f;
   std::vector<float> lse(N);
-  const double loss = cross_entropy_forward(lse.data(), logits.data(), targets.data(), N, V);
+  const double loss = cross_entropy_forward(Exec{}, lse.data(), logits.data(), targets.data(), N, V);
   const Ref<> ref = reference(test::to_double(logits), targets);
   for (idx n = 0; n < N; ++n) EXPECT_TRUE(std::isfinite(lse[n])) << "row " << n;
   EXPECT_LT(max_rel_diff(lse, ref.lse), 1e-5);
   EXPECT_NEAR(loss, ref.loss, 1e-5 * std::abs(ref.loss));
 
-  cross_entropy_backward(logits.data(), lse.data(), targets.data(), N, V, kScale);
+  cross_entropy_backward(Exec{}, logits.data(), lse.data(), targets.data(), N, V, kScale);
   for (const float g : logits) EXPECT_TRUE(std::isfinite(g));
 }
 
@@ -99,9 +99,9 @@ TEST(CrossEntropy, BackwardMatchesFiniteDifferences) {
   const auto targets = make_targets();
   auto logits = random_vector(N * V, 3, -3.0, 3.0);
   std::vector<double> lse(N);
-  cross_entropy_forward(lse.data(), logits.data(), targets.data(), N, V);
+  cross_entropy_forward(Exec{}, lse.data(), logits.data(), targets.data(), N, V);
   std::vector<double> dlogits = logits;
-  cross_entropy_backward(dlogits.data(), lse.data(), targets.data(), N, V, kScale);
+  cross_entropy_backward(Exec{}, dlogits.data(), lse.data(), targets.data(), N, V, kScale);
 
   for (idx n = 0; n < N; ++n) {
     if (targets[n] >= 0) continue;
@@ -123,8 +123,8 @@ TEST(CrossEntropy, FloatBackwardMatchesDouble) {
   auto run = [&](auto zero) {
     using T = decltype(zero);
     std::vector<T> l(logits.begin(), logits.end()), lse(N);
-    cross_entropy_forward(lse.data(), l.data(), targets.data(), N, V);
-    cross_entropy_backward(l.data(), lse.data(), targets.data(), N, V, kScale);
+    cross_entropy_forward(Exec{}, lse.data(), l.data(), targets.data(), N, V);
+    cross_entropy_backward(Exec{}, l.data(), lse.data(), targets.data(), N, V, kScale);
     return test::to_double(l);
   };
   EXPECT_LT(max_rel_diff(run(0.0f), run(0.0)), 1e-5);

@@ -42,13 +42,13 @@ TEST(Embedding, ForwardGathersRows) {
   const auto tokens = make_tokens();
   const auto table = random_vector(V * D, 1);
   std::vector<double> out(N * D, -7.0);
-  embedding_forward(out.data(), tokens.data(), table.data(), N, D);
+  embedding_forward(Exec{}, out.data(), tokens.data(), table.data(), N, D);
   EXPECT_EQ(out, reference_forward(table, tokens));
 
   // A copy is exact in any precision.
   const auto table_f = random_vector<float>(V * D, 1);
   std::vector<float> out_f(N * D, -7.0f);
-  embedding_forward(out_f.data(), tokens.data(), table_f.data(), N, D);
+  embedding_forward(Exec{}, out_f.data(), tokens.data(), table_f.data(), N, D);
   EXPECT_EQ(test::max_rel_diff(out_f, reference_forward(test::to_double(table_f), tokens)), 0.0);
 }
 
@@ -59,7 +59,7 @@ TEST(Embedding, BackwardMatchesFiniteDifferencesAndAccumulates) {
   const auto prior = random_vector(V * D, 3, 2.0, 3.0);
 
   std::vector<double> dtable = prior;
-  embedding_backward(dtable.data(), tokens.data(), R.data(), N, D);
+  embedding_backward(Exec{}, dtable.data(), tokens.data(), R.data(), N, D);
   std::vector<double> added(V * D);
   for (idx i = 0; i < V * D; ++i) added[i] = dtable[i] - prior[i];
 
@@ -73,7 +73,7 @@ TEST(Embedding, FloatBackwardMatchesDouble) {
   const auto tokens = make_tokens();
   const auto R = random_vector<float>(N * D, 2);
   std::vector<float> dtable(V * D, 0.5f);
-  embedding_backward(dtable.data(), tokens.data(), R.data(), N, D);
+  embedding_backward(Exec{}, dtable.data(), tokens.data(), R.data(), N, D);
   std::vector<double> expected(V * D, 0.5);
   for (idx n = 0; n < N; ++n)
     for (idx d = 0; d < D; ++d) expected[tokens[n] * D + d] += double(R[n * D + d]);

@@ -80,7 +80,7 @@ template <typename T>
 Ref<> kernel_forward(const std::vector<T>& y, const std::vector<T>& z, const std::vector<T>& w, const Shape& s) {
   const auto zw = widen(z, s, s.ld_z, s.z_off, T(0));
   std::vector<T> out(s.N * s.C), rstd(s.N * s.G);
-  gated_rmsnorm_forward(out.data(), rstd.data(), y.data(), zw.data() + s.z_off, s.ld_z, w.data(), s.N, s.C, s.G,
+  gated_rmsnorm_forward(Exec{}, out.data(), rstd.data(), y.data(), zw.data() + s.z_off, s.ld_z, w.data(), s.N, s.C, s.G,
                         kEps);
   return {test::to_double(out), test::to_double(rstd)};
 }
@@ -140,7 +140,7 @@ void check_backward(const Shape& s, std::size_t fd_entries = 200) {
   const auto zw = widen(in.z, s, s.ld_z, s.z_off, 0.0);
   const Ref<> fwd = reference_forward(in.y, in.z, in.w, s);
   std::vector<double> dy(s.N * s.C, kStale), dzw(s.N * s.ld_dz, kStale), dw = dw_prior;
-  gated_rmsnorm_backward(dy.data(), dzw.data() + s.dz_off, s.ld_dz, dw.data(), R.data(), in.y.data(),
+  gated_rmsnorm_backward(Exec{}, dy.data(), dzw.data() + s.dz_off, s.ld_dz, dw.data(), R.data(), in.y.data(),
                          zw.data() + s.z_off, s.ld_z, in.w.data(), fwd.rstd.data(), s.N, s.C, s.G);
 
   std::vector<double> dz(s.N * s.C), dw_added(s.C);
@@ -193,8 +193,8 @@ void check_float_backward(idx G) {
     auto cast = [](const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); };
     const auto y = cast(in.y), z = cast(in.z), w = cast(in.w), dout = cast(R);
     std::vector<T> out(s.N * s.C), rstd(s.N * s.G), dy(s.N * s.C), dz(s.N * s.C), dw(s.C, T(1));
-    gated_rmsnorm_forward(out.data(), rstd.data(), y.data(), z.data(), s.C, w.data(), s.N, s.C, s.G, kEps);
-    gated_rmsnorm_backward(dy.data(), dz.data(), s.C, dw.data(), dout.data(), y.data(), z.data(), s.C, w.data(),
+    gated_rmsnorm_forward(Exec{}, out.data(), rstd.data(), y.data(), z.data(), s.C, w.data(), s.N, s.C, s.G, kEps);
+    gated_rmsnorm_backward(Exec{}, dy.data(), dz.data(), s.C, dw.data(), dout.data(), y.data(), z.data(), s.C, w.data(),
                            rstd.data(), s.N, s.C, s.G);
     return std::vector<std::vector<double>>{test::to_double(dy), test::to_double(dz), test::to_double(dw)};
   };

@@ -53,7 +53,7 @@ TEST(RmsNorm, ForwardMatchesReference) {
   for (const bool with_branch : {true, false}) {
     const Ref<> ref = reference_forward(x, with_branch ? &branch : nullptr, w, N, D);
     std::vector<double> h(N * D), y(N * D), rstd(N);
-    residual_rmsnorm_forward(h.data(), y.data(), rstd.data(), x.data(), with_branch ? branch.data() : nullptr,
+    residual_rmsnorm_forward(Exec{}, h.data(), y.data(), rstd.data(), x.data(), with_branch ? branch.data() : nullptr,
                              w.data(), N, D, kEps);
     EXPECT_LT(max_rel_diff(h, ref.h), 1e-14) << "branch " << with_branch;
     EXPECT_LT(max_rel_diff(y, ref.y), 1e-13) << "branch " << with_branch;
@@ -61,7 +61,7 @@ TEST(RmsNorm, ForwardMatchesReference) {
 
     // In place: h aliases x, the residual stream updated where it lives.
     std::vector<double> stream = x;
-    residual_rmsnorm_forward(stream.data(), y.data(), rstd.data(), stream.data(),
+    residual_rmsnorm_forward(Exec{}, stream.data(), y.data(), rstd.data(), stream.data(),
                              with_branch ? branch.data() : nullptr, w.data(), N, D, kEps);
     EXPECT_LT(max_rel_diff(stream, ref.h), 1e-14) << "in place, branch " << with_branch;
     EXPECT_LT(max_rel_diff(y, ref.y), 1e-13) << "in place, branch " << with_branch;
@@ -78,7 +78,7 @@ TEST(RmsNorm, FloatForwardMatchesDouble) {
   const auto bd = test::to_double(bf);
   const Ref<> ref = reference_forward(test::to_double(xf), &bd, test::to_double(wf), N, D);
   std::vector<float> h(N * D), y(N * D), rstd(N);
-  residual_rmsnorm_forward(h.data(), y.data(), rstd.data(), xf.data(), bf.data(), wf.data(), N, D, kEps);
+  residual_rmsnorm_forward(Exec{}, h.data(), y.data(), rstd.data(), xf.data(), bf.data(), wf.data(), N, D, kEps);
   EXPECT_LT(max_rel_diff(h, ref.h), 1e-5);
   EXPECT_LT(max_rel_diff(y, ref.y), 1e-5);
   EXPECT_LT(max_rel_diff(rstd, ref.rstd), 1e-5);
@@ -98,9 +98,9 @@ void check_backward(idx N, idx D) {
   });
 
   std::vector<double> h(N * D), y(N * D), rstd(N);
-  residual_rmsnorm_forward(h.data(), y.data(), rstd.data(), x.data(), branch.data(), w.data(), N, D, kEps);
+  residual_rmsnorm_forward(Exec{}, h.data(), y.data(), rstd.data(), x.data(), branch.data(), w.data(), N, D, kEps);
   std::vector<double> dh = Rh, dw = w_prior;  // dh arrives with the skip-connection gradient
-  rmsnorm_backward(dh.data(), dw.data(), Ry.data(), h.data(), w.data(), rstd.data(), N, D);
+  rmsnorm_backward(Exec{}, dh.data(), dw.data(), Ry.data(), h.data(), w.data(), rstd.data(), N, D);
   std::vector<double> dw_added(D);
   for (idx d = 0; d < D; ++d) dw_added[d] = dw[d] - w_prior[d];
 
@@ -136,9 +136,9 @@ TEST(RmsNorm, FloatBackwardMatchesDouble) {
     using T = decltype(zero);
     std::vector<T> xt(x.begin(), x.end()), wt(w.begin(), w.end()), dyt(dy.begin(), dy.end());
     std::vector<T> h(N * D), y(N * D), rstd(N), dh(dh0.begin(), dh0.end()), dw(D, T(1));
-    residual_rmsnorm_forward(h.data(), y.data(), rstd.data(), xt.data(), static_cast<const T*>(nullptr), wt.data(),
-                             N, D, kEps);
-    rmsnorm_backward(dh.data(), dw.data(), dyt.data(), h.data(), wt.data(), rstd.data(), N, D);
+    residual_rmsnorm_forward(Exec{}, h.data(), y.data(), rstd.data(), xt.data(), static_cast<const T*>(nullptr),
+                             wt.data(), N, D, kEps);
+    rmsnorm_backward(Exec{}, dh.data(), dw.data(), dyt.data(), h.data(), wt.data(), rstd.data(), N, D);
     return std::make_pair(test::to_double(dh), test::to_double(dw));
   };
   const auto [dh_f, dw_f] = run(0.0f);

@@ -45,7 +45,7 @@ std::vector<double> rope_reference(const std::vector<double>& x, const RopeShape
 
 template <typename T>
 std::vector<T> rope(std::vector<T> x, const RopeShape& s) {
-  rope_forward(x.data(), s.B, s.Tn, s.H, s.hd, s.r, s.pos0, s.theta);
+  rope_forward(Exec{}, x.data(), s.B, s.Tn, s.H, s.hd, s.r, s.pos0, s.theta);
   return x;
 }
 
@@ -105,7 +105,7 @@ TEST(Rope, BackwardMatchesFiniteDifferences) {
     auto x = random_vector(s.size(), 4);
     const auto R = random_vector(s.size(), 5);
     auto dx = R;  // dL/dout for L = <R, rope(x)>, turned into dL/dx in place
-    rope_backward(dx.data(), s.B, s.Tn, s.H, s.hd, s.r, s.pos0, s.theta);
+    rope_backward(Exec{}, dx.data(), s.B, s.Tn, s.H, s.hd, s.r, s.pos0, s.theta);
     const auto r = test::check_gradient(x, dx, [&] { return test::dot(R, rope(x, s)); });
     EXPECT_LT(r.max_rel_error, 1e-6) << test::describe(r);
   }
@@ -115,7 +115,7 @@ TEST(Rope, BackwardInvertsForward) {
   const RopeShape s = kShapes[1];
   const auto x = random_vector(s.size(), 6);
   auto y = rope(x, s);
-  rope_backward(y.data(), s.B, s.Tn, s.H, s.hd, s.r, s.pos0, s.theta);
+  rope_backward(Exec{}, y.data(), s.B, s.Tn, s.H, s.hd, s.r, s.pos0, s.theta);
   EXPECT_LT(test::max_rel_diff(y, x), 1e-14);
 }
 

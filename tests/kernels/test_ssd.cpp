@@ -156,7 +156,7 @@ Result forward(const Inputs& in, idx Q, bool strided) {
                        D = cast<T>(in.D), init = cast<T>(in.init);
   std::vector<T> y(sz(in.B * in.Tn * in.H * in.P)), fin(sz(in.B * in.H * in.P * in.N)), dec(sz(in.B * in.H)),
       ws(sz(ssd_workspace(s)));
-  ssd_forward(y.data(), fin.data(), dec.data(), m.data() + mem.ox, m.data() + mem.ob, m.data() + mem.oc,
+  ssd_forward(Exec{}, y.data(), fin.data(), dec.data(), m.data() + mem.ox, m.data() + mem.ob, m.data() + mem.oc,
               m.data() + mem.odt, bias.data(), alog.data(), D.data(), init.empty() ? nullptr : init.data(), s,
               mem.strides(), ws.data());
   return {test::to_double(y), test::to_double(fin), test::to_double(dec)};
@@ -189,9 +189,9 @@ TEST(Ssd, NullFinalStateAndDecay) {
   const Mem mem(in, false);
   const Vec m = mem.pack<double>(in);
   Vec y(sz(in.Tn * in.H * in.P)), ws(sz(ssd_workspace(s)));
-  ssd_forward<double>(y.data(), nullptr, nullptr, m.data() + mem.ox, m.data() + mem.ob, m.data() + mem.oc,
-                      m.data() + mem.odt, in.dt_bias.data(), in.A_log.data(), in.D.data(), in.init.data(), s,
-                      mem.strides(), ws.data());
+  ssd_forward(Exec{}, y.data(), nullptr, nullptr, m.data() + mem.ox, m.data() + mem.ob, m.data() + mem.oc,
+              m.data() + mem.odt, in.dt_bias.data(), in.A_log.data(), in.D.data(), in.init.data(), s, mem.strides(),
+              ws.data());
   EXPECT_LT(test::max_rel_diff(y, reference(in).y), 1e-12);
 }
 
@@ -282,7 +282,7 @@ Grads backward(const Inputs& in, idx Q, bool strided, const Vec& dy, const Vec& 
                        D = cast<T>(in.D), init = cast<T>(in.init), dyt = cast<T>(dy), dfin = cast<T>(dfinal);
   std::vector<T> dm(sz(mem.size), T(kSentinel)), dbias(acc0.begin(), acc0.end()),
       dalog = dbias, dD = dbias, dinit(sz(in.B * in.H * in.P * in.N), T(kSentinel)), ws(sz(ssd_workspace(s)));
-  ssd_backward(dm.data() + mem.ox, dm.data() + mem.ob, dm.data() + mem.oc, dm.data() + mem.odt, dbias.data(),
+  ssd_backward(Exec{}, dm.data() + mem.ox, dm.data() + mem.ob, dm.data() + mem.oc, dm.data() + mem.odt, dbias.data(),
                dalog.data(), dD.data(), want_dinit ? dinit.data() : nullptr, dyt.data(),
                dfin.empty() ? nullptr : dfin.data(), m.data() + mem.ox, m.data() + mem.ob, m.data() + mem.oc,
                m.data() + mem.odt, bias.data(), alog.data(), D.data(), init.empty() ? nullptr : init.data(), s,

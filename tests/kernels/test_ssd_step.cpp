@@ -66,7 +66,7 @@ std::vector<T> run_steps(const Inputs& in, const Case& c, std::vector<T>& state)
   std::vector<T> row(std::size_t(c.B * ld)), y_t(std::size_t(c.B * c.HP())), y(std::size_t(c.B * c.Tn * c.HP()));
   for (idx t = 0; t < c.Tn; ++t) {
     for (idx b = 0; b < c.B; ++b) std::copy_n(rows.begin() + (b * c.Tn + t) * ld, ld, row.begin() + b * ld);
-    ssd_step(y_t.data(), state.data(), row.data() + c.ox(), row.data() + c.ob(), row.data() + c.oc(),
+    ssd_step(Exec{}, y_t.data(), state.data(), row.data() + c.ox(), row.data() + c.ob(), row.data() + c.oc(),
              row.data() + c.odt(), bias.data(), alog.data(), D.data(), shape_of(c, 1, 1), SsdStrides{ld, ld, ld});
     for (idx b = 0; b < c.B; ++b) std::copy_n(y_t.begin() + b * c.HP(), c.HP(), y.begin() + (b * c.Tn + t) * c.HP());
   }
@@ -83,9 +83,9 @@ Full full_forward(const Inputs& in, const Case& c, idx Q) {
   Full f{std::vector<double>(std::size_t(c.B * c.Tn * c.HP())), std::vector<double>(in.init.size())};
   std::vector<double> ws(std::size_t(ssd_workspace(s)));
   const double* r = in.rows.data();
-  ssd_forward(f.y.data(), f.final_state.data(), static_cast<double*>(nullptr), r + c.ox(), r + c.ob(), r + c.oc(),
-              r + c.odt(), in.dt_bias.data(), in.A_log.data(), in.D.data(), in.init.data(), s, SsdStrides{ld, ld, ld},
-              ws.data());
+  ssd_forward(Exec{}, f.y.data(), f.final_state.data(), static_cast<double*>(nullptr), r + c.ox(), r + c.ob(),
+              r + c.oc(), r + c.odt(), in.dt_bias.data(), in.A_log.data(), in.D.data(), in.init.data(), s,
+              SsdStrides{ld, ld, ld}, ws.data());
   return f;
 }
 

@@ -32,7 +32,7 @@ std::vector<double> reference_forward(const std::vector<double>& gate_up) {
 TEST(SwiGlu, ForwardMatchesReference) {
   const auto gate_up = random_vector(N * 2 * F, 1, -4.0, 4.0);
   std::vector<double> out(N * F);
-  swiglu_forward(out.data(), gate_up.data(), N, F);
+  swiglu_forward(Exec{}, out.data(), gate_up.data(), N, F);
   EXPECT_LT(max_rel_diff(out, reference_forward(gate_up)), 1e-14);
 }
 
@@ -41,7 +41,7 @@ TEST(SwiGlu, ForwardMatchesReference) {
 TEST(SwiGlu, FloatForwardMatchesDouble) {
   const auto gate_up = random_vector<float>(N * 2 * F, 1, -4.0, 4.0);
   std::vector<float> out(N * F);
-  swiglu_forward(out.data(), gate_up.data(), N, F);
+  swiglu_forward(Exec{}, out.data(), gate_up.data(), N, F);
   EXPECT_LT(max_rel_diff(out, reference_forward(test::to_double(gate_up))), 1e-5);
 }
 
@@ -49,7 +49,7 @@ TEST(SwiGlu, BackwardMatchesFiniteDifferences) {
   auto gate_up = random_vector(N * 2 * F, 1, -4.0, 4.0);
   const auto R = random_vector(N * F, 2);
   std::vector<double> dgate_up(N * 2 * F, 1e3);  // overwritten: stale values must not survive
-  swiglu_backward(dgate_up.data(), R.data(), gate_up.data(), N, F);
+  swiglu_backward(Exec{}, dgate_up.data(), R.data(), gate_up.data(), N, F);
   const auto loss = centred_loss(R, [&] { return reference_forward(gate_up); });
   const auto r = test::check_gradient(gate_up, dgate_up, loss, N * 2 * F);
   EXPECT_LT(r.max_rel_error, 1e-6) << test::describe(r);

@@ -242,8 +242,8 @@ TEST(Model, MambaLayerSplitWithCarriedStateMatchesUnsplit) {
     const idx N = B * Tn;
     std::vector<double> zx(N * E), xbc(N * C), y(N * Di), g(N * Di), r(N * c.mamba_ngroups), out(N * D);
     std::vector<double> ws(std::size_t(ssd_workspace(mamba_ssd_shape(c, B, Tn))));
-    mamba_mixer_forward<double>(out.data(), {zx.data(), xbc.data(), y.data(), g.data(), r.data()}, inp.data(),
-                                w.mamba, c, B, Tn, ws.data(), carry);
+    mamba_mixer_forward(Exec{}, out.data(), {zx.data(), xbc.data(), y.data(), g.data(), r.data()}, inp.data(), w.mamba,
+                        c, B, Tn, ws.data(), carry);
     return out;
   };
   const std::vector<double> x = test::random_vector(std::size_t(B * T * D), 17);
@@ -290,8 +290,8 @@ TEST(Model, AttentionLayerSplitWithKvPrefixMatchesUnsplit) {
     const idx N = B * Tn;
     Acts a{std::vector<double>(N * q), std::vector<double>(N * kv), std::vector<double>(N * kv),
            std::vector<double>(N * q), std::vector<double>(N * c.n_heads), std::vector<double>(N * D)};
-    attention_mixer_forward<double>(a.out.data(), {a.q.data(), a.k.data(), a.v.data(), a.att.data(), a.lse.data()},
-                                    inp.data(), w.attn, c, B, Tn, pos0, prefix);
+    attention_mixer_forward(Exec{}, a.out.data(), {a.q.data(), a.k.data(), a.v.data(), a.att.data(), a.lse.data()},
+                            inp.data(), w.attn, c, B, Tn, pos0, prefix);
     return a;
   };
   const std::vector<double> x = test::random_vector(std::size_t(B * T * D), 23);

@@ -3,8 +3,9 @@
 // the whole run (and ctest sees it).
 #include <gtest/gtest.h>
 
-#include "parallel/communicator.h"
+#include "kernels/cpu/blas_runtime.h"
 #include "mpi/world.h"
+#include "parallel/communicator.h"
 
 namespace nexus::test {
 namespace {

@@ -97,8 +97,8 @@ Result<T> single_rank(const Problem& p) {
   const auto w = layer_tensors<const T*>(params.data(), p.table, p.c, 0).mamba;
   const auto g = layer_tensors<T*>(r.grads.data(), p.table, p.c, 0).mamba;
   const auto t0 = std::chrono::steady_clock::now();
-  mamba_mixer_forward<T>(r.out.data(), buf.acts(), x.data(), w, p.c, p.B, p.T, buf.ws.data());
-  mamba_mixer_backward<T>(r.dinp.data(), g, buf.scratch(), R.data(), x.data(), buf.acts(), w, p.c, p.B, p.T);
+  mamba_mixer_forward(Exec{}, r.out.data(), buf.acts(), x.data(), w, p.c, p.B, p.T, buf.ws.data());
+  mamba_mixer_backward(Exec{}, r.dinp.data(), g, buf.scratch(), R.data(), x.data(), buf.acts(), w, p.c, p.B, p.T);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
@@ -136,10 +136,10 @@ Result<T> run_cp(const Problem& p, const Communicator& cp) {
   const auto g = layer_tensors<T*>(r.grads.data(), p.table, p.c, 0).mamba;
   cp.barrier();
   const auto t0 = std::chrono::steady_clock::now();
-  r.bytes += mamba_mixer_forward_cp<T>(r.out.data(), buf.acts(), x.data(), w, p.c, p.B, Tn, buf.ws.data(), cp,
-                                       saved.data());
-  r.bytes += mamba_mixer_backward_cp<T>(r.dinp.data(), g, buf.scratch(), R.data(), x.data(), buf.acts(), w, p.c,
-                                        p.B, Tn, cp, saved.data());
+  r.bytes += mamba_mixer_forward_cp(Exec{}, r.out.data(), buf.acts(), x.data(), w, p.c, p.B, Tn, buf.ws.data(), cp,
+                                    saved.data());
+  r.bytes += mamba_mixer_backward_cp(Exec{}, r.dinp.data(), g, buf.scratch(), R.data(), x.data(), buf.acts(), w, p.c,
+                                     p.B, Tn, cp, saved.data());
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   cp.allreduce_sum(r.grads.data(), idx(r.grads.size()));
   return r;

@@ -95,8 +95,8 @@ Errors ring_vs_single_rank(const Communicator& cp, idx c, std::uint64_t seed) {
   const AttentionShape full{kB, T_full, T_full, kHq, kHkv, kHd, 0, 0, true};
   std::vector<double> out(q.size()), lse(std::size_t(kB * T_full * kHq));
   std::vector<double> dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
-  attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), full);
-  attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
+  attention_forward(Exec{}, out.data(), lse.data(), q.data(), k.data(), v.data(), full);
+  attention_backward(Exec{}, dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
                      lse.data(), full);
 
   const RingShape s{kB, c, kHq, kHkv, kHd};
@@ -108,13 +108,13 @@ Errors ring_vs_single_rank(const Communicator& cp, idx c, std::uint64_t seed) {
   std::vector<T> work(std::size_t(ws + guard), nan);
   for (idx i = ws; i < ws + guard; ++i) work[std::size_t(i)] = T(12345);
   std::vector<T> lout(lq.size(), nan), llse(std::size_t(kB * 2 * c * kHq), nan);
-  ring_attention_forward(lout.data(), llse.data(), lq.data(), lk.data(), lv.data(), s, cp, work.data());
+  ring_attention_forward(Exec{}, lout.data(), llse.data(), lq.data(), lk.data(), lv.data(), s, cp, work.data());
   // The gradients accumulate: start them at random values and compare what was added.
   const auto dq0 = zigzag_part<T>(random_vector(q.size(), seed + 4), c, wq, P, r);
   const auto dk0 = zigzag_part<T>(random_vector(k.size(), seed + 5), c, wk, P, r);
   const auto dv0 = zigzag_part<T>(random_vector(k.size(), seed + 6), c, wk, P, r);
   auto ldq = dq0, ldk = dk0, ldv = dv0;
-  ring_attention_backward(ldq.data(), ldk.data(), ldv.data(), ldout.data(), lq.data(), lk.data(), lv.data(),
+  ring_attention_backward(Exec{}, ldq.data(), ldk.data(), ldv.data(), ldout.data(), lq.data(), lk.data(), lv.data(),
                           lout.data(), llse.data(), s, cp, work.data());
   for (idx i = ws; i < ws + guard; ++i) EXPECT_EQ(work[std::size_t(i)], T(12345)) << "workspace overrun at " << i;
 
@@ -216,16 +216,16 @@ TEST(RingAttention, DISABLED_Timing) {
     return best;
   };
   // Local tensors are prefixes of the full ones: contents do not matter for timing.
-  const Time ring_f = best_of([&] {
-    ring_attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), s, w, work.data());
-  });
+  const Time ring_f = best_of(
+      [&] { ring_attention_forward(Exec{}, out.data(), lse.data(), q.data(), k.data(), v.data(), s, w, work.data()); });
   const Time ring_b = best_of([&] {
-    ring_attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
-                            lse.data(), s, w, work.data());
+    ring_attention_backward(Exec{}, dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(),
+                            out.data(), lse.data(), s, w, work.data());
   });
-  const Time one_f = best_of([&] { attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), full); });
+  const Time one_f =
+      best_of([&] { attention_forward(Exec{}, out.data(), lse.data(), q.data(), k.data(), v.data(), full); });
   const Time one_b = best_of([&] {
-    attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
+    attention_backward(Exec{}, dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
                        lse.data(), full);
   });
   if (w.is_root())

@@ -1,0 +1,15 @@
+// The error a route raises when this build has no backend for the device an op was asked to run on.
+#include <stdexcept>
+#include <string>
+
+#include "kernels/ops.h"
+
+namespace nexus::detail {
+
+void no_backend(const char* op, Device device) {
+  throw std::runtime_error(std::string(op) + ": this build has no " +
+                           (device == Device::cuda ? std::string("CUDA") : std::string(device_name(device))) +
+                           " backend");
+}
+
+}  // namespace nexus::detail
