@@ -33,6 +33,11 @@ class InferenceSession {
   InferenceSession(const ModelConfig& config, const T* params, idx max_batch, idx block_tokens = 16,
                    idx max_blocks = 256);
 
+  // Bytes of the per-layer state a session of these sizes allocates (KV pools, conv and SSM
+  // states), by the formulas the constructor uses; the per-token scratch ([batch, width]) is
+  // negligible next to them. For a memory check before constructing one.
+  static std::size_t cache_bytes(const ModelConfig& config, idx max_batch, idx block_tokens, idx max_blocks);
+
   // One token per sequence (tokens: [max_batch]); returns the logits of the next token,
   // [max_batch, vocab_size], valid until the next call. A token outside [0, vocab) throws
   // std::invalid_argument; an exhausted KV pool throws KvCacheFull.
@@ -60,6 +65,10 @@ class InferenceSession {
     std::vector<T> ssm;             // [B, H, P, N]        Mamba: SSM state
     std::vector<T> k_pool, v_pool;  // [max_blocks, block_tokens, Hkv, hd]  attention: after RoPE
   };
+  // Elements of one layer's state (see LayerCache).
+  static idx kv_pool_elems(const ModelConfig& c, idx block_tokens, idx max_blocks);
+  static idx conv_state_elems(const ModelConfig& c, idx batch);
+  static idx ssm_state_elems(const ModelConfig& c, idx batch);
   void claim_blocks();
   void release_blocks(idx b);
   void mamba_step(const MambaTensors<const T*>& w, LayerCache& cache);

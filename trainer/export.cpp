@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "data/byte_tokenizer.h"
+#include "model/memory_need.h"
 #include "trainer/checkpoint.h"
 #include "trainer/options.h"
 #include "trainer/safetensors.h"
@@ -334,12 +335,21 @@ ExportResult export_hf(const ModelConfig& config, const ParamTable& table, const
 
 namespace {
 
+// A weight file that verifies but holds NaN or inf (a bad export, a diverged run) would make every
+// output NaN: refuse it at load, naming the tensor and the first bad element.
+void require_finite(const std::string& file, const ParamInfo& p, const float* params) {
+  const float* w = params + p.offset;
+  for (idx i = 0; i < p.numel; ++i)
+    if (!std::isfinite(w[i]))
+      throw ExportError(file + ": tensor " + p.name + " has a non-finite value (" + std::to_string(w[i]) + ") at element " +
+                        std::to_string(i) + " of " + std::to_string(p.numel) + "; refusing to load it");
+}
+
 LoadedModel load_export_dir(const fs::path& dir) {
   const fs::path config_path = dir / "config.json";
   LoadedModel m;
   m.config = model_config_from_bamba_json(parse_json_file(config_path), config_path.string());
   const ParamTable table(m.config);
-  m.params.assign(static_cast<std::size_t>(table.total()), 0.0f);
 
   // name -> file holding it
   std::map<std::string, std::string> where;
@@ -363,20 +373,26 @@ LoadedModel load_export_dir(const fs::path& dir) {
   std::map<std::string, SafetensorsFile> open;
   for (const std::string& f : files) open.emplace(f, SafetensorsFile((dir / f).string()));
 
+  // Every tensor the config implies must be in the files' headers with its shape before the
+  // weights are allocated: a config.json that disagrees with the files (e.g. only
+  // {"model_type": "bamba"}, whose defaults describe a 9B model) is refused without allocating.
   std::set<std::string> expected;
+  std::vector<const SafetensorsFile*> holder;
   for (const ParamInfo& p : table.params()) {
     expected.insert(p.name);
     const std::string file = files.size() == 1 && where.empty() ? files[0] : where.count(p.name) ? where[p.name] : "";
     if (file.empty())
       throw ExportError((dir / kIndexName).string() + " has no entry for tensor " + p.name);
-    const SafetensorsFile& st = open.at(file);
+    const auto it = open.find(file);
+    if (it == open.end()) throw ExportError((dir / kIndexName).string() + " maps " + p.name + " to " + file + ", not a listed file");
+    const SafetensorsFile& st = it->second;
     const SafetensorsEntry* e = st.find(p.name);
     if (!e) throw ExportError(st.path() + " has no tensor " + p.name + " (the config.json describes a model that has it)");
     const std::vector<idx> shape(e->shape.begin(), e->shape.end());
     if (shape != p.shape)
       throw ExportError(st.path() + ": tensor " + p.name + " has shape " + shape_string(shape) + ", config.json implies " +
                         shape_string(p.shape));
-    st.read(p.name, m.params.data() + p.offset);
+    holder.push_back(&st);
   }
   for (const auto& [f, st] : open)
     for (const SafetensorsEntry& e : st.tensors()) {
@@ -384,6 +400,14 @@ LoadedModel load_export_dir(const fs::path& dir) {
       if (expected.count(e.name) || (m.config.tie_embeddings && e.name == "lm_head.weight")) continue;
       throw ExportError(st.path() + " has tensor " + e.name + ", which the model described by config.json does not have");
     }
+
+  require_memory("loading " + dir.string(), weights_memory_need(m.config));
+  m.params.assign(static_cast<std::size_t>(table.total()), 0.0f);
+  for (std::size_t i = 0; i < table.params().size(); ++i) {
+    const ParamInfo& p = table.params()[i];
+    holder[i]->read(p.name, m.params.data() + p.offset);  // verifies the tensor's checksum when stored
+    require_finite(holder[i]->path(), p, m.params.data());
+  }
   m.description = "export " + dir.string();
   return m;
 }
@@ -394,10 +418,12 @@ LoadedModel load_checkpoint_file(const std::string& file) {
   m.config = parse_ini(meta.config_ini, file + " (stored config)").model;
   const ParamTable table(m.config);
   const auto n = static_cast<std::size_t>(table.total());
+  require_memory("loading " + file, weights_memory_need(m.config));
   m.params.assign(n, 0.0f);
   // Null optimizer buffers: load_checkpoint still verifies those tensors' checksums but keeps
   // only the weights, so a model needs 1x its size in memory, not 3x.
   load_checkpoint(file, m.config, table, m.params.data(), nullptr, nullptr);
+  for (const ParamInfo& p : table.params()) require_finite(file, p, m.params.data());
   m.description = "checkpoint " + file + " (step " + std::to_string(meta.step) + ")";
   return m;
 }

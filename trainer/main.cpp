@@ -57,6 +57,7 @@ int run_train(int argc, char** argv, const Communicator& comm) {
     return 0;
   }
   install_stop_signals();
+  watch_launcher();
   const TrainResult r = train(cl.options, comm, cl.resume);
   if (comm.is_root()) {
     std::printf("done: %lld steps", (long long)r.steps_done);
