@@ -173,8 +173,9 @@ po::options_description generic_options() {
       "config,c", po::value<std::string>()->value_name("FILE"),
       "INI file ([section] key = value); the command line overrides it")(
       "resume", po::value<std::string>()->value_name("latest|DIR|FILE"),
-      "resume from a checkpoint: 'latest' (the newest valid one in train.ckpt_dir), a checkpoint "
-      "directory, or a checkpoint file");
+      "resume from a checkpoint: 'latest' (the newest one in train.ckpt_dir that verifies; a fresh "
+      "start when there is none yet), a checkpoint directory (the same, but it must hold one), or a "
+      "checkpoint file");
   return generic;
 }
 

@@ -12,18 +12,12 @@
 #include "model/inference.h"
 #include "model/memory_need.h"
 #include "model/model.h"
+#include "config_test_util.h"
 
 namespace nexus {
 namespace {
 
-std::string error_of(const ModelConfig& c) {
-  try {
-    c.validate();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 constexpr idx kTwo62 = idx(1) << 62;
 

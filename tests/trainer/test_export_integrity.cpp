@@ -144,6 +144,26 @@ TEST(ExportIntegrity, NonFiniteLogitsAreAnErrorInEvalAndGenerate) {
   EXPECT_NE(msg.find("the logits after the prompt are not finite"), std::string::npos) << msg;
 }
 
+TEST(ExportIntegrity, ConfigJsonSizesAreBoundedByTheirJsonKeys) {
+  // Before: num_hidden_layers = 2^31 built a 2 GB layer pattern before any check, and a huge
+  // mamba_n_heads or mamba_expand overflowed mamba_expand * hidden_size.
+  const nlohmann::json base = bamba_config_json(test::small_config(), ExportDtype::F32);
+  const std::pair<const char*, std::int64_t> cases[] = {
+      {"num_hidden_layers", std::int64_t(1) << 31}, {"hidden_size", 1000000000},
+      {"vocab_size", 2000000000},                   {"intermediate_size", 1000000000},
+      {"mamba_expand", std::int64_t(1) << 62},      {"mamba_d_conv", std::int64_t(1) << 62},
+      {"head_dim", std::int64_t(1) << 62},          {"mamba_n_heads", std::int64_t(1) << 62},
+  };
+  for (const auto& [key, value] : cases) {
+    nlohmann::json j = base;
+    j[key] = value;
+    const std::string msg = message_of<ExportError>([&] { model_config_from_bamba_json(j, "config.json"); });
+    EXPECT_NE(msg.find(std::string("config.json: ") + key + " = " + std::to_string(value) + " is out of range"),
+              std::string::npos)
+        << msg;
+  }
+}
+
 TEST(ExportIntegrity, AConfigThatDisagreesWithTheWeightsIsRefusedBeforeAllocating) {
   // config.json = {"model_type": "bamba"}: BambaConfig's defaults describe a ~9B model (36 GB of
   // fp32). Before, the loader allocated that before looking at the weight file. Run in a child
