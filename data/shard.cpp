@@ -74,6 +74,9 @@ ShardReader::ShardReader(std::string path) : path_(std::move(path)) {
   try {
     struct stat st {};
     if (::fstat(fd_, &st) != 0) throw data_error("cannot stat token shard '", path_, "': ", std::strerror(errno));
+    if (!S_ISREG(st.st_mode))  // a directory opens read-only too, and reads as 0 bytes
+      throw data_error("token shard '", path_, "' is ", S_ISDIR(st.st_mode) ? "a directory" : "not a regular file",
+                       "; expected an llm.c .bin shard");
     const idx file_bytes = static_cast<idx>(st.st_size);
     std::int32_t header[kShardHeaderInts];
     if (file_bytes < kShardHeaderBytes || !pread_all(fd_, header, sizeof(header), 0))

@@ -21,6 +21,19 @@ static std::vector<std::string> glob_sorted(const std::string& pattern) {
   return out;
 }
 
+// The token files directly in `dir` (*.bin, *.h5, *.hdf5), sorted by name in byte order.
+static std::vector<std::string> token_files_in(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string ext = entry.path().extension().string();
+    if (entry.is_regular_file(ec) && (ext == ".bin" || ext == ".h5" || ext == ".hdf5")) out.push_back(entry.path().string());
+  }
+  if (ec) throw data_error("cannot list data directory '", dir, "': ", ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 std::vector<std::string> expand_paths(const std::string& spec) {
   std::vector<std::string> out;
   std::size_t begin = 0;
@@ -34,8 +47,12 @@ std::vector<std::string> expand_paths(const std::string& spec) {
       const auto matches = glob_sorted(item);
       if (matches.empty()) throw data_error("data pattern '", item, "' matches no files");
       out.insert(out.end(), matches.begin(), matches.end());
+    } else if (std::error_code ec; std::filesystem::is_directory(item, ec)) {
+      const auto files = token_files_in(item);
+      if (files.empty())
+        throw data_error("data directory '", item, "' holds no token files (*.bin llm.c shards, *.h5 / *.hdf5)");
+      out.insert(out.end(), files.begin(), files.end());
     } else {
-      std::error_code ec;
       if (!std::filesystem::exists(item, ec)) throw data_error("data file '", item, "' does not exist");
       out.push_back(item);
     }

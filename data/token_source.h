@@ -1,9 +1,10 @@
 // A token stream made of one or more token files read as one concatenation, with every token read
 // checked against the model's vocabulary.
 //
-// Data specs: a comma-separated list of items; each item is a file path or a glob pattern
-// (containing * ? or [). A pattern's matches are sorted by name; items keep the order given.
-// So "fineweb_train_*.bin" reads the shards in their numbered order.
+// Data specs: a comma-separated list of items; each item is a file path, a directory (every
+// *.bin, *.h5 and *.hdf5 file directly in it) or a glob pattern (containing * ? or [). A
+// directory's files and a pattern's matches are sorted by name; items keep the order given. So
+// "fineweb_train_*.bin" reads the shards in their numbered order.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +17,7 @@
 namespace nexus {
 
 // The files a spec names, in reading order. Throws DataError naming the item when a plain path
-// does not exist or a pattern matches nothing.
+// does not exist, a directory holds no token file or a pattern matches nothing.
 std::vector<std::string> expand_paths(const std::string& spec);
 
 // Opens one token file: HDF5 (dataset /tokens) if the name ends in .h5 / .hdf5 or the file starts

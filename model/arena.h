@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -23,9 +24,13 @@ class Arena {
 
   template <typename T>
   T* take(idx count) {
-    used_ = (used_ + kAlign - 1) / kAlign * kAlign;
-    T* p = base_ ? reinterpret_cast<T*>(base_ + used_) : nullptr;
-    used_ += static_cast<std::size_t>(count) * sizeof(T);
+    T* p = base_ ? reinterpret_cast<T*>(base_ + align_up(used_)) : nullptr;
+    // Saturating: a measuring pass over absurd sizes reports "more than any machine has"
+    // (SIZE_MAX) for the memory check to refuse, instead of wrapping to a small number.
+    std::size_t bytes = 0;
+    if (count < 0 || __builtin_mul_overflow(static_cast<std::size_t>(count), sizeof(T), &bytes) ||
+        __builtin_add_overflow(align_up(used_), bytes, &used_))
+      used_ = SIZE_MAX;
     if (base_ && used_ > capacity_) throw std::bad_alloc();
     return p;
   }
@@ -36,6 +41,7 @@ class Arena {
   void rewind(std::size_t to) { used_ = to; }
   void advance_to(std::size_t at_least) { used_ = used_ > at_least ? used_ : at_least; }
   std::size_t used() const { return used_; }
+  static std::size_t align_up(std::size_t n) { return n > SIZE_MAX - kAlign ? SIZE_MAX : (n + kAlign - 1) / kAlign * kAlign; }
 
   struct Free {
     void operator()(std::byte* p) const { std::free(p); }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "model/checked_math.h"
+
 namespace nexus {
 
 namespace {
@@ -12,6 +14,16 @@ void require_positive(const char* field, idx value) {
   if (value <= 0) fail(std::string("model.") + field + " = " + std::to_string(value) + " must be positive");
 }
 
+// A pattern for a message: at most 64 letters, so a bad value cannot flood the terminal.
+std::string pattern_excerpt(const std::string& p) {
+  std::string out = "\"";
+  out.append(p, 0, std::min<std::size_t>(p.size(), 64));
+  if (p.size() <= 64) return out += '"';
+  out += "...\" (";
+  out += std::to_string(p.size());
+  return out += " letters)";
+}
+
 void require_multiple(const char* field, idx value, const char* of_field, idx of_value) {
   if (of_value <= 0 || value % of_value != 0)
     fail(std::string("model.") + field + " = " + std::to_string(value) + " is not a multiple of model." +
@@ -20,8 +32,23 @@ void require_multiple(const char* field, idx value, const char* of_field, idx of
 
 }  // namespace
 
+idx ModelConfig::d_inner() const { return checked_mul(mamba_expand, d_model, "d_inner = mamba_expand * d_model"); }
+
+idx ModelConfig::conv_dim() const {
+  const idx groups = checked_mul(2 * mamba_ngroups, mamba_d_state, "2 * mamba_ngroups * mamba_d_state");
+  return checked_add(d_inner(), groups, "conv_dim = d_inner + 2 * mamba_ngroups * mamba_d_state");
+}
+
+idx ModelConfig::in_proj_dim() const {
+  return checked_add(checked_add(d_inner(), conv_dim(), "d_inner + conv_dim"), mamba_heads(),
+                     "in_proj_dim = d_inner + conv_dim + mamba heads");
+}
+
 std::string ModelConfig::layer_pattern() const {
   if (!pattern.empty()) return pattern;
+  if (n_layers > kMaxLayers)  // never build a gigabyte string for a bad value
+    fail("model.n_layers = " + std::to_string(n_layers) + " is out of range: expected 1 to " +
+         std::to_string(kMaxLayers));
   std::string p(static_cast<std::size_t>(std::max<idx>(n_layers, 0)), 'M');
   for (std::size_t i = 0; i < p.size(); ++i)
     if (i % 8 == 4) p[i] = 'A';
@@ -29,22 +56,30 @@ std::string ModelConfig::layer_pattern() const {
 }
 
 idx ModelConfig::attention_layer_count() const {
-  const std::string p = layer_pattern();
-  return static_cast<idx>(std::count(p.begin(), p.end(), 'A'));
+  if (!pattern.empty()) return static_cast<idx>(std::count(pattern.begin(), pattern.end(), 'A'));
+  // Default pattern: layers 4, 12, 20, ... (i % 8 == 4).
+  return n_layers > 4 ? (n_layers - 4 + 7) / 8 : 0;
 }
 
 void ModelConfig::validate() const {
+  // Bounds first: every check and derived size below multiplies these fields. Zero and negative
+  // values of sizes a model does not use (e.g. attention sizes of an all-Mamba model) are left to
+  // the checks that apply, as before; an absurd value is refused whatever it is for.
+  for (const ModelSizeBound& b : kModelSizeBounds)
+    if (this->*b.field > b.max)
+      fail(std::string(b.key) + " = " + std::to_string(this->*b.field) + " is out of range: expected 1 to " +
+           std::to_string(b.max));
   require_positive("vocab_size", vocab_size);
   require_positive("d_model", d_model);
   require_positive("n_layers", n_layers);
   require_positive("mlp_hidden", mlp_hidden);
   if (!pattern.empty()) {
     if (static_cast<idx>(pattern.size()) != n_layers)
-      fail("model.pattern = \"" + pattern + "\" has " + std::to_string(pattern.size()) +
+      fail("model.pattern = " + pattern_excerpt(pattern) + " has " + std::to_string(pattern.size()) +
            " letters but model.n_layers = " + std::to_string(n_layers));
     const auto bad = pattern.find_first_not_of("MA");
     if (bad != std::string::npos)
-      fail("model.pattern = \"" + pattern + "\" has '" + pattern[bad] + "' at layer " + std::to_string(bad) +
+      fail("model.pattern = " + pattern_excerpt(pattern) + " has '" + pattern[bad] + "' at layer " + std::to_string(bad) +
            "; expected only 'M' (Mamba-2) or 'A' (attention)");
   }
   if (attention_layer_count() > 0) {

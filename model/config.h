@@ -38,20 +38,51 @@ struct ModelConfig {
   bool tie_embeddings = false;
   double init_std = 0.02;
 
-  // Derived sizes.
-  idx d_inner() const { return mamba_expand * d_model; }
+  // Derived sizes, computed with checked multiplication (std::overflow_error instead of a wrapped
+  // value; validate() bounds every field so that a validated config never gets there).
+  idx d_inner() const;                                         // expand * d_model
   idx mamba_heads() const { return d_inner() / mamba_headdim; }
-  idx conv_dim() const { return d_inner() + 2 * mamba_ngroups * mamba_d_state; }  // x | B | C
-  idx in_proj_dim() const { return d_inner() + conv_dim() + mamba_heads(); }     // z | xBC | dt
-  idx rotary_dim() const { return head_dim / 2; }                                  // Bamba: 0.5
+  idx conv_dim() const;                                        // d_inner + 2 G N: x | B | C
+  idx in_proj_dim() const;                                     // d_inner + conv_dim + heads: z | xBC | dt
+  idx rotary_dim() const { return head_dim / 2; }              // Bamba: 0.5
   // The resolved pattern (default filled in); always n_layers letters.
   std::string layer_pattern() const;
-  bool is_attention(idx layer) const { return layer_pattern()[static_cast<std::size_t>(layer)] == 'A'; }
+  // Constant time: neither copies nor builds the pattern (a layer loop calls it per layer).
+  bool is_attention(idx layer) const {
+    return pattern.empty() ? layer % 8 == 4 : pattern[static_cast<std::size_t>(layer)] == 'A';
+  }
   idx attention_layer_count() const;
 
   // Throws ConfigError naming the first invalid field, e.g. "model.n_heads = 6 is not a multiple
-  // of model.n_kv_heads = 4".
+  // of model.n_kv_heads = 4" or "model.n_layers = 1000000000 is out of range: expected 1 to 1024".
+  // Every size is checked against kModelSizeBounds first, so no later product can overflow.
   void validate() const;
+};
+
+// The largest value each size may take. Far beyond any model trained today (the largest open
+// models have vocabularies of ~256k, hidden sizes of ~16k, ~128 layers), and small enough that
+// every product the model forms (e.g. vocab_size * d_model, layers * in_proj_dim * d_model) stays
+// below 2^63 with a wide margin. The memory check (model/memory_need.h) refuses the big ones.
+inline constexpr idx kMaxLayers = 1024;
+struct ModelSizeBound {
+  const char* key;  // "model.d_model"
+  idx ModelConfig::*field;
+  idx max;
+};
+inline constexpr ModelSizeBound kModelSizeBounds[] = {
+    {"model.vocab_size", &ModelConfig::vocab_size, idx(1) << 24},
+    {"model.d_model", &ModelConfig::d_model, idx(1) << 16},
+    {"model.n_layers", &ModelConfig::n_layers, kMaxLayers},
+    {"model.mlp_hidden", &ModelConfig::mlp_hidden, idx(1) << 18},
+    {"model.n_heads", &ModelConfig::n_heads, 1024},
+    {"model.n_kv_heads", &ModelConfig::n_kv_heads, 1024},
+    {"model.head_dim", &ModelConfig::head_dim, 1024},
+    {"model.mamba_expand", &ModelConfig::mamba_expand, 16},
+    {"model.mamba_headdim", &ModelConfig::mamba_headdim, 1024},
+    {"model.mamba_ngroups", &ModelConfig::mamba_ngroups, 1024},
+    {"model.mamba_d_state", &ModelConfig::mamba_d_state, 1024},
+    {"model.mamba_d_conv", &ModelConfig::mamba_d_conv, 256},
+    {"model.mamba_chunk", &ModelConfig::mamba_chunk, 4096},
 };
 
 }  // namespace nexus

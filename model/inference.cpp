@@ -6,6 +6,8 @@
 // attention_decode_paged over the paged cache.
 #include "model/inference.h"
 
+#include "model/checked_math.h"
+
 #include <algorithm>
 #include <limits>
 #include <string>
@@ -44,11 +46,11 @@ InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params
     weights_.push_back(layer_tensors(params, table_, c, i));
     LayerCache& lc = caches_[sz(i)];
     if (c.is_attention(i)) {
-      lc.k_pool.assign(sz(max_blocks_ * block_tokens_ * kvdim), T(0));
+      lc.k_pool.assign(sz(kv_pool_elems(c, block_tokens_, max_blocks_)), T(0));
       lc.v_pool.assign(lc.k_pool.size(), T(0));
     } else {
-      lc.conv.assign(sz(B * (c.mamba_d_conv - 1) * c.conv_dim()), T(0));
-      lc.ssm.assign(sz(B * c.mamba_heads() * c.mamba_headdim * c.mamba_d_state), A(0));
+      lc.conv.assign(sz(conv_state_elems(c, B)), T(0));
+      lc.ssm.assign(sz(ssm_state_elems(c, B)), A(0));
     }
   }
   pos_.assign(sz(B), 0);
@@ -76,6 +78,33 @@ InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params
   }
   logits_.assign(sz(B * V), T(0));
   reset();
+}
+
+template <typename T>
+idx InferenceSession<T>::kv_pool_elems(const ModelConfig& c, idx block_tokens, idx max_blocks) {
+  const idx kvdim = checked_mul(c.n_kv_heads, c.head_dim, "n_kv_heads * head_dim");
+  return checked_mul(checked_mul(max_blocks, block_tokens, "KV cache tokens"), kvdim, "KV pool size");
+}
+
+template <typename T>
+idx InferenceSession<T>::conv_state_elems(const ModelConfig& c, idx batch) {
+  return checked_mul(checked_mul(batch, c.mamba_d_conv - 1, "conv window"), c.conv_dim(), "conv state size");
+}
+
+template <typename T>
+idx InferenceSession<T>::ssm_state_elems(const ModelConfig& c, idx batch) {
+  return checked_mul(checked_mul(batch, c.d_inner(), "batch * d_inner"), c.mamba_d_state, "SSM state size");
+}
+
+template <typename T>
+std::size_t InferenceSession<T>::cache_bytes(const ModelConfig& c, idx max_batch, idx block_tokens, idx max_blocks) {
+  c.validate();
+  const idx attention = c.attention_layer_count(), mamba = c.n_layers - attention;
+  const idx per_attention = checked_mul(2, kv_pool_elems(c, block_tokens, max_blocks), "K and V pools");
+  const idx per_mamba = checked_add(conv_state_elems(c, max_batch), ssm_state_elems(c, max_batch), "Mamba state");
+  const idx elems = checked_add(checked_mul(attention, per_attention, "KV caches"),
+                                checked_mul(mamba, per_mamba, "Mamba states"), "session state");
+  return static_cast<std::size_t>(checked_mul(elems, idx(sizeof(T)), "session state bytes"));
 }
 
 template <typename T>

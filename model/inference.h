@@ -34,6 +34,11 @@ class InferenceSession {
                    idx max_blocks = 256, Exec ex = {});
   using A = accum_t<T>;  // the accumulator type: SSM states and norm statistics
 
+  // Bytes of the per-layer state a session of these sizes allocates (KV pools, conv and SSM
+  // states), by the formulas the constructor uses; the per-token scratch ([batch, width]) is
+  // negligible next to them. For a memory check before constructing one.
+  static std::size_t cache_bytes(const ModelConfig& config, idx max_batch, idx block_tokens, idx max_blocks);
+
   // One token per sequence (tokens: [max_batch]); returns the logits of the next token,
   // [max_batch, vocab_size], valid until the next call. A token outside [0, vocab) throws
   // std::invalid_argument; an exhausted KV pool throws KvCacheFull.
@@ -61,6 +66,10 @@ class InferenceSession {
     std::vector<A> ssm;             // [B, H, P, N]        Mamba: SSM state
     std::vector<T> k_pool, v_pool;  // [max_blocks, block_tokens, Hkv, hd]  attention: after RoPE
   };
+  // Elements of one layer's state (see LayerCache).
+  static idx kv_pool_elems(const ModelConfig& c, idx block_tokens, idx max_blocks);
+  static idx conv_state_elems(const ModelConfig& c, idx batch);
+  static idx ssm_state_elems(const ModelConfig& c, idx batch);
   void claim_blocks();
   void release_blocks(idx b);
   void mamba_step(const MambaTensors<const T*>& w, LayerCache& cache);

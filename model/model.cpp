@@ -15,7 +15,8 @@ namespace nexus {
 
 template <typename T>
 Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp, Exec ex)
-    : config_(config), table_(config), shape_(shape), cp_(cp && cp->size() > 1 ? cp : nullptr), ex_(ex) {
+    : config_(config), table_(config), shape_(shape), cp_(cp && cp->size() > 1 ? cp : nullptr),
+      cp_size_(cp_ ? cp_->size() : 1), ex_(ex) {
   if (shape.B <= 0 || shape.T <= 0)
     throw std::invalid_argument("batch shape B = " + std::to_string(shape.B) + ", T = " + std::to_string(shape.T) +
                                 " must be positive");
@@ -42,6 +43,20 @@ Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp
 }
 
 template <typename T>
+Model<T>::Model(MeasureOnly, const ModelConfig& config, BatchShape shape, int cp_size)
+    : config_(config), table_(config), shape_(shape), cp_size_(cp_size) {
+  layers_.resize(static_cast<std::size_t>(config_.n_layers));
+}
+
+template <typename T>
+std::size_t Model<T>::activation_bytes(const ModelConfig& config, BatchShape shape, int cp_size) {
+  Model measuring(MeasureOnly{}, config, shape, cp_size);
+  Arena measure;
+  measuring.carve(measure);
+  return measure.used();
+}
+
+template <typename T>
 void Model<T>::carve(Arena& a) {
   const ModelConfig& c = config_;
   const idx N = shape_.B * shape_.T, D = c.d_model, F = c.mlp_hidden, V = c.vocab_size;
@@ -61,7 +76,7 @@ void Model<T>::carve(Arena& a) {
     else
       l.mamba = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
                  a.take<T>(N * c.d_inner()), a.take<A>(N * c.mamba_ngroups)};
-    if (cp_ && !c.is_attention(i)) l.mamba_saved = a.take<T>(mamba_cp_saved_size(c, shape_.B, cp_->size()));
+    if (cp_size_ > 1 && !c.is_attention(i)) l.mamba_saved = a.take<T>(mamba_cp_saved_size(c, shape_.B, cp_size_));
   }
   res_final_ = a.take<T>(N * D);
   lnf_ = a.take<T>(N * D);
@@ -74,7 +89,7 @@ void Model<T>::carve(Arena& a) {
   mlp_scratch_ = {a.take<T>(N * 2 * F), a.take<T>(N * F)};
   // Only one mixer runs its backward at a time, so the two kinds' scratch overlap.
   const std::size_t mixer_scratch = a.mark();
-  const idx mamba_workspace = cp_ ? mamba_cp_workspace(c, shape_.B, shape_.T, cp_->size())
+  const idx mamba_workspace = cp_size_ > 1 ? mamba_cp_workspace(c, shape_.B, shape_.T, cp_size_)
                                   : ssd_workspace(mamba_ssd_shape(c, shape_.B, shape_.T));
   if (c.attention_layer_count() < c.n_layers)
     mamba_scratch_ = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
@@ -84,7 +99,7 @@ void Model<T>::carve(Arena& a) {
   if (c.attention_layer_count() > 0)
     attn_scratch_ = {a.take<T>(N * qdim), a.take<T>(N * kvdim), a.take<T>(N * kvdim), a.take<T>(N * qdim)};
   a.advance_to(mamba_end);
-  if (cp_ && c.attention_layer_count() > 0)
+  if (cp_size_ > 1 && c.attention_layer_count() > 0)
     ring_workspace_ = a.take<T>(ring_attention_workspace(
         RingShape{shape_.B, shape_.T / 2, c.n_heads, c.n_kv_heads, c.head_dim}));
 }

@@ -40,6 +40,11 @@ class Model {
 
   const Exec& exec() const { return ex_; }
 
+  // The activation arena a Model of this config and shape allocates on one rank of a
+  // context-parallel group of `cp_size` ranks, measured by the same layout code (carve) without
+  // allocating anything: what a memory check compares before a Model is built.
+  static std::size_t activation_bytes(const ModelConfig& config, BatchShape shape, int cp_size = 1);
+
   const ModelConfig& config() const { return config_; }
   const ParamTable& table() const { return table_; }
   BatchShape shape() const { return shape_; }
@@ -85,11 +90,14 @@ class Model {
     T* mamba_saved = nullptr;  // [mamba_cp_saved_size] halos, true initial states, decays (cp only)
   };
   void carve(Arena& arena);
+  struct MeasureOnly {};
+  Model(MeasureOnly, const ModelConfig& config, BatchShape shape, int cp_size);
 
   ModelConfig config_;
   ParamTable table_;
   BatchShape shape_;
   const DataPlane* cp_ = nullptr;  // null unless context parallel with more than one rank
+  int cp_size_ = 1;                  // cp_'s size (what the layout depends on), 1 without cp_
   Exec ex_;
   std::size_t mamba_bytes_sent_ = 0;
   std::vector<T> params_;  // [num_params] every weight, carved into named views by table_

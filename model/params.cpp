@@ -4,6 +4,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "model/checked_math.h"
+
 namespace nexus {
 
 ParamTable::ParamTable(const ModelConfig& c) {
@@ -44,12 +46,12 @@ void ParamTable::add(std::string name, std::vector<idx> shape, Init init, bool d
   ParamInfo p;
   p.name = std::move(name);
   p.numel = 1;
-  for (idx s : shape) p.numel *= s;
+  for (idx s : shape) p.numel = checked_mul(p.numel, s, "parameter tensor size");
   p.shape = std::move(shape);
   p.offset = total_;
   p.init = init;
   p.decay = decay;
-  total_ += p.numel;
+  total_ = checked_add(total_, p.numel, "parameter count");
   params_.push_back(std::move(p));
 }
 

@@ -20,7 +20,9 @@
 #include <sstream>
 #include <utility>
 
+#include "trainer/crc32.h"
 #include "trainer/options.h"
+#include "trainer/signals.h"
 
 namespace nexus {
 
@@ -31,24 +33,6 @@ namespace fs = std::filesystem;
 static_assert(std::endian::native == std::endian::little, "checkpoint CRCs assume a little-endian host");
 
 namespace {
-
-// ---- CRC-32 (reflected polynomial 0xEDB88320), slicing by 8 ------------------------------------
-
-using CrcTables = std::array<std::array<std::uint32_t, 256>, 8>;
-
-constexpr CrcTables make_crc_tables() {
-  CrcTables t{};
-  for (std::uint32_t i = 0; i < 256; ++i) {
-    std::uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    t[0][i] = c;
-  }
-  for (std::size_t s = 1; s < 8; ++s)
-    for (std::size_t i = 0; i < 256; ++i) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xFFu];
-  return t;
-}
-
-constexpr CrcTables kCrc = make_crc_tables();
 
 // ---- names and small helpers -----------------------------------------------------------------
 
@@ -315,7 +299,7 @@ std::uint32_t meta_crc(const CheckpointMeta& m, const std::string& tensors) {
   add("optimizer_steps", std::to_string(m.optimizer_steps));
   add("bad_steps", std::to_string(m.bad_steps));
   add("tensors", tensors);
-  return checkpoint_crc32(s.data(), s.size());
+  return crc32_of(s.data(), s.size());
 }
 
 std::string tensor_manifest(const ParamTable& table) {
@@ -360,7 +344,7 @@ void write_tensor(hid_t group, const ParamInfo& p, const float* data, const std:
            H5Dclose);
   if (p.numel > 0)
     check(H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), path, "writing " + where);
-  write_u32(dset.get(), "crc32", checkpoint_crc32(data, static_cast<std::size_t>(p.numel) * sizeof(float)), path);
+  write_u32(dset.get(), "crc32", crc32_of(data, static_cast<std::size_t>(p.numel) * sizeof(float)), path);
 }
 
 void write_file(const std::string& path, const CheckpointMeta& meta, const ParamTable& table,
@@ -477,7 +461,7 @@ class Reader {
       check(H5Dread(dset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out), path_,
             "reading " + where + " failed: data damaged");
     const auto stored = read_scalar_attr<std::uint32_t>(dset.get(), "crc32", H5T_NATIVE_UINT32, path_, where);
-    const std::uint32_t actual = checkpoint_crc32(out, static_cast<std::size_t>(numel) * sizeof(float));
+    const std::uint32_t actual = crc32_of(out, static_cast<std::size_t>(numel) * sizeof(float));
     if (stored != actual) {
       char buf[96];
       std::snprintf(buf, sizeof buf, " (stored crc32 %08x, data %08x)", stored, actual);
@@ -573,24 +557,23 @@ std::vector<fs::path> step_files(const fs::path& dir) {
   return out;
 }
 
+// The newest step file that verifies, whatever `latest` says: `latest` is only a hint. A run that
+// died (or whose disk filled) after renaming step_N.h5 into place but before rewriting `latest`
+// leaves the pointer one checkpoint behind, and step_N.h5 is complete and verified all the same.
 std::string resolve_in_directory(const fs::path& dir, std::vector<std::string>& notes) {
   std::error_code ec;
   const fs::path latest = dir / "latest";
-  std::string tried;  // the file `latest` named, already found damaged
+  std::string hint;  // the file `latest` names
   const bool has_latest = fs::exists(latest, ec);
   if (has_latest) {
     std::ifstream in(latest);
     std::string name;
     std::getline(in, name);
     while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
-    if (!step_of_file_name(name) || name.find('/') != std::string::npos) {
+    if (!step_of_file_name(name) || name.find('/') != std::string::npos)
       notes.push_back(latest.string() + " holds '" + name + "', not a checkpoint file name; ignoring it");
-    } else {
-      tried = (dir / name).string();
-      const std::string error = verification_error(tried);
-      if (error.empty()) return tried;
-      notes.push_back(latest.string() + " names " + tried + ", which cannot be used: " + error);
-    }
+    else
+      hint = (dir / name).string();
   }
   const std::vector<fs::path> candidates = step_files(dir);
   if (candidates.empty()) {
@@ -598,14 +581,22 @@ std::string resolve_in_directory(const fs::path& dir, std::vector<std::string>& 
     fail("checkpoint directory " + dir.string() + " has a 'latest' file but no usable checkpoint");
   }
   if (!has_latest) notes.push_back(latest.string() + " is missing; looking for the newest checkpoint that verifies");
+  bool skipped = false;
   for (const fs::path& c : candidates) {
-    if (c.string() == tried) continue;
     const std::string error = verification_error(c.string());
-    if (error.empty()) {
-      notes.push_back("resuming from " + c.string() + " instead");
-      return c.string();
+    if (!error.empty()) {
+      notes.push_back((c.string() == hint ? latest.string() + " names " + c.string() + ", which cannot be used: "
+                                          : "skipping " + c.string() + ": ") +
+                      error);
+      skipped = true;
+      continue;
     }
-    notes.push_back("skipping " + c.string() + ": " + error);
+    if (!hint.empty() && c.string() != hint && !skipped)
+      notes.push_back(latest.string() + " names " + hint + ", but " + c.string() +
+                      " is newer and verifies (a save interrupted before updating 'latest'); resuming from it");
+    else if (skipped)
+      notes.push_back("resuming from " + c.string() + " instead");
+    return c.string();
   }
   fail("no checkpoint in " + dir.string() + " verifies (" + std::to_string(candidates.size()) +
        " found; see the notes for each)");
@@ -615,21 +606,6 @@ std::string resolve_in_directory(const fs::path& dir, std::vector<std::string>& 
 
 // ---- public API ------------------------------------------------------------------------------
 
-std::uint32_t checkpoint_crc32(const void* data, std::size_t size, std::uint32_t crc) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  std::uint32_t c = ~crc;
-  for (; size >= 8; size -= 8, p += 8) {
-    std::uint32_t lo, hi;
-    std::memcpy(&lo, p, 4);
-    std::memcpy(&hi, p + 4, 4);
-    lo ^= c;
-    c = kCrc[7][lo & 0xFF] ^ kCrc[6][(lo >> 8) & 0xFF] ^ kCrc[5][(lo >> 16) & 0xFF] ^ kCrc[4][lo >> 24] ^
-        kCrc[3][hi & 0xFF] ^ kCrc[2][(hi >> 8) & 0xFF] ^ kCrc[1][(hi >> 16) & 0xFF] ^ kCrc[0][hi >> 24];
-  }
-  for (; size > 0; --size, ++p) c = kCrc[0][(c ^ *p) & 0xFF] ^ (c >> 8);
-  return ~c;
-}
-
 std::string checkpoint_file_name(idx step) {
   char buf[48];
   std::snprintf(buf, sizeof buf, "step_%08lld.h5", static_cast<long long>(step));
@@ -637,7 +613,8 @@ std::string checkpoint_file_name(idx step) {
 }
 
 std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta, const ParamTable& table,
-                            const float* params, const float* exp_avg, const float* exp_avg_sq, idx keep) {
+                            const float* params, const float* exp_avg, const float* exp_avg_sq, idx keep,
+                            const std::function<bool()>& publish_allowed) {
   if (meta.step < 0) fail("save_checkpoint: step " + std::to_string(meta.step) + " is negative");
   if (!params || !exp_avg || !exp_avg_sq) fail("save_checkpoint: null parameter or optimizer buffer");
   const fs::path where = dir.empty() ? fs::path(".") : fs::path(dir);
@@ -653,11 +630,15 @@ std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta, 
   try {
     write_file(tmp.string(), written, table, buffers);
     fsync_path(tmp.string(), false);
+    // The last moment to withdraw: after the rename the checkpoint is published.
+    if (publish_allowed && !publish_allowed())
+      fail("checkpoint " + final_path.string() + " not published: the run is being abandoned");
     rename_durably(tmp, final_path);
   } catch (...) {
     fs::remove(tmp, ec);
     throw;
   }
+  failpoint("checkpoint_after_rename");
   write_text_durably(where / "latest", name + "\n");
   prune(where, name, keep);
   return final_path.string();

@@ -13,12 +13,14 @@
 //
 // Writing is crash-safe: temporary name in the same directory, flush, close, fsync, rename,
 // fsync of the directory, then `<dir>/latest` (the file name, one line) replaced the same way.
+// Readers treat `latest` as a hint and take the newest step file that verifies.
 // A write interrupted at any point leaves either the previous state or a stray
 // `step_*.h5.tmp-<pid>` that readers ignore and the next save removes.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -55,8 +57,12 @@ std::string checkpoint_file_name(idx step);
 // (keep <= 0: keep all) and removes stray temporary files. Returns the path written.
 // exp_avg / exp_avg_sq are flat buffers in the table's layout, like params. Only one process may
 // write into a directory at a time. Throws CheckpointError (with HDF5's or the OS's reason).
+// `publish_allowed` (optional) is asked just before the rename that publishes the file; false
+// withdraws it (the temporary file is removed, CheckpointError thrown): a run whose launcher died
+// must not publish a checkpoint nobody will resume.
 std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta, const ParamTable& table,
-                            const float* params, const float* exp_avg, const float* exp_avg_sq, idx keep);
+                            const float* params, const float* exp_avg, const float* exp_avg_sq, idx keep,
+                            const std::function<bool()>& publish_allowed = {});
 
 // Reads and verifies a checkpoint into the three flat buffers (table layout). Throws
 // CheckpointError naming the file and the problem: not an HDF5 file or truncated, incomplete,
@@ -77,18 +83,16 @@ CheckpointMeta read_checkpoint_meta(const std::string& path);
 CheckpointMeta verify_checkpoint(const std::string& path);
 
 // Resolves `spec` for --resume:
-//  - "latest": <ckpt_dir>/latest if it names a checkpoint that verifies; otherwise (missing or
-//    damaged) the newest step_*.h5 in ckpt_dir that verifies, with the fallback and every
-//    skipped file explained in `notes`;
+//  - "latest": the newest step_*.h5 in ckpt_dir that verifies. <ckpt_dir>/latest is a hint
+//    only: a writer killed between renaming step_N.h5 into place and rewriting `latest` leaves it
+//    naming step N-1, and step N is used all the same; every disagreement with the hint and every
+//    skipped (damaged) file is explained in `notes`;
 //  - a directory: the same, in that directory;
 //  - anything else is a file path that must verify.
 // Returns "" when spec is "latest" (or a directory) and there is no checkpoint at all (a fresh
 // start: no step files, no latest). Throws CheckpointError when a file path was given and is
 // missing or damaged, or when checkpoints exist but none verifies.
 std::string resolve_checkpoint(const std::string& spec, const std::string& ckpt_dir, std::vector<std::string>& notes);
-
-// CRC-32/ISO-HDLC (zlib's crc32, Python's zlib.crc32) continuing from `crc` (0 to start).
-std::uint32_t checkpoint_crc32(const void* data, std::size_t size, std::uint32_t crc = 0);
 
 // `nexus inspect CHECKPOINT`: argv[0] is "inspect". Verifies the file (with the architecture
 // stored in it) and prints step, tokens, the other meta fields, the config text, and each tensor's

@@ -10,6 +10,7 @@
 
 #include "data/byte_tokenizer.h"
 #include "data/token_reader.h"
+#include "model/memory_need.h"
 #include "model/model.h"
 #include "trainer/commands.h"
 #include "trainer/export.h"
@@ -125,9 +126,22 @@ int command_eval(int argc, char** argv) {
   const auto T = static_cast<idx>(tokens.size());
   std::vector<std::int32_t> targets(tokens.begin() + 1, tokens.end());
   targets.push_back(-1);
+  MemoryNeed need = training_memory_need(c, BatchShape{1, T});
+  need.optimizer = 0;  // no optimizer; the loaded weights are already counted as in use
+  require_memory("nexus eval over " + std::to_string(T) + " tokens", need);
   Model<float> model(c, BatchShape{1, T});
   std::copy(loaded.params.begin(), loaded.params.end(), model.params());
   const LossSum loss = model.forward(tokens.data(), targets.data());
+  // A NaN or inf here means the weights or the arithmetic are broken; never print it as a result.
+  const idx V = c.vocab_size;
+  for (idx i = 0; i < T * V; ++i)
+    if (!std::isfinite(model.logits()[i]))
+      throw EvalError("nexus eval: the logits of position " + std::to_string(i / V) + " (token " +
+                      std::to_string(tokens[static_cast<std::size_t>(i / V)]) + ") are not finite (" +
+                      std::to_string(model.logits()[i]) + " for token id " + std::to_string(i % V) + ") in " +
+                      loaded.description);
+  if (!std::isfinite(loss.sum))
+    throw EvalError("nexus eval: the loss is not finite (" + std::to_string(loss.sum) + ") in " + loaded.description);
 
   std::printf("model: %s\ntokens: %lld\n", loaded.description.c_str(), (long long)T);
   if (loss.count > 0) {

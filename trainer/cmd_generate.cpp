@@ -15,6 +15,7 @@
 
 #include "data/byte_tokenizer.h"
 #include "model/inference.h"
+#include "model/memory_need.h"
 #include "trainer/commands.h"
 #include "trainer/export.h"
 
@@ -41,6 +42,17 @@ const char* kGenerateUsage =
 
 [[noreturn]] void usage_error(const std::string& what) {
   throw GenerateError("nexus generate: " + what + "\n" + kGenerateUsage);
+}
+
+// Far more than any context this CPU decoder is meant for; keeps the KV pool size arithmetic small.
+constexpr long long kMaxNewTokens = 1 << 24;
+
+// NaN or inf logits (broken weights) would be sampled as token 0 forever: stop with an error.
+void require_finite_logits(const float* logits, idx n, const std::string& where, const std::string& model) {
+  for (idx i = 0; i < n; ++i)
+    if (!std::isfinite(logits[i]))
+      throw GenerateError("nexus generate: the logits " + where + " are not finite (" + std::to_string(logits[i]) +
+                          " for token id " + std::to_string(i) + ") in " + model);
 }
 
 struct SamplerScratch {
@@ -109,7 +121,9 @@ int command_generate(int argc, char** argv) {
   if (text_mode && !vm.count("prompt")) usage_error("needs --prompt TEXT or --tokens IDS");
   if (!text_mode && vm.count("prompt")) usage_error("--prompt and --tokens are alternatives: give one");
   if (!vm.count("max-new-tokens")) usage_error("needs --max-new-tokens N");
-  if (max_new < 0) usage_error("--max-new-tokens must be >= 0");
+  if (max_new < 0 || max_new > kMaxNewTokens)
+    usage_error("--max-new-tokens " + std::to_string(max_new) + " is out of range: expected 0 to " +
+                std::to_string(kMaxNewTokens));
   if (!(temperature >= 0) || !std::isfinite(temperature)) usage_error("--temperature must be >= 0");
   if (top_k < 0) usage_error("--top-k must be >= 0");
 
@@ -139,6 +153,9 @@ int command_generate(int argc, char** argv) {
   const auto n_prompt = static_cast<idx>(context.size());
   constexpr idx kBlockTokens = 16;
   const idx blocks = (n_prompt + static_cast<idx>(max_new) + kBlockTokens - 1) / kBlockTokens + 1;
+  MemoryNeed need;
+  need.activations = InferenceSession<float>::cache_bytes(c, 1, kBlockTokens, blocks);
+  require_memory("nexus generate (" + std::to_string(n_prompt + max_new) + " tokens of context)", need);
   InferenceSession<float> session(c, loaded.params.data(), 1, kBlockTokens, blocks);
 
   std::fprintf(stderr, "model: %s\n", loaded.description.c_str());
@@ -147,6 +164,7 @@ int command_generate(int argc, char** argv) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   const float* logits = session.prefill(context.data(), n_prompt);
+  require_finite_logits(logits, c.vocab_size, "after the prompt", loaded.description);
   const auto t1 = Clock::now();
   std::mt19937_64 rng(seed);
   SamplerScratch scratch;
@@ -163,7 +181,11 @@ int command_generate(int argc, char** argv) {
       std::printf(" %d", next);
     }
     std::fflush(stdout);
-    if (generated + 1 < max_new) logits = session.step(&next);
+    if (generated + 1 < max_new) {
+      logits = session.step(&next);
+      require_finite_logits(logits, c.vocab_size, "at generated token " + std::to_string(generated + 1),
+                            loaded.description);
+    }
   }
   const auto t2 = Clock::now();
   std::printf("\n");

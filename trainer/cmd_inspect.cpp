@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "model/memory_need.h"
 #include "trainer/commands.h"
 #include "trainer/checkpoint.h"
 #include "trainer/options.h"
@@ -54,6 +55,7 @@ int command_inspect(int argc, char** argv) {
     }
     const ParamTable table(options.model);
     const std::size_t n = static_cast<std::size_t>(table.total());
+    require_memory("nexus inspect " + path, weights_memory_need(options.model, 3));  // weights + 2 moments
     params.resize(n);
     exp_avg.resize(n);
     exp_avg_sq.resize(n);

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "data/byte_tokenizer.h"
+#include "model/memory_need.h"
 #include "trainer/checkpoint.h"
 #include "trainer/options.h"
 #include "trainer/safetensors.h"
@@ -99,6 +100,15 @@ struct JsonReader {
     if (!v) return fallback;
     if (!v->is_number()) fail(key, "= " + v->dump() + " is not a number");
     return v->get<double>();
+  }
+  // A size read into `field`: an integer within the field's bound (kModelSizeBounds), named by its
+  // config.json key, checked before anything is computed from it.
+  idx size(const std::string& key, idx fallback, idx ModelConfig::*field) const {
+    const idx v = integer(key, fallback);
+    for (const ModelSizeBound& b : kModelSizeBounds)
+      if (b.field == field && (v < 1 || v > b.max))
+        fail(key, "= " + std::to_string(v) + " is out of range: expected 1 to " + std::to_string(b.max) + " (" + b.key + ")");
+    return v;
   }
   bool boolean(const std::string& key, bool fallback) const {
     const nlohmann::json* v = get(key);
@@ -203,15 +213,14 @@ ModelConfig model_config_from_bamba_json(const nlohmann::json& j, const std::str
   r.require_bool("mlp_bias", false, false, "Nexus' MLP has no bias");
 
   ModelConfig c;
-  c.vocab_size = r.integer("vocab_size", 128000);
+  c.vocab_size = r.size("vocab_size", 128000, &ModelConfig::vocab_size);
   c.tie_embeddings = r.boolean("tie_word_embeddings", false);
-  c.d_model = r.integer("hidden_size", 4096);
-  c.mlp_hidden = r.integer("intermediate_size", 14336);
-  c.n_layers = r.integer("num_hidden_layers", 32);
-  c.n_heads = r.integer("num_attention_heads", 32);
-  c.n_kv_heads = r.integer("num_key_value_heads", c.n_heads);
-  if (c.n_heads <= 0) r.fail("num_attention_heads", "= " + std::to_string(c.n_heads) + " must be positive");
-  c.head_dim = r.integer("head_dim", c.d_model / c.n_heads);
+  c.d_model = r.size("hidden_size", 4096, &ModelConfig::d_model);
+  c.mlp_hidden = r.size("intermediate_size", 14336, &ModelConfig::mlp_hidden);
+  c.n_layers = r.size("num_hidden_layers", 32, &ModelConfig::n_layers);
+  c.n_heads = r.size("num_attention_heads", 32, &ModelConfig::n_heads);
+  c.n_kv_heads = r.size("num_key_value_heads", c.n_heads, &ModelConfig::n_kv_heads);
+  c.head_dim = r.size("head_dim", c.d_model / c.n_heads, &ModelConfig::head_dim);
   c.norm_eps = r.number("rms_norm_eps", 1e-5);
   c.init_std = r.number("initializer_range", 0.02);
 
@@ -229,21 +238,24 @@ ModelConfig model_config_from_bamba_json(const nlohmann::json& j, const std::str
       r.fail(key, "has partial_rotary_factor = " + rope->at("partial_rotary_factor").dump() + "; Bamba fixes 0.5");
   }
 
-  c.mamba_expand = r.integer("mamba_expand", 2);
+  c.mamba_expand = r.size("mamba_expand", 2, &ModelConfig::mamba_expand);
+  // At most d_inner heads (each at least one channel wide); d_inner is bounded by its factors.
   const idx mamba_heads = r.integer("mamba_n_heads", 128);
-  if (mamba_heads <= 0) r.fail("mamba_n_heads", "= " + std::to_string(mamba_heads) + " must be positive");
+  if (mamba_heads <= 0 || mamba_heads > c.mamba_expand * c.d_model)
+    r.fail("mamba_n_heads", "= " + std::to_string(mamba_heads) + " is out of range: expected 1 to mamba_expand * hidden_size = " +
+                                std::to_string(c.mamba_expand * c.d_model));
   const nlohmann::json* d_head = r.get("mamba_d_head");
-  c.mamba_headdim = d_head && !(d_head->is_string() && *d_head == "auto") ? r.integer("mamba_d_head", 0)
-                                                                         : c.mamba_expand * c.d_model / mamba_heads;
+  c.mamba_headdim = d_head && !(d_head->is_string() && *d_head == "auto")
+                        ? r.size("mamba_d_head", 0, &ModelConfig::mamba_headdim)
+                        : c.mamba_expand * c.d_model / mamba_heads;
   if (mamba_heads * c.mamba_headdim != c.mamba_expand * c.d_model)
     r.fail("mamba_n_heads", "= " + std::to_string(mamba_heads) + " times mamba_d_head = " + std::to_string(c.mamba_headdim) +
                                 " is not mamba_expand * hidden_size = " + std::to_string(c.mamba_expand * c.d_model));
-  c.mamba_ngroups = r.integer("mamba_n_groups", 1);
-  c.mamba_d_state = r.integer("mamba_d_state", 256);
-  c.mamba_d_conv = r.integer("mamba_d_conv", 4);
-  c.mamba_chunk = r.integer("mamba_chunk_size", 256);
+  c.mamba_ngroups = r.size("mamba_n_groups", 1, &ModelConfig::mamba_ngroups);
+  c.mamba_d_state = r.size("mamba_d_state", 256, &ModelConfig::mamba_d_state);
+  c.mamba_d_conv = r.size("mamba_d_conv", 4, &ModelConfig::mamba_d_conv);
+  c.mamba_chunk = r.size("mamba_chunk_size", 256, &ModelConfig::mamba_chunk);
 
-  if (c.n_layers <= 0) r.fail("num_hidden_layers", "= " + std::to_string(c.n_layers) + " must be positive");
   c.pattern.assign(static_cast<std::size_t>(c.n_layers), 'M');
   if (const nlohmann::json* attn = r.get("attn_layer_indices")) {
     if (!attn->is_array()) r.fail("attn_layer_indices", "= " + attn->dump() + " is not a list");
@@ -334,12 +346,21 @@ ExportResult export_hf(const ModelConfig& config, const ParamTable& table, const
 
 namespace {
 
+// A weight file that verifies but holds NaN or inf (a bad export, a diverged run) would make every
+// output NaN: refuse it at load, naming the tensor and the first bad element.
+void require_finite(const std::string& file, const ParamInfo& p, const float* params) {
+  const float* w = params + p.offset;
+  for (idx i = 0; i < p.numel; ++i)
+    if (!std::isfinite(w[i]))
+      throw ExportError(file + ": tensor " + p.name + " has a non-finite value (" + std::to_string(w[i]) + ") at element " +
+                        std::to_string(i) + " of " + std::to_string(p.numel) + "; refusing to load it");
+}
+
 LoadedModel load_export_dir(const fs::path& dir) {
   const fs::path config_path = dir / "config.json";
   LoadedModel m;
   m.config = model_config_from_bamba_json(parse_json_file(config_path), config_path.string());
   const ParamTable table(m.config);
-  m.params.assign(static_cast<std::size_t>(table.total()), 0.0f);
 
   // name -> file holding it
   std::map<std::string, std::string> where;
@@ -363,20 +384,26 @@ LoadedModel load_export_dir(const fs::path& dir) {
   std::map<std::string, SafetensorsFile> open;
   for (const std::string& f : files) open.emplace(f, SafetensorsFile((dir / f).string()));
 
+  // Every tensor the config implies must be in the files' headers with its shape before the
+  // weights are allocated: a config.json that disagrees with the files (e.g. only
+  // {"model_type": "bamba"}, whose defaults describe a 9B model) is refused without allocating.
   std::set<std::string> expected;
+  std::vector<const SafetensorsFile*> holder;
   for (const ParamInfo& p : table.params()) {
     expected.insert(p.name);
     const std::string file = files.size() == 1 && where.empty() ? files[0] : where.count(p.name) ? where[p.name] : "";
     if (file.empty())
       throw ExportError((dir / kIndexName).string() + " has no entry for tensor " + p.name);
-    const SafetensorsFile& st = open.at(file);
+    const auto it = open.find(file);
+    if (it == open.end()) throw ExportError((dir / kIndexName).string() + " maps " + p.name + " to " + file + ", not a listed file");
+    const SafetensorsFile& st = it->second;
     const SafetensorsEntry* e = st.find(p.name);
     if (!e) throw ExportError(st.path() + " has no tensor " + p.name + " (the config.json describes a model that has it)");
     const std::vector<idx> shape(e->shape.begin(), e->shape.end());
     if (shape != p.shape)
       throw ExportError(st.path() + ": tensor " + p.name + " has shape " + shape_string(shape) + ", config.json implies " +
                         shape_string(p.shape));
-    st.read(p.name, m.params.data() + p.offset);
+    holder.push_back(&st);
   }
   for (const auto& [f, st] : open)
     for (const SafetensorsEntry& e : st.tensors()) {
@@ -384,6 +411,14 @@ LoadedModel load_export_dir(const fs::path& dir) {
       if (expected.count(e.name) || (m.config.tie_embeddings && e.name == "lm_head.weight")) continue;
       throw ExportError(st.path() + " has tensor " + e.name + ", which the model described by config.json does not have");
     }
+
+  require_memory("loading " + dir.string(), weights_memory_need(m.config));
+  m.params.assign(static_cast<std::size_t>(table.total()), 0.0f);
+  for (std::size_t i = 0; i < table.params().size(); ++i) {
+    const ParamInfo& p = table.params()[i];
+    holder[i]->read(p.name, m.params.data() + p.offset);  // verifies the tensor's checksum when stored
+    require_finite(holder[i]->path(), p, m.params.data());
+  }
   m.description = "export " + dir.string();
   return m;
 }
@@ -394,10 +429,12 @@ LoadedModel load_checkpoint_file(const std::string& file) {
   m.config = parse_ini(meta.config_ini, file + " (stored config)").model;
   const ParamTable table(m.config);
   const auto n = static_cast<std::size_t>(table.total());
+  require_memory("loading " + file, weights_memory_need(m.config));
   m.params.assign(n, 0.0f);
   // Null optimizer buffers: load_checkpoint still verifies those tensors' checksums but keeps
   // only the weights, so a model needs 1x its size in memory, not 3x.
   load_checkpoint(file, m.config, table, m.params.data(), nullptr, nullptr);
+  for (const ParamInfo& p : table.params()) require_finite(file, p, m.params.data());
   m.description = "checkpoint " + file + " (step " + std::to_string(meta.step) + ")";
   return m;
 }

@@ -62,6 +62,7 @@ int run_train(int argc, char** argv, const Communicator& comm) {
     for (const std::string& note : cl.notes) std::printf("note: %s\n", note.c_str());
   apply_runtime(cl.options.runtime);
   install_stop_signals();
+  watch_launcher();
   const TrainResult r = train(cl.options, comm, cl.resume);
   if (comm.is_root()) {
     std::printf("done: %lld steps", (long long)r.steps_done);

@@ -5,12 +5,15 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string_view>
 #include <system_error>
 
 #include <boost/program_options.hpp>
+
+#include "model/checked_math.h"
 
 namespace nexus {
 
@@ -43,10 +46,12 @@ void for_each_option(Options& o, F&& f) {
   f("model.init_std", m.init_std, "standard deviation of the normal weight init");
   auto& d = o.data;
   f("data.source", d.source, "mqar | shards | hdf5 (text: `nexus data prepare` makes shards)");
-  f("data.path", d.path, "training data: file, directory or glob (not for mqar)");
+  f("data.path", d.path,
+    "training data (not for mqar): files, directories (every *.bin, *.h5, *.hdf5 in it, by name) or globs, "
+    "comma-separated");
   f("data.mqar_pairs", d.mqar_pairs, "mqar: key-value pairs per sequence");
   f("data.mqar_queries", d.mqar_queries, "mqar: queries per sequence");
-  f("data.val_path", d.val_path, "validation data; empty: none (mqar: its own stream)");
+  f("data.val_path", d.val_path, "validation data, as data.path; empty: none (mqar: its own stream)");
   auto& t = o.train;
   f("train.steps", t.steps, "optimizer steps");
   f("train.global_batch", t.global_batch, "sequences per optimizer step, all ranks together");
@@ -202,8 +207,9 @@ po::options_description generic_options() {
       "config,c", po::value<std::string>()->value_name("FILE"),
       "INI file ([section] key = value); the command line overrides it")(
       "resume", po::value<std::string>()->value_name("latest|DIR|FILE"),
-      "resume from a checkpoint: 'latest' (the newest valid one in checkpoint.dir), a checkpoint "
-      "directory, or a checkpoint file");
+      "resume from a checkpoint: 'latest' (the newest one in checkpoint.dir that verifies; a fresh "
+      "start when there is none yet), a checkpoint directory (the same, but it must hold one), or a "
+      "checkpoint file");
   return generic;
 }
 
@@ -252,6 +258,22 @@ void require(bool ok, const std::string& message) {
   if (!ok) fail(message);
 }
 
+// Sizes that multiply into buffer sizes and counters get explicit bounds, so that no product of
+// them can wrap (see model/checked_math.h). `low` is 0 for "0 means derived/never" options.
+void require_range(const char* key, idx value, idx low, idx high) {
+  require(value >= low && value <= high, kv(key, value) + " is out of range: expected " + format(low) + " to " +
+                                             format(high));
+}
+
+// Upper bounds of the run's sizes: far beyond real runs (1M-token sequences, 16M-sequence
+// batches, 67M steps), small enough that tokens per step and tokens seen fit in int64.
+constexpr idx kMaxSeqLen = idx(1) << 24;
+constexpr idx kMaxBatch = idx(1) << 24;
+constexpr idx kMaxMicroBatch = idx(1) << 16;
+constexpr idx kMaxSteps = idx(1) << 26;
+constexpr idx kMaxTokensPerStep = idx(1) << 36;    // global_batch * seq_len
+constexpr idx kMaxTokensPerMicroBatch = idx(1) << 28;  // micro_batch * seq_len: one forward's rows
+
 // Fills the values that default to others, then checks everything that does not depend on the
 // world size.
 void finalize(RunOptions& o) {
@@ -275,6 +297,23 @@ void finalize(RunOptions& o) {
   require(t.steps > 0, kv("train.steps", t.steps) + " must be positive");
   require(t.global_batch > 0, kv("train.global_batch", t.global_batch) + " must be positive");
   require(t.micro_batch > 0, kv("train.micro_batch", t.micro_batch) + " must be positive");
+  require_range("train.steps", t.steps, 1, kMaxSteps);
+  require_range("train.global_batch", t.global_batch, 1, kMaxBatch);
+  require_range("train.micro_batch", t.micro_batch, 1, kMaxMicroBatch);
+  require_range("train.grad_accum", t.grad_accum, 0, kMaxBatch);
+  require_range("train.seq_len", t.seq_len, 1, kMaxSeqLen);
+  require_range("train.eval_batches", t.eval_batches, 0, kMaxBatch);
+  require_range("schedule.warmup_steps", sc.warmup_steps, 0, kMaxSteps);
+  require_range("data.mqar_pairs", d.mqar_pairs, 1, kMaxSeqLen);
+  require_range("data.mqar_queries", d.mqar_queries, 1, kMaxSeqLen);
+  require_range("parallel.cp", o.parallel.cp, 1, idx(1) << 16);
+  // The bounds above keep these products far from overflow; they are still computed checked.
+  require(checked_mul(t.global_batch, t.seq_len, "tokens per step") <= kMaxTokensPerStep,
+          "train.global_batch * train.seq_len = " + format(t.global_batch) + " * " + format(t.seq_len) +
+              " tokens per step is out of range: expected at most " + format(kMaxTokensPerStep));
+  require(checked_mul(t.micro_batch, t.seq_len, "tokens per micro-batch") <= kMaxTokensPerMicroBatch,
+          "train.micro_batch * train.seq_len = " + format(t.micro_batch) + " * " + format(t.seq_len) +
+              " tokens per micro-batch is out of range: expected at most " + format(kMaxTokensPerMicroBatch));
   require(t.global_batch % t.micro_batch == 0,
           kv("train.global_batch", t.global_batch) + " is not a multiple of " + kv("train.micro_batch", t.micro_batch));
   require(t.grad_accum >= 0, kv("train.grad_accum", t.grad_accum) + " must be 0 (derived) or positive");
@@ -339,6 +378,9 @@ void finalize(RunOptions& o) {
 }
 
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw OptionsError("config file '" + path + "' is a directory; expected an INI file (e.g. configs/tiny.ini)");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw OptionsError("cannot open config file '" + path + "'");
   std::ostringstream text;
@@ -398,7 +440,11 @@ CommandLine parse_command_line(int argc, const char* const argv[]) {
 RunOptions parse_ini(const std::string& text, const std::string& origin) {
   RunOptions o;
   apply(read_ini(text, origin), origin, o, nullptr);
-  finalize(o);
+  try {
+    finalize(o);
+  } catch (const ConfigError& e) {
+    throw OptionsError(origin + ": " + e.what());  // e.g. which checkpoint's stored config
+  }
   return o;
 }
 

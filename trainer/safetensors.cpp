@@ -5,11 +5,16 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
+
+#include "trainer/crc32.h"
 
 namespace nexus {
 
@@ -46,7 +51,56 @@ std::int64_t checked_numel(const std::vector<std::int64_t>& shape) {
   return n;
 }
 
+std::string crc_hex(std::uint32_t crc) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%08x", crc);
+  return buf;
+}
+
+// The CRC of a tensor's bytes as stored (bf16 after rounding), computed before the header is
+// written so that the header can carry it.
+std::uint32_t stored_crc(const TensorToWrite& t, std::size_t numel, std::vector<std::uint16_t>& stage) {
+  if (t.dtype == TensorDtype::F32) return crc32_of(t.data, numel * sizeof(float));
+  std::uint32_t crc = 0;
+  for (std::size_t i = 0; i < numel; i += kStageElems) {
+    const std::size_t m = std::min(kStageElems, numel - i);
+    stage.resize(m);
+    for (std::size_t j = 0; j < m; ++j) stage[j] = float_to_bf16(t.data[i + j]);
+    crc = crc32_of(stage.data(), m * 2, crc);
+  }
+  return crc;
+}
+
+// Parses the header, refusing a key that appears twice in one object: JSON parsers disagree on
+// which copy wins (nlohmann keeps the last, others the first), so such a file means different
+// weights to different readers.
+ordered_json parse_header(const std::string& path, const std::string& text) {
+  std::vector<std::set<std::string>> open_objects;
+  std::string duplicate;
+  const ordered_json::parser_callback_t check = [&](int, ordered_json::parse_event_t event, ordered_json& parsed) {
+    if (event == ordered_json::parse_event_t::object_start) {
+      open_objects.emplace_back();
+    } else if (event == ordered_json::parse_event_t::object_end) {
+      if (!open_objects.empty()) open_objects.pop_back();
+    } else if (event == ordered_json::parse_event_t::key && duplicate.empty() && !open_objects.empty() &&
+               !open_objects.back().insert(parsed.get<std::string>()).second) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
+  ordered_json header;
+  try {
+    header = ordered_json::parse(text, check);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, std::string("header is not valid JSON: ") + e.what());
+  }
+  if (!duplicate.empty()) fail(path, "header lists the key \"" + duplicate + "\" twice (a damaged or forged file)");
+  return header;
+}
+
 }  // namespace
+
+std::string tensor_crc_key(const std::string& tensor) { return "nexus.crc32:" + tensor; }
 
 std::size_t dtype_bytes(TensorDtype dtype) { return dtype == TensorDtype::BF16 ? 2 : 4; }
 
@@ -76,11 +130,14 @@ std::int64_t SafetensorsEntry::numel() const { return checked_numel(shape); }
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   ordered_json header = ordered_json::object();
-  if (!metadata.empty()) {
-    ordered_json meta = ordered_json::object();
-    for (const auto& [k, v] : metadata) meta[k] = v;
-    header["__metadata__"] = std::move(meta);
+  ordered_json meta = ordered_json::object();
+  for (const auto& [k, v] : metadata) meta[k] = v;
+  std::vector<std::uint16_t> stage;
+  for (const TensorToWrite& t : tensors) {
+    const std::int64_t numel = checked_numel(t.shape);
+    if (numel > 0 && t.data) meta[tensor_crc_key(t.name)] = crc_hex(stored_crc(t, static_cast<std::size_t>(numel), stage));
   }
+  if (!meta.empty()) header["__metadata__"] = std::move(meta);
   std::int64_t offset = 0;
   for (const TensorToWrite& t : tensors) {
     if (t.name.empty() || t.name == "__metadata__") fail(path, "invalid tensor name '" + t.name + "'");
@@ -104,7 +161,6 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
     const std::uint64_t n = text.size();
     out.write(reinterpret_cast<const char*>(&n), sizeof n);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    std::vector<std::uint16_t> stage;
     for (const TensorToWrite& t : tensors) {
       const auto numel = static_cast<std::size_t>(checked_numel(t.shape));
       if (t.dtype == TensorDtype::F32) {
@@ -149,12 +205,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (!in) fail(path, "cannot read the " + std::to_string(header_length_) + "-byte header");
 
-  ordered_json header;
-  try {
-    header = ordered_json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, std::string("header is not valid JSON: ") + e.what());
-  }
+  const ordered_json header = parse_header(path, text);
   if (!header.is_object()) fail(path, "header is not a JSON object");
 
   for (const auto& [key, value] : header.items()) {
@@ -227,6 +278,18 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   if (pos != data_size)
     fail(path, "the tensors cover " + std::to_string(pos) + " bytes but the data section has " + std::to_string(data_size) +
                    " (trailing bytes)");
+
+  // Checksums (ours; other writers have none): each must name a tensor and be 8 hex digits.
+  const std::string prefix = tensor_crc_key("");
+  for (const auto& [key, value] : metadata_) {
+    if (key.rfind(prefix, 0) != 0) continue;
+    const std::string tensor = key.substr(prefix.size());
+    char* end = nullptr;
+    const unsigned long crc = std::strtoul(value.c_str(), &end, 16);
+    if (!find(tensor)) fail(path, "__metadata__ has a checksum for tensor " + tensor + ", which the file does not hold");
+    if (value.size() != 8 || *end != '\0') fail(path, "__metadata__ checksum of tensor " + tensor + " is '" + value + "', not 8 hex digits");
+    crc_[tensor] = static_cast<std::uint32_t>(crc);
+  }
 }
 
 const SafetensorsEntry* SafetensorsFile::find(const std::string& name) const {
@@ -240,18 +303,24 @@ void SafetensorsFile::read(const std::string& name, float* out) const {
   std::ifstream in(path_, std::ios::binary);
   in.seekg(data_start() + e->begin);
   const auto numel = static_cast<std::size_t>(e->numel());
+  std::uint32_t crc = 0;  // of the bytes as stored
   if (e->dtype == TensorDtype::F32) {
     in.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(numel * sizeof(float)));
+    crc = crc32_of(out, numel * sizeof(float));
   } else {
     std::vector<std::uint16_t> stage;
     for (std::size_t i = 0; i < numel && in; i += kStageElems) {
       const std::size_t m = std::min(kStageElems, numel - i);
       stage.resize(m);
       in.read(reinterpret_cast<char*>(stage.data()), static_cast<std::streamsize>(m * 2));
+      crc = crc32_of(stage.data(), m * 2, crc);
       for (std::size_t j = 0; j < m; ++j) out[i + j] = bf16_to_float(stage[j]);
     }
   }
   if (!in) fail(path_, "tensor " + name + ": read failed (file changed or truncated since it was opened?)");
+  if (const auto stored = crc_.find(name); stored != crc_.end() && stored->second != crc)
+    fail(path_, "tensor " + name + " fails its checksum (stored " + crc_hex(stored->second) + ", computed " + crc_hex(crc) +
+                    "): the file is damaged");
 }
 
 std::vector<float> SafetensorsFile::read(const std::string& name) const {

@@ -7,8 +7,11 @@
 //   [data]     the tensors' little-endian bytes; [b, e) is relative to the data start
 //
 // The writer lays the tensors out back to back in the order given (the header lists them in that
-// order too). The reader refuses anything it cannot account for byte by byte: a header length
-// that does not fit the file, JSON that does not parse, an unknown dtype, a byte size that is not
+// order too), and stores each tensor's CRC-32 (of its bytes as stored, 8 lowercase hex digits) in
+// __metadata__ under "nexus.crc32:<name>" (string values, which transformers ignores); the reader
+// verifies a tensor against its checksum when the file has one (files from other writers do not). The reader refuses anything it cannot account for byte by byte: a header length
+// that does not fit the file, JSON that does not parse, a key listed twice in one object, a
+// malformed checksum entry, an unknown dtype, a byte size that is not
 // dtype size * product(shape), offsets that leave holes, overlap, or do not end exactly at the
 // end of the file. Every error names the file and, where there is one, the tensor.
 #pragma once
@@ -55,6 +58,9 @@ std::int64_t tensor_bytes(const std::vector<std::int64_t>& shape, TensorDtype dt
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
+// "nexus.crc32:<tensor>": the __metadata__ key of a tensor's checksum.
+std::string tensor_crc_key(const std::string& tensor);
+
 struct SafetensorsEntry {
   std::string name;
   TensorDtype dtype = TensorDtype::F32;
@@ -81,7 +87,8 @@ class SafetensorsFile {
   std::int64_t file_size() const { return file_size_; }
 
   // The tensor's values as fp32 (bf16 widened exactly) into out[0, numel). Throws
-  // SafetensorsError when the tensor is absent or the read fails.
+  // SafetensorsError when the tensor is absent, the read fails, or the bytes fail the tensor's
+  // stored checksum.
   void read(const std::string& name, float* out) const;
   std::vector<float> read(const std::string& name) const;
 
@@ -90,6 +97,7 @@ class SafetensorsFile {
   std::vector<SafetensorsEntry> tensors_;
   std::map<std::string, std::size_t> index_;
   std::map<std::string, std::string> metadata_;
+  std::map<std::string, std::uint32_t> crc_;  // tensor -> stored checksum, when the file has one
   std::uint64_t header_length_ = 0;
   std::int64_t file_size_ = 0;
 };

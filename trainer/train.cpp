@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -10,6 +11,7 @@
 #include "data/zigzag.h"
 #include "kernels/cpu/blas_runtime.h"
 #include "kernels/ops.h"
+#include "model/memory_need.h"
 #include "model/model.h"
 #include "optim/adamw.h"
 #include "optim/grad.h"
@@ -132,7 +134,7 @@ std::string save(const RunOptions& o, const RunState& st, const Model<float>& mo
     meta.bad_steps = st.bad_steps;
     try {
       path = save_checkpoint(o.checkpoint.dir, meta, model.table(), model.params(), opt.exp_avg().data(),
-                             opt.exp_avg_sq().data(), o.checkpoint.keep);
+                             opt.exp_avg_sq().data(), o.checkpoint.keep, [] { return !launcher_gone(); });
       log.note("checkpoint: " + path);
     } catch (const std::exception& e) {
       error = e.what();
@@ -163,7 +165,13 @@ void restore(const std::string& resume, const RunOptions& o, RunState& st, Model
   std::int64_t found = comm.is_root() && !path.empty() ? 1 : 0;
   comm.broadcast(&found, sizeof found);
   if (!found) {
-    log.note("resume " + resume + ": no checkpoint in " + o.checkpoint.dir + " yet, starting fresh");
+    // Only "latest" means "resume if there is anything": an explicit directory that holds no
+    // checkpoint is a wrong path, and training from scratch into it would hide the mistake.
+    if (resume != "latest")
+      throw OptionsError("--resume " + resume + ": no checkpoint there (no step_*.h5 files); give a checkpoint "
+                         "directory or file, or --resume latest to start fresh when " + o.checkpoint.dir +
+                         " has none");
+    log.note("--resume latest: no checkpoint in " + o.checkpoint.dir + " (checkpoint.dir) yet, starting fresh");
     return;
   }
   std::int64_t header[5] = {meta.step, meta.tokens_seen, meta.optimizer_steps, meta.bad_steps, 0};
@@ -184,6 +192,19 @@ void restore(const std::string& resume, const RunOptions& o, RunState& st, Model
            std::to_string(st.step) + ", data position " + position);
 }
 
+// Refuses, on every rank, a run whose model, optimizer and activations do not fit in the memory
+// this machine has left, before any of it is allocated. Every rank on a machine allocates the same.
+void require_run_fits(const RunOptions& o, const BatchLayout& layout, idx local_len, const Communicator& comm) {
+  MemoryNeed need = training_memory_need(o.model, BatchShape{layout.micro_batch, local_len}, int(layout.cp));
+  // The loader's batch of whole sequences (tokens and targets, int32) and its zigzag copy.
+  need.other = std::size_t(layout.micro_batch) * std::size_t(o.train.seq_len) * 2 * sizeof(std::int32_t) * 2;
+  const std::string shortfall = memory_shortfall("this run", need, comm.local_size(), available_memory());
+  if (comm.all(shortfall.empty())) return;
+  // Machines may differ: a rank other than the root reports its own shortfall itself.
+  if (!shortfall.empty() && !comm.is_root()) std::fprintf(stderr, "nexus: rank %d: %s\n", comm.rank(), shortfall.c_str());
+  throw OptionsError(shortfall.empty() ? "the memory check failed on another rank (see its message)" : shortfall);
+}
+
 }  // namespace
 
 TrainResult train(const RunOptions& o, const Communicator& comm, const std::string& resume) {
@@ -201,6 +222,8 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
                 (long long)layout.grad_accum, (long long)layout.global_batch, ini.c_str());
     std::ofstream(std::filesystem::path(t.out_dir) / "config.ini") << ini;
   }
+  failpoint("train_setup");
+  require_run_fits(o, layout, local_len, comm);
 
   // One loader batch is one micro-batch on every rank: the grad_accum successive micro-batches of
   // all ranks together are exactly the global batch a single rank would read in one go.
@@ -231,6 +254,8 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   RunState st;
   if (!resume.empty()) restore(resume, o, st, model, optimizer, train_data, comm, log);
 
+  // Setup is over: a stop signal from here on finishes the step and saves.
+  defer_stop_signals_to_step_boundaries();
   log.start_at(st.step);
   TrainResult result;
   result.metrics_path = log.path();

@@ -2,6 +2,7 @@
 // a TokenSource over several shards.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <numeric>
 
 #include "data/shard.h"
@@ -181,6 +182,31 @@ TEST(TokenSource, ConcatenatesGlobMatchesInSortedOrder) {
   EXPECT_EQ(paths[2], dir.file("d_train_000002.bin"));
   const auto msg = error_of([&] { expand_paths(dir.file("x_*.bin")); });
   EXPECT_NE(msg.find(dir.file("x_*.bin")), std::string::npos) << msg;
+}
+
+TEST(TokenSource, ADirectoryReadsEveryTokenFileInItByName) {
+  // data.path = DIR: before, the directory was opened as a shard ("truncated token shard").
+  TempDir dir;
+  std::filesystem::create_directories(dir.file("shards/sub"));
+  write_bytes(dir.file("shards/b_000002.bin"), raw_shard(20240520, 1, 2, {5, 6}, 2));
+  write_bytes(dir.file("shards/a_000001.bin"), raw_shard(20240801, 7, 3, {1, 2, 3}, 4));
+  write_bytes(dir.file("shards/README.txt"), {'h', 'i'});                          // not a token file
+  write_bytes(dir.file("shards/sub/c.bin"), raw_shard(20240520, 1, 1, {9}, 2));  // not descended into
+  // The reference: the same files listed explicitly, in name order.
+  const auto listed = expand_paths(dir.file("shards/a_000001.bin") + "," + dir.file("shards/b_000002.bin"));
+  EXPECT_EQ(expand_paths(dir.file("shards")), listed);
+  auto src = TokenSource::open(dir.file("shards"), 10);
+  ASSERT_EQ(src.size(), 5);
+  std::vector<std::int32_t> got(5);
+  src.read(0, 5, got.data());
+  EXPECT_EQ(got, (std::vector<std::int32_t>{1, 2, 3, 5, 6}));
+
+  // A directory without token files, and a directory opened as a shard, are named as such.
+  std::filesystem::create_directories(dir.file("empty"));
+  std::string msg = error_of([&] { expand_paths(dir.file("empty")); });
+  EXPECT_NE(msg.find("data directory '" + dir.file("empty") + "' holds no token files"), std::string::npos) << msg;
+  msg = error_of([&] { ShardReader reader(dir.file("shards")); });
+  EXPECT_NE(msg.find("is a directory"), std::string::npos) << msg;
 }
 
 }  // namespace

@@ -42,6 +42,29 @@ expect_error "cuda on a CPU-only build" "no CUDA backend" "$nexus" train --confi
 expect_error "text is not a trainer source" "nexus data prepare" "$nexus" train --config "$tiny" --data.source=text \
   --data.path="$work/doc.txt"
 
+# Impossible inputs are refused before any work, naming the key (or the file) and the problem.
+expect_error "config given a directory" "is a directory" "$nexus" train --config "$src/configs"
+# (Every absurd size of the issue is checked in test_size_bounds and test_options; these show the
+# exit path of the command.)
+for kv in model.n_layers=1000000000 model.mamba_expand=9223372036854775807; do
+  expect_error "absurd ${kv%%=*}" "${kv%%=*} = ${kv#*=} is out of range" "$nexus" train --config "$tiny" --"$kv" \
+    --train.out_dir="$work/absurd"
+done
+expect_error "seq_len * micro_batch past the bound" "train.seq_len = 4611686018427387904 is out of range" \
+  "$nexus" train --config "$tiny" --train.seq_len=4611686018427387904 --train.micro_batch=16
+expect_error "more memory than the machine has" "GiB is available" "$nexus" train --config "$tiny" \
+  --model.d_model=65536 --model.n_layers=1024 --train.out_dir="$work/huge"
+if ! grep -qE "needs [0-9.]+ GiB \(parameters" "$work/err"; then fail "memory refusal shows the need"; cat "$work/err"; fi
+mkdir -p "$work/empty"
+expect_error "--resume DIR with nothing to resume" "--resume $work/empty: no checkpoint there" "$nexus" train \
+  --config "$tiny" --train.steps=1 --train.out_dir="$work/resume_empty" --resume "$work/empty"
+if "$nexus" train --config "$tiny" --train.steps=1 --train.eval_every=0 --train.out_dir="$work/fresh" --resume latest >"$work/fresh.log" 2>&1 &&
+  grep -q "no checkpoint in $work/fresh/checkpoints (checkpoint.dir) yet, starting fresh" "$work/fresh.log"; then
+  pass "--resume latest with nothing there starts fresh and says so"
+else
+  fail "--resume latest fresh start"; tail -3 "$work/fresh.log"
+fi
+
 # data prepare: text files to llm.c shards; usage errors named.
 printf 'first document\n\nsecond document, a little longer\n' >"$work/doc.txt"
 if "$nexus" data prepare --out "$work/shards/doc" --shard-tokens=16 --separator $'\n\n' "$work/doc.txt" >"$work/prep" &&
@@ -49,6 +72,13 @@ if "$nexus" data prepare --out "$work/shards/doc" --shard-tokens=16 --separator 
   pass "data prepare writes val and train shards"
 else
   fail "data prepare"; cat "$work/prep"
+fi
+if "$nexus" train --config "$tiny" --data.source=shards --data.path="$work/shards" --model.vocab_size=257 \
+  --train.seq_len=8 --train.global_batch=2 --train.micro_batch=1 --train.steps=1 --train.eval_every=0 \
+  --train.out_dir="$work/dirdata" >"$work/dirdata.log" 2>&1; then
+  pass "data.path = DIR trains on the shards in it"
+else
+  fail "data.path = DIR"; tail -3 "$work/dirdata.log"
 fi
 expect_error "data prepare: unknown option" "unknown option --bogus" "$nexus" data prepare --bogus "$work/doc.txt"
 expect_error "data prepare: bad number" "--shard-tokens x is not an integer" "$nexus" data prepare --out "$work/x" \
@@ -76,6 +106,68 @@ stop_test() {
 }
 stop_test "SIGTERM stops cleanly" TERM "$nexus" train
 stop_test "SIGUSR1 through mpirun stops cleanly" USR1 mpirun --oversubscribe -np 2 "$nexus" train
+# The documented stop path under plain mpirun: SIGTERM to launch/mpirun.sh (mpirun itself would
+# kill the ranks mid-step and exit 1).
+NEXUS="$nexus" stop_test "SIGTERM to launch-mpirun.sh stops cleanly" TERM bash "$src/launch/mpirun.sh" 2 train
+
+# A stop signal during setup (here held at a failpoint) ends the process at once, with a message.
+NEXUS_FAILPOINT=train_setup:pause "$nexus" train --config "$tiny" --train.out_dir="$work/setup" >"$work/setup.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 300); do grep -q "failpoint train_setup: pausing" "$work/setup.log" && break; sleep 0.1; done
+kill -TERM "$pid"
+start=$(date +%s%N)
+wait "$pid"
+status=$?
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+if [ "$status" -eq 143 ] && ((elapsed_ms < 2000)) && grep -q "SIGTERM during setup" "$work/setup.log"; then
+  pass "SIGTERM during setup ends promptly ($elapsed_ms ms)"
+else
+  fail "SIGTERM during setup: exit $status after $elapsed_ms ms"; tail -3 "$work/setup.log"
+fi
+
+# kill -9 of mpirun: the orphaned ranks stop within a second and publish no new checkpoint
+# (before: they trained on and wrote checkpoints for a second or more).
+newest_step() { ls "$1" 2>/dev/null | grep -E '^step_[0-9]+\.h5$' | sort | tail -1; }
+gone() {  # every pid given has exited (a zombie waiting for init to reap it counts as exited)
+  local p state
+  for p in "$@"; do
+    state=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) || continue
+    [ -z "$state" ] || [ "$state" = Z ] || return 1
+  done
+}
+mpirun --oversubscribe -np 2 "$nexus" train --config "$tiny" --train.steps=100000 --train.log_every=1 \
+  --checkpoint.every=1 --checkpoint.keep=0 --train.out_dir="$work/orphan" >"$work/orphan.log" 2>&1 &
+launcher=$!
+for _ in $(seq 1 600); do [ -n "$(newest_step "$work/orphan/checkpoints")" ] && break; sleep 0.1; done
+ranks=$(pgrep -P "$launcher" | tr '\n' ' ')
+kill -KILL "$launcher"
+at_kill=$(newest_step "$work/orphan/checkpoints")
+start=$(date +%s%N)
+for _ in $(seq 1 100); do gone $ranks && break; sleep 0.02; done
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+sleep 0.5  # anything a surviving rank would still publish
+after=$(newest_step "$work/orphan/checkpoints")
+wait "$launcher" 2>/dev/null
+if [ -n "$ranks" ] && gone $ranks && ((elapsed_ms < 1000)) && [ "$after" = "$at_kill" ]; then
+  pass "ranks stop without publishing when mpirun is killed ($elapsed_ms ms)"
+else
+  fail "ranks after kill -9 of mpirun: ranks '$ranks', ${elapsed_ms} ms, newest checkpoint $at_kill -> $after"
+fi
+
+# A damaged export is refused (non-zero exit, the tensor named), never evaluated as "loss: nan".
+if "$nexus" export "$work/SIGTERM stops cleanly/checkpoints" --out "$work/hf" --dtype fp32 >/dev/null 2>&1; then
+  python3 - "$work/hf/model.safetensors" <<'PY'
+import struct, sys
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+data[8 + n + (len(data) - 8 - n) // 2] ^= 0x40  # one bit in the middle of the weights
+open(path, "wb").write(data)
+PY
+  expect_error "bit flip in an export" "fails its checksum" "$nexus" eval --model "$work/hf" --tokens 1,2,3
+else
+  fail "export for the bit-flip check"
+fi
 
 if ((failures)); then
   echo "$failures check(s) failed"

@@ -4,18 +4,12 @@
 #include <cmath>
 
 #include "model/params.h"
+#include "config_test_util.h"
 
 namespace nexus {
 namespace {
 
-std::string error_of(const ModelConfig& c) {
-  try {
-    c.validate();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(ModelConfig, DefaultPatternPutsAttentionInTheMiddleOfEachBlockOfEight) {
   ModelConfig c;

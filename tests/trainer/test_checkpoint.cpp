@@ -3,9 +3,12 @@
 // refused, never loaded as different values.
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -18,8 +21,10 @@
 #include <vector>
 
 #include "data/data_test_util.h"
+#include "support/reference_crc32.h"
 #include "trainer/commands.h"
 #include "trainer/checkpoint.h"
+#include "trainer/crc32.h"
 #include "trainer/options.h"
 
 namespace nexus {
@@ -27,6 +32,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::read_bytes;
+using test::reference_crc32;
 using test::TempDir;
 using test::write_bytes;
 
@@ -44,17 +50,6 @@ ModelConfig small_config() {
   c.mamba_d_state = 8;
   c.mamba_chunk = 16;
   return c;
-}
-
-// Bit-by-bit CRC-32 (reflected 0xEDB88320), written independently of the table-driven one.
-std::uint32_t reference_crc32(const void* data, std::size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  std::uint32_t c = 0xFFFFFFFFu;
-  for (std::size_t i = 0; i < n; ++i) {
-    c ^= p[i];
-    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-  }
-  return ~c;
 }
 
 // A model's parameters and optimizer state with random values (and a few special ones), plus
@@ -187,15 +182,15 @@ void write_flipped(const std::vector<unsigned char>& bytes, std::size_t at, unsi
 // ---------------------------------------------------------------------------------------------
 
 TEST(Checkpoint, Crc32MatchesTheStandardCheckValueAndABitwiseReference) {
-  EXPECT_EQ(checkpoint_crc32("123456789", 9), 0xCBF43926u);  // the CRC-32/ISO-HDLC check value
-  EXPECT_EQ(checkpoint_crc32("", 0), 0u);
+  EXPECT_EQ(crc32_of("123456789", 9), 0xCBF43926u);  // the CRC-32/ISO-HDLC check value
+  EXPECT_EQ(crc32_of("", 0), 0u);
   std::mt19937 rng(3);
   std::vector<unsigned char> bytes(1000);
   for (auto& b : bytes) b = static_cast<unsigned char>(rng());
   for (std::size_t n : {1u, 7u, 8u, 9u, 63u, 1000u}) {
-    EXPECT_EQ(checkpoint_crc32(bytes.data(), n), reference_crc32(bytes.data(), n)) << n;
+    EXPECT_EQ(crc32_of(bytes.data(), n), reference_crc32(bytes.data(), n)) << n;
     // Continuing a CRC over a split buffer gives the CRC of the whole.
-    EXPECT_EQ(checkpoint_crc32(bytes.data() + n / 3, n - n / 3, checkpoint_crc32(bytes.data(), n / 3)),
+    EXPECT_EQ(crc32_of(bytes.data() + n / 3, n - n / 3, crc32_of(bytes.data(), n / 3)),
               reference_crc32(bytes.data(), n))
         << n;
   }
@@ -643,6 +638,77 @@ TEST(Checkpoint, ResolveFindsTheNewestCheckpointThatVerifies) {
   for (const std::string& p : {p1, p2, p3}) fs::remove(p);
   std::ofstream(dir.path() / "latest") << "step_00000003.h5\n";
   EXPECT_THROW(resolve_checkpoint("latest", d, notes), CheckpointError);
+}
+
+TEST(Checkpoint, AWriterKilledBetweenRenameAndPointerUpdateLosesNothing) {
+  // `latest` is a hint: a save killed after step_2.h5 was renamed into place but before `latest`
+  // was rewritten must resume from step 2 (before: from step 1, losing a checkpoint's steps).
+  TempDir dir;
+  State s(small_config());
+  const std::string d = dir.path().string();
+  s.save(d, 1);
+  s.params[10] = 42.0f;  // step 2's state differs from step 1's
+  std::fflush(nullptr);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::setenv("NEXUS_FAILPOINT", "checkpoint_after_rename:kill", 1);
+    s.save(d, 2);
+    ::_exit(0);  // not reached: the failpoint kills the writer
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the writer was not killed at the failpoint";
+  EXPECT_EQ(read_text(dir.path() / "latest"), "step_00000001.h5\n");  // the pointer never moved
+  const std::string p2 = dir.file("step_00000002.h5");
+  ASSERT_TRUE(fs::exists(p2));
+
+  std::vector<std::string> notes;
+  EXPECT_EQ(resolve_checkpoint("latest", d, notes), p2);
+  std::string all;
+  for (const auto& n : notes) all += n + "\n";
+  EXPECT_NE(all.find("is newer and verifies"), std::string::npos) << all;
+  EXPECT_EQ(resolve_checkpoint(d, "ignored", notes), p2);  // a directory spec resolves the same way
+  EXPECT_TRUE(bit_identical(load(p2, s.config).params, s.params));
+
+  // The next save repairs the pointer.
+  s.save(d, 3);
+  EXPECT_EQ(read_text(dir.path() / "latest"), "step_00000003.h5\n");
+}
+
+TEST(Checkpoint, PublishingCanBeWithdrawnBeforeTheRename) {
+  // A run whose launcher died must not publish: the file stays a temporary and is removed.
+  TempDir dir;
+  State s(small_config());
+  const std::string d = dir.path().string();
+  s.save(d, 1);
+  const std::string msg = checkpoint_error([&] {
+    save_checkpoint(d, s.meta, s.table, s.params.data(), s.m.data(), s.v.data(), 0, [] { return false; });
+  });
+  EXPECT_NE(msg.find("not published"), std::string::npos) << msg;
+  EXPECT_EQ(dir_listing(dir.path()), (std::set<std::string>{"latest", "step_00000001.h5"}));
+}
+
+TEST(Checkpoint, AnOverflowingStoredConfigIsRefusedBeforeAllocating) {
+  // Before: inspect laid out a table from mamba_expand = 2^62 and asked for 2^53 bytes.
+  TempDir dir;
+  State s(small_config());
+  const std::string key = "mamba_expand = ";
+  const std::size_t at = s.meta.config_ini.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const std::size_t end = s.meta.config_ini.find('\n', at);
+  s.meta.config_ini.replace(at, end - at, key + "4611686018427387904");
+  const std::string path = s.save(dir.path().string(), 5);
+  std::string arg0 = "inspect", arg1 = path;
+  char* argv[] = {arg0.data(), arg1.data()};
+  std::string msg;
+  try {
+    command_inspect(2, argv);
+  } catch (const InspectError& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("model.mamba_expand = 4611686018427387904 is out of range"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
 }
 
 TEST(Checkpoint, InspectPrintsMetaConfigAndNorms) {

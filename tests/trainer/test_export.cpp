@@ -7,6 +7,7 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -26,68 +27,23 @@
 #include "trainer/export.h"
 #include "trainer/options.h"
 #include "trainer/safetensors.h"
+#include "support/reference_crc32.h"
 #include "support/temp_dir.h"
+#include "export_test_util.h"
 
 namespace nexus {
 namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using test::reference_crc32;
 using test::TempDir;
-
-// Three layers (Mamba, attention, Mamba) with every size distinct, so a swapped field shows.
-ModelConfig small_config() {
-  ModelConfig c;
-  c.vocab_size = 67;
-  c.d_model = 32;
-  c.n_layers = 3;
-  c.pattern = "MAM";
-  c.mlp_hidden = 48;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.head_dim = 16;
-  c.rope_theta = 5000.0;
-  c.mamba_expand = 2;
-  c.mamba_headdim = 16;
-  c.mamba_d_state = 8;
-  c.mamba_d_conv = 3;
-  c.mamba_chunk = 8;
-  c.norm_eps = 1e-6;
-  return c;
-}
-
-// Initialised, then every value perturbed, so norms and D are not all ones and rounding shows.
-std::vector<float> random_params(const ModelConfig& c, const ParamTable& t, std::uint64_t seed) {
-  std::vector<float> p(static_cast<std::size_t>(t.total()));
-  init_parameters(p.data(), t, c, seed);
-  std::mt19937_64 rng(seed + 1);
-  std::normal_distribution<double> n(0.0, 0.05);
-  for (float& x : p) x = float(x + n(rng));
-  return p;
-}
-
-// A small model with random parameters.
-struct SmallModel {
-  ModelConfig c;
-  ParamTable t;
-  std::vector<float> p;
-  explicit SmallModel(std::uint64_t seed, const ModelConfig& config = small_config())
-      : c(config), t(c), p(random_params(c, t, seed)) {}
-};
-
-// Runs a command function with argv built from `args` (args[0] is the subcommand).
-int run_command(int (*command)(int, char**), std::vector<std::string> args) {
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  return command(int(argv.size()), argv.data());
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test::small_config;
+using test::random_params;
+using test::SmallModel;
+using test::run_command;
+using test::slurp;
+using test::write_raw;
 
 // Independent reference for fp32 -> bf16: of the two bf16 values around x (truncation and the
 // next one up in magnitude), the nearer in exact double arithmetic, ties to the even bit pattern.
@@ -182,7 +138,17 @@ std::vector<std::string> check_format_rules(const fs::path& p) {
   EXPECT_EQ((8 + r.n) % 8, 0u) << p << ": data must start 8-byte aligned";
   const std::size_t json_end = r.header_text.find_last_of('}');
   EXPECT_EQ(r.header_text.find_first_not_of(' ', json_end + 1), std::string::npos) << "padding must be spaces";
-  EXPECT_EQ(r.header["__metadata__"], json({{"format", "pt"}}));
+  // {"format": "pt"} (what transformers expects) plus one CRC-32 per tensor of its stored bytes,
+  // checked here against the independent bitwise CRC.
+  EXPECT_EQ(r.header["__metadata__"]["format"], "pt");
+  EXPECT_EQ(r.header["__metadata__"].size(), r.header.size());  // format + one per tensor
+  for (const auto& [name, e] : r.header.items()) {
+    if (name == "__metadata__") continue;
+    const std::int64_t b = e["data_offsets"][0], end = e["data_offsets"][1];
+    char want[16];
+    std::snprintf(want, sizeof want, "%08x", reference_crc32(r.data.data() + b, std::size_t(end - b)));
+    EXPECT_EQ(r.header["__metadata__"]["nexus.crc32:" + name], want) << name;
+  }
   // nlohmann's json sorts keys; the data order is recovered from the offsets.
   std::vector<std::pair<std::int64_t, std::int64_t>> ranges;
   std::vector<std::string> names;
@@ -522,14 +488,6 @@ TEST(Export, LoadModelFilesFromCheckpoint) {
   EXPECT_EQ(load_model_files(out_dir).params, p);
 }
 
-// A file with the given header text and `data_size` zero bytes of data, padded as the format asks.
-void write_raw(const fs::path& p, std::string header, std::size_t data_size, bool pad = true) {
-  if (pad) header.append((8 - header.size() % 8) % 8, ' ');
-  std::ofstream out(p, std::ios::binary);
-  const std::uint64_t n = header.size();
-  out.write(reinterpret_cast<const char*>(&n), 8);
-  out << header << std::string(data_size, '\0');
-}
 
 void expect_rejected(const fs::path& p, const std::string& needle) {
   try {

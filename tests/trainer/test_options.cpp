@@ -187,6 +187,40 @@ TEST(Options, ImpossibleCombinationsNameTheValues) {
   EXPECT_CONTAINS(msg, "parquet");
 }
 
+TEST(Options, AbsurdSizesAreRefusedWithTheirRange) {
+  // Each of these used to wrap a product (B*T, micro_batch * grad_accum, d_inner), end in
+  // bad_alloc, or divide by zero; each must now name the key and the allowed range.
+  auto msg_of = [](std::vector<std::string> args) { return error_of([&] { parse_command_line(args); }); };
+  const std::string two62 = "4611686018427387904";
+  EXPECT_CONTAINS(msg_of({"--train.seq_len=" + two62, "--train.micro_batch=16"}),
+                  "train.seq_len = " + two62 + " is out of range: expected 1 to 16777216");
+  EXPECT_CONTAINS(msg_of({"--train.seq_len=1000000000"}), "train.seq_len = 1000000000 is out of range");
+  // 2^32 * 2^32 wraps to 0 in int64: the divisibility check divided by it.
+  EXPECT_CONTAINS(msg_of({"--train.micro_batch=4294967296", "--train.grad_accum=4294967296"}),
+                  "train.micro_batch = 4294967296 is out of range");
+  EXPECT_CONTAINS(msg_of({"--train.global_batch=16", "--train.micro_batch=16", "--train.grad_accum=" + two62}),
+                  "train.grad_accum = " + two62 + " is out of range");
+  EXPECT_CONTAINS(msg_of({"--train.global_batch=32", "--train.micro_batch=32", "--train.seq_len=16777216"}),
+                  "train.micro_batch * train.seq_len = 32 * 16777216 tokens per micro-batch is out of range");
+  EXPECT_CONTAINS(msg_of({"--train.global_batch=16777216", "--train.micro_batch=1", "--train.seq_len=16777216"}),
+                  "train.global_batch * train.seq_len = 16777216 * 16777216 tokens per step is out of range");
+  EXPECT_CONTAINS(msg_of({"--model.mamba_expand=9223372036854775807"}), "model.mamba_expand = 9223372036854775807 is out of range");
+  EXPECT_CONTAINS(msg_of({"--model.n_layers=1000000000"}), "model.n_layers = 1000000000 is out of range: expected 1 to 1024");
+  // The same bounds hold for a stored config (parse_ini is what a checkpoint's config goes through).
+  EXPECT_CONTAINS(error_of([] { parse_ini("[model]\nmamba_d_conv = 4611686018427387904\n", "stored config"); }),
+                  "model.mamba_d_conv = 4611686018427387904 is out of range");
+  EXPECT_CONTAINS(msg_of({"--data.mqar_pairs=" + two62}), "data.mqar_pairs = " + two62 + " is out of range");
+  EXPECT_CONTAINS(msg_of({"--parallel.cp=" + two62}), "parallel.cp = " + two62 + " is out of range");
+}
+
+TEST(Options, ADirectoryAsTheConfigFileIsRefused) {
+  // Before: the directory read as an empty INI, and the run trained with built-in defaults.
+  const std::string dir = fs::temp_directory_path().string();
+  const std::string msg = error_of([&] { parse_command_line(std::vector<std::string>{"--config", dir}); });
+  EXPECT_CONTAINS(msg, "config file '" + dir + "' is a directory");
+  EXPECT_CONTAINS(error_of([&] { parse_command_line(std::vector<std::string>{dir}); }), "is a directory");
+}
+
 TEST(Options, BatchLayoutDerivesAccumulationAndRejectsIndivisibleBatches) {
   RunOptions o = parse_command_line(std::vector<std::string>{"--train.global_batch=16", "--train.micro_batch=2",
                                                              "--parallel.cp=2"})

@@ -1,0 +1,138 @@
+#include "model/memory_need.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "model/checked_math.h"
+#include "model/params.h"
+
+namespace nexus {
+
+namespace {
+
+std::size_t sat_add(std::size_t a, std::size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+std::size_t sat_mul(std::size_t a, std::size_t b) {
+  std::size_t out = 0;
+  return __builtin_mul_overflow(a, b, &out) ? SIZE_MAX : out;
+}
+
+// The first number after `key` in a "key: value kB" file such as /proc/meminfo, in bytes.
+std::optional<std::size_t> read_kib_field(const char* file, const std::string& key) {
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key, 0) == 0) {
+      std::istringstream fields(line.substr(key.size()));
+      unsigned long long kib = 0;
+      if (fields >> kib) return sat_mul(static_cast<std::size_t>(kib), 1024);
+    }
+  return std::nullopt;
+}
+
+// A number alone in a file (cgroup files); nullopt for "max", a missing or unreadable file.
+std::optional<std::size_t> read_number_file(const std::string& file) {
+  std::ifstream in(file);
+  unsigned long long v = 0;
+  if (in >> v) return static_cast<std::size_t>(v);
+  return std::nullopt;
+}
+
+// This process's cgroup v2 directory ("0::/path" in /proc/self/cgroup), or "".
+std::string cgroup_v2_dir() {
+  std::ifstream in("/proc/self/cgroup");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("0::", 0) == 0) return "/sys/fs/cgroup" + line.substr(3);
+  return "";
+}
+
+void consider(MemoryAvailable& best, std::optional<std::size_t> bytes, const std::string& source) {
+  if (bytes && *bytes < best.bytes) best = {*bytes, source};
+}
+
+// limit - used, for a limit and usage read from two files.
+std::optional<std::size_t> headroom(const std::string& limit_file, const std::string& usage_file) {
+  const auto limit = read_number_file(limit_file), used = read_number_file(usage_file);
+  if (!limit) return std::nullopt;
+  const std::size_t u = used.value_or(0);
+  return *limit > u ? *limit - u : 0;
+}
+
+}  // namespace
+
+std::size_t MemoryNeed::total() const {
+  return sat_add(sat_add(sat_add(parameters, deltas), sat_add(optimizer, activations)), other);
+}
+
+std::string gib(std::size_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", double(bytes) / double(std::size_t(1) << 30));
+  return buf;
+}
+
+std::string MemoryNeed::breakdown() const {
+  std::string out;
+  auto part = [&](const char* name, std::size_t bytes) {
+    if (bytes) out += (out.empty() ? "" : " + ") + std::string(name) + " " + gib(bytes);
+  };
+  part("parameters", parameters);
+  part("deltas", deltas);
+  part("AdamW moments", optimizer);
+  part("activations", activations);
+  part("other", other);
+  return out;
+}
+
+MemoryNeed weights_memory_need(const ModelConfig& config, int copies) {
+  const ParamTable table(config);  // validates; small (one entry per tensor)
+  MemoryNeed need;
+  need.parameters = sat_mul(static_cast<std::size_t>(table.total()), sizeof(float));
+  need.other = sat_mul(need.parameters, static_cast<std::size_t>(std::max(copies, 1) - 1));
+  return need;
+}
+
+MemoryNeed training_memory_need(const ModelConfig& config, BatchShape shape, int cp_size) {
+  MemoryNeed need = weights_memory_need(config);
+  need.deltas = need.parameters;                  // Model's flat delta buffer
+  need.optimizer = sat_mul(need.parameters, 2);  // AdamW's exp_avg and exp_avg_sq
+  need.activations = Model<float>::activation_bytes(config, shape, cp_size);
+  return need;
+}
+
+MemoryAvailable available_memory() {
+  MemoryAvailable best;
+  consider(best, read_kib_field("/proc/meminfo", "MemAvailable:"), "MemAvailable in /proc/meminfo");
+  if (const std::string dir = cgroup_v2_dir(); !dir.empty())
+    consider(best, headroom(dir + "/memory.max", dir + "/memory.current"), "cgroup limit " + dir + "/memory.max");
+  consider(best, headroom("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+           "cgroup v1 limit /sys/fs/cgroup/memory/memory.limit_in_bytes");
+  rlimit as{};
+  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
+    const std::size_t limit = static_cast<std::size_t>(as.rlim_cur);
+    const std::size_t used = read_kib_field("/proc/self/status", "VmSize:").value_or(0);
+    consider(best, limit > used ? limit - used : 0, "address-space limit (ulimit -v) minus " + gib(used) + " in use");
+  }
+  return best;
+}
+
+std::string memory_shortfall(const std::string& what, const MemoryNeed& need, int processes,
+                             const MemoryAvailable& available) {
+  const std::size_t each = need.total();
+  const std::size_t all = sat_mul(each, static_cast<std::size_t>(std::max(processes, 1)));
+  if (all <= available.bytes) return "";
+  std::string message = what + " needs " + (each == SIZE_MAX ? "more than 16 EiB" : gib(each));
+  if (processes > 1) message += " per process x " + std::to_string(processes) + " processes on this machine = " + gib(all);
+  return message + " (" + need.breakdown() + "), but only " + gib(available.bytes) + " is available (" +
+         available.source + ")";
+}
+
+void require_memory(const std::string& what, const MemoryNeed& need, int processes) {
+  const std::string shortfall = memory_shortfall(what, need, processes, available_memory());
+  if (!shortfall.empty()) throw ConfigError(shortfall);
+}
+
+}  // namespace nexus
