@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/neighborhood.h"
+
 namespace nexus {
 
 using idx = std::int64_t;
@@ -81,7 +83,9 @@ void rope_backward(T* dx /*[B,Tn,H,hd]*/, idx B, idx Tn, idx H, idx head_dim, id
 // ---------------------------------------------------------------------------------------------
 // Grouped-query attention, flash style: tiled, online softmax, never a Tq x Tk buffer.
 // Query i of a sequence sits at global position q_pos0 + i, key j at k_pos0 + j. With `causal`,
-// key j is visible to query i iff k_pos0 + j <= q_pos0 + i; tiles entirely outside are skipped.
+// key j is visible to query i iff neighborhood.visible(q_pos0 + i, k_pos0 + j) (the default, full,
+// is k_pos0 + j <= q_pos0 + i); tiles entirely outside are skipped, and within the others the mask
+// is computed from the positions. Without `causal` every key is visible (the neighborhood is unused).
 // Query head h reads kv head h / (n_heads / n_kv_heads). Scale is 1/sqrt(head_dim).
 // This is the block contract of ring attention: the ring calls it once per (query block, KV block)
 // and merges partial results through lse.
@@ -93,6 +97,7 @@ struct AttentionShape {
   idx head_dim;
   idx q_pos0 = 0, k_pos0 = 0;  // global position of the first query / key
   bool causal = true;
+  Neighborhood neighborhood = {};  // which earlier positions a query reads (with causal)
 };
 // lse[b,i,h] = log sum_j exp(score) over visible keys; a row with no visible key gets
 // out = 0 and lse = -inf.
@@ -234,12 +239,16 @@ void ssd_step(T* y /*[B,H,P]*/, T* state /*[B,H,P,N]*/, const T* x, const T* Bm,
               const T* dt_bias /*[H]*/, const T* A_log /*[H]*/, const T* D /*[H]*/, const SsdShape& s,
               const SsdStrides& ld);
 
-// One query token per sequence against every cached key of that sequence (causality is implied:
-// the cache holds only the past and the current token). GQA as in attention_forward, scale
-// 1/sqrt(head_dim). The cache is paged: a pool of fixed-size blocks, each holding block_tokens
-// tokens of K (and likewise of V) as [block_tokens, Hkv, hd]; token j of sequence b lives in
-// block block_table[b * max_blocks_per_seq + j / block_tokens], row j % block_tokens. A sequence
-// with kv_len 0 gets out = 0.
+// One query token per sequence against the cached keys of that sequence that its neighborhood
+// shows it (causality is implied: the cache holds only the past and the current token, which sits
+// at position kv_len - 1). GQA as in attention_forward, scale 1/sqrt(head_dim). The cache is
+// paged: a pool of fixed-size blocks, each holding block_tokens tokens of K (and likewise of V)
+// as [block_tokens, Hkv, hd]; token j of sequence b lives in block
+// block_table[b * max_blocks_per_seq + paged_slot(s, j / block_tokens)], row j % block_tokens.
+// Past the first `pinned_blocks` the table row is used cyclically, so that a bounded neighborhood
+// (sliding, block, dilated; pinned: the sink's blocks) can reuse the slots of blocks it no longer
+// reads: only blocks holding keys the neighborhood shows the query are read. A sequence with
+// kv_len 0 gets out = 0.
 struct PagedKvShape {
   idx B;                   // sequences
   idx n_heads;             // query heads
@@ -247,7 +256,14 @@ struct PagedKvShape {
   idx head_dim;
   idx block_tokens;        // tokens per block
   idx max_blocks_per_seq;  // row length of block_table
+  Neighborhood neighborhood = {};
+  idx pinned_blocks = 0;   // the first blocks of a sequence, never reused (< max_blocks_per_seq)
 };
+// The table slot of a sequence's logical block `block` (its tokens [block, block + 1) * block_tokens).
+inline idx paged_slot(const PagedKvShape& s, idx block) {
+  return block < s.pinned_blocks ? block
+                                 : s.pinned_blocks + (block - s.pinned_blocks) % (s.max_blocks_per_seq - s.pinned_blocks);
+}
 template <typename T>
 void attention_decode_paged(T* out /*[B,Hq,hd]*/, const T* q /*[B,Hq,hd]*/,
                             const T* k_pool /*[num_blocks,block_tokens,Hkv,hd]*/,
