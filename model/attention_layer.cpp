@@ -1,5 +1,5 @@
 // Attention mixer (Bamba's BambaAttention): GQA without biases, RoPE on the first half of each
-// head's dims at global positions, causal flash attention, o_proj.
+// head's dims at global positions, flash attention over the layer's neighborhood, o_proj.
 #include <algorithm>
 
 #include "model/layers.h"
@@ -9,12 +9,12 @@ namespace nexus {
 
 namespace {
 
-AttentionShape local_shape(const ModelConfig& c, idx B, idx Tn, idx pos0) {
-  return AttentionShape{B, Tn, Tn, c.n_heads, c.n_kv_heads, c.head_dim, pos0, pos0, true};
+AttentionShape local_shape(const ModelConfig& c, idx B, idx Tn, idx pos0, const Neighborhood& nb) {
+  return AttentionShape{B, Tn, Tn, c.n_heads, c.n_kv_heads, c.head_dim, pos0, pos0, true, nb};
 }
 
-RingShape ring_shape(const ModelConfig& c, idx B, idx Tn) {
-  return RingShape{B, Tn / 2, c.n_heads, c.n_kv_heads, c.head_dim};
+RingShape ring_shape(const ModelConfig& c, idx B, idx Tn, const Neighborhood& nb) {
+  return RingShape{B, Tn / 2, c.n_heads, c.n_kv_heads, c.head_dim, nb};
 }
 
 // RoPE (or its transpose) at the tokens' global positions: one run from pos0, or under context
@@ -41,7 +41,7 @@ void rotate(bool backward, T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, idx H, const Mod
 template <typename T>
 void attention_mixer_forward(T* out, const AttentionActivations<T>& a, const T* inp,
                              const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn, idx pos0,
-                             const KvPrefix<T>* prefix, const RingContext<T>* ring) {
+                             const KvPrefix<T>* prefix, const RingContext<T>* ring, const Neighborhood& nb) {
   const idx N = B * Tn, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
   matmul_forward(a.q, inp, w.q, N, D, Hq * hd);
   matmul_forward(a.k, inp, w.k, N, D, Hkv * hd);
@@ -49,11 +49,12 @@ void attention_mixer_forward(T* out, const AttentionActivations<T>& a, const T* 
   rotate(false, a.q, B, Tn, Hq, c, pos0, ring);
   rotate(false, a.k, B, Tn, Hkv, c, pos0, ring);
   if (ring)
-    ring_attention_forward(a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn), *ring->cp, ring->workspace);
+    ring_attention_forward(a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn, nb), *ring->cp, ring->workspace,
+                           ring->stats);
   else
-    attention_forward(a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0));
+    attention_forward(a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0, nb));
   if (prefix) {
-    AttentionShape s = local_shape(c, B, Tn, pos0);
+    AttentionShape s = local_shape(c, B, Tn, pos0, nb);
     s.Tk = prefix->len;
     s.k_pos0 = prefix->pos0;
     attention_forward(prefix->out_scratch, prefix->lse_scratch, a.q, prefix->k, prefix->v, s);
@@ -66,7 +67,7 @@ template <typename T>
 void attention_mixer_backward(T* dinp, const AttentionTensors<T*>& g, const AttentionScratch<T>& s,
                               const T* dout, const T* inp, const AttentionActivations<T>& a,
                               const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn,
-                              idx pos0, const RingContext<T>* ring) {
+                              idx pos0, const RingContext<T>* ring, const Neighborhood& nb) {
   const idx N = B * Tn, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
   matmul_backward(s.datt, g.o, dout, a.att, w.o, N, Hq * hd, D, false);
   // attention_backward accumulates (the ring adds several blocks' contributions).
@@ -74,10 +75,10 @@ void attention_mixer_backward(T* dinp, const AttentionTensors<T*>& g, const Atte
   std::fill(s.dk, s.dk + N * Hkv * hd, T(0));
   std::fill(s.dv, s.dv + N * Hkv * hd, T(0));
   if (ring)
-    ring_attention_backward(s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn), *ring->cp,
-                            ring->workspace);
+    ring_attention_backward(s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn, nb), *ring->cp,
+                            ring->workspace, ring->stats);
   else
-    attention_backward(s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0));
+    attention_backward(s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0, nb));
   rotate(true, s.dq, B, Tn, Hq, c, pos0, ring);
   rotate(true, s.dk, B, Tn, Hkv, c, pos0, ring);
   matmul_backward(dinp, g.q, s.dq, inp, w.q, N, D, Hq * hd, false);
@@ -88,11 +89,11 @@ void attention_mixer_backward(T* dinp, const AttentionTensors<T*>& g, const Atte
 #define NEXUS_INSTANTIATE(T)                                                                                  \
   template void attention_mixer_forward<T>(T*, const AttentionActivations<T>&, const T*,                      \
                                            const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx, \
-                                           const KvPrefix<T>*, const RingContext<T>*);                        \
+                                           const KvPrefix<T>*, const RingContext<T>*, const Neighborhood&);   \
   template void attention_mixer_backward<T>(T*, const AttentionTensors<T*>&, const AttentionScratch<T>&,      \
                                             const T*, const T*, const AttentionActivations<T>&,               \
                                             const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx, \
-                                            const RingContext<T>*);
+                                            const RingContext<T>*, const Neighborhood&);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
 #undef NEXUS_INSTANTIATE

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "model/neighborhood_spec.h"
+
 namespace nexus {
 
 namespace {
@@ -33,6 +35,12 @@ idx ModelConfig::attention_layer_count() const {
   return static_cast<idx>(std::count(p.begin(), p.end(), 'A'));
 }
 
+Neighborhood ModelConfig::neighborhood_of(idx layer) const {
+  const std::string p = layer_pattern();
+  const idx ordinal = static_cast<idx>(std::count(p.begin(), p.begin() + layer, 'A'));
+  return parse_neighborhood_list(attention_neighborhood, attention_layer_count())[static_cast<std::size_t>(ordinal)];
+}
+
 void ModelConfig::validate() const {
   require_positive("vocab_size", vocab_size);
   require_positive("d_model", d_model);
@@ -56,6 +64,9 @@ void ModelConfig::validate() const {
       fail("model.head_dim = " + std::to_string(head_dim) +
            " must be a multiple of 4 (RoPE rotates half of each head's dims in pairs)");
     if (rope_theta <= 0) fail("model.rope_theta = " + std::to_string(rope_theta) + " must be positive");
+  }
+  parse_neighborhood_list(attention_neighborhood, attention_layer_count());  // throws naming the key
+  if (attention_layer_count() > 0) {
   }
   if (attention_layer_count() < n_layers) {
     require_positive("mamba_expand", mamba_expand);

@@ -10,6 +10,7 @@
 #include "model/config.h"
 #include "model/params.h"
 #include "parallel/communicator.h"
+#include "parallel/ring_attention.h"
 
 namespace nexus {
 
@@ -134,19 +135,23 @@ template <typename T>
 struct RingContext {
   const Communicator* cp;
   T* workspace;
+  RingStats* stats = nullptr;  // bytes and kernel calls of the ring, added to (may be null)
 };
 
 // With `ring`, pos0 and prefix must be 0 / null: positions come from the zigzag layout.
+// `neighborhood` is the layer's (ModelConfig::neighborhood_of), applied on global positions.
 template <typename T>
 void attention_mixer_forward(T* out /*[N,D]*/, const AttentionActivations<T>& a, const T* inp /*[N,D]*/,
                              const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn,
-                             idx pos0, const KvPrefix<T>* prefix = nullptr, const RingContext<T>* ring = nullptr);
+                             idx pos0, const KvPrefix<T>* prefix = nullptr, const RingContext<T>* ring = nullptr,
+                             const Neighborhood& neighborhood = {});
 // dinp is overwritten.
 template <typename T>
 void attention_mixer_backward(T* dinp /*[N,D]*/, const AttentionTensors<T*>& g, const AttentionScratch<T>& s,
                               const T* dout /*[N,D]*/, const T* inp /*[N,D]*/,
                               const AttentionActivations<T>& a, const AttentionTensors<const T*>& w,
-                              const ModelConfig& c, idx B, idx Tn, idx pos0, const RingContext<T>* ring = nullptr);
+                              const ModelConfig& c, idx B, idx Tn, idx pos0, const RingContext<T>* ring = nullptr,
+                              const Neighborhood& neighborhood = {});
 
 // ------------------------------------------------------------------------------------------------
 // SwiGLU MLP: down(silu(gate(x)) * up(x)).
