@@ -2,7 +2,8 @@
 // prints one JSON line: tokens/s, achieved model GFLOP/s, the sgemm GFLOP/s measured in the same
 // run, their ratio, and memory.
 //
-//   build/bench/bench_model [configs/small.ini] [--batch B] [--iters N] [--seq-len T] [--model.key=value ...]
+//   build/bench/bench_model [configs/small.ini] [--batch B] [--iters N] [--seq-len T] [--warmup W]
+//                        [--model.key=value ...]
 //
 // --model.* overrides the config (e.g. --model.attention_neighborhood=sliding:512; see
 // bench/neighborhood_sweep.sh).
@@ -24,7 +25,7 @@ using namespace nexus;
 int main(int argc, char** argv) {
   select_blas_core(argv);
   std::string config = "configs/small.ini";
-  idx batch = 1, iters = 3, seq_len = 0;
+  idx batch = 1, iters = 3, seq_len = 0, warmup = 1;
   std::vector<std::string> overrides;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
     if (a == "--batch") batch = next();
     else if (a == "--iters") iters = next();
     else if (a == "--seq-len") seq_len = next();
+    else if (a == "--warmup") warmup = next();
     else if (a.rfind("--model.", 0) == 0) overrides.push_back(a);
     else config = a;
   }
@@ -54,7 +56,7 @@ int main(int argc, char** argv) {
 
   using clock = std::chrono::steady_clock;
   double fwd_s = 0, bwd_s = 0;
-  for (idx it = -1; it < iters; ++it) {  // iteration -1 warms up caches and the thread pool
+  for (idx it = -warmup; it < iters; ++it) {  // iterations < 0 warm up caches and the thread pool
     const auto t0 = clock::now();
     const LossSum loss = model.forward(tokens.data(), targets.data());
     const auto t1 = clock::now();

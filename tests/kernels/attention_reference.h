@@ -102,4 +102,23 @@ inline long double dot_extended(const std::vector<double>& a, const std::vector<
   return s;
 }
 
+// The float backward (float forward's out and lse, polynomial exp, float sums) and the fp64 one,
+// both from zero, on the same random problem of shape s: inputs from seeds 18..21.
+struct FloatAndDouble {
+  Grads f, d;
+};
+inline FloatAndDouble float_and_double_backward(const AttentionShape& s) {
+  const auto q = random_vector(q_size(s), 18, -2, 2), k = random_vector(k_size(s), 19, -2, 2),
+             v = random_vector(k_size(s), 20), R = random_vector(q_size(s), 21);
+  const Grads d = backward(R, q, k, v, forward<double>(q, k, v, s), s,
+                           {std::vector<double>(q_size(s)), std::vector<double>(k_size(s)),
+                            std::vector<double>(k_size(s))});
+  const auto cast = [](const std::vector<double>& x) { return std::vector<float>(x.begin(), x.end()); };
+  const Attn ff = forward<float>(q, k, v, s);
+  std::vector<float> dq(q_size(s)), dk(k_size(s)), dv(k_size(s));
+  attention_backward(dq.data(), dk.data(), dv.data(), cast(R).data(), cast(q).data(), cast(k).data(),
+                     cast(v).data(), cast(ff.out).data(), cast(ff.lse).data(), s);
+  return {{to_double(dq), to_double(dk), to_double(dv)}, d};
+}
+
 }  // namespace nexus::test::attention

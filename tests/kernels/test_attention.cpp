@@ -177,21 +177,11 @@ TEST(Attention, BackwardMatchesFiniteDifferences) {
 
 // The float backward (polynomial exp, float accumulation) against the fp64 one.
 TEST(Attention, FloatBackwardMatchesDouble) {
-  const AttentionShape s{2, 150, 150, 4, 2, 16, 0, 0, true};
-  const auto q = random_vector(q_size(s), 18, -2, 2), k = random_vector(k_size(s), 19, -2, 2),
-             v = random_vector(k_size(s), 20), R = random_vector(q_size(s), 21);
-  const Grads d = backward(R, q, k, v, forward<double>(q, k, v, s), s,
-                           {std::vector<double>(q_size(s)), std::vector<double>(k_size(s)),
-                            std::vector<double>(k_size(s))});
-  const auto cast = [](const std::vector<double>& x) { return std::vector<float>(x.begin(), x.end()); };
-  const Attn ff = forward<float>(q, k, v, s);
-  std::vector<float> dq(q_size(s)), dk(k_size(s)), dv(k_size(s));
-  attention_backward(dq.data(), dk.data(), dv.data(), cast(R).data(), cast(q).data(), cast(k).data(),
-                     cast(v).data(), cast(ff.out).data(), cast(ff.lse).data(), s);
+  const FloatAndDouble g = float_and_double_backward({2, 150, 150, 4, 2, 16, 0, 0, true});
   // Gradients sum up to 150 keys' or queries' contributions in float: ~1e-6 relative to their scale.
-  EXPECT_LT(test::max_rel_diff(dq, d.dq), 1e-5);
-  EXPECT_LT(test::max_rel_diff(dk, d.dk), 1e-5);
-  EXPECT_LT(test::max_rel_diff(dv, d.dv), 1e-5);
+  EXPECT_LT(test::max_rel_diff(g.f.dq, g.d.dq), 1e-5);
+  EXPECT_LT(test::max_rel_diff(g.f.dk, g.d.dk), 1e-5);
+  EXPECT_LT(test::max_rel_diff(g.f.dv, g.d.dv), 1e-5);
 }
 
 }  // namespace

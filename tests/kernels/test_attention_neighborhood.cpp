@@ -19,14 +19,7 @@ namespace {
 using test::random_vector;
 using namespace test::attention;
 
-Neighborhood make(Neighborhood::Kind kind, std::int64_t width = 0, std::int64_t dilation = 1, std::int64_t sink = 0) {
-  Neighborhood n;
-  n.kind = kind;
-  n.width = width;
-  n.dilation = dilation;
-  n.sink = sink;
-  return n;
-}
+using test::make_neighborhood;
 
 struct Named {
   std::string name;
@@ -35,17 +28,17 @@ struct Named {
 
 // Windows and clusters around the 64-row tile size, so tiles are empty, full and partial.
 const Named kNeighborhoods[] = {
-    {"sliding:1", make(Neighborhood::kSliding, 1)},
-    {"sliding:50", make(Neighborhood::kSliding, 50)},
-    {"sliding:100", make(Neighborhood::kSliding, 100)},
-    {"dilated:5:17", make(Neighborhood::kDilated, 5, 17)},
-    {"dilated:3:64", make(Neighborhood::kDilated, 3, 64)},
-    {"log", make(Neighborhood::kLog)},
-    {"block:64", make(Neighborhood::kBlock, 64)},
-    {"block:37", make(Neighborhood::kBlock, 37)},
-    {"sink:3+sliding:20", make(Neighborhood::kSliding, 20, 1, 3)},
-    {"sink:70+log", make(Neighborhood::kLog, 0, 1, 70)},
-    {"sink:5+block:40", make(Neighborhood::kBlock, 40, 1, 5)},
+    {"sliding:1", make_neighborhood(Neighborhood::kSliding, 1)},
+    {"sliding:50", make_neighborhood(Neighborhood::kSliding, 50)},
+    {"sliding:100", make_neighborhood(Neighborhood::kSliding, 100)},
+    {"dilated:5:17", make_neighborhood(Neighborhood::kDilated, 5, 17)},
+    {"dilated:3:64", make_neighborhood(Neighborhood::kDilated, 3, 64)},
+    {"log", make_neighborhood(Neighborhood::kLog)},
+    {"block:64", make_neighborhood(Neighborhood::kBlock, 64)},
+    {"block:37", make_neighborhood(Neighborhood::kBlock, 37)},
+    {"sink:3+sliding:20", make_neighborhood(Neighborhood::kSliding, 20, 1, 3)},
+    {"sink:70+log", make_neighborhood(Neighborhood::kLog, 0, 1, 70)},
+    {"sink:5+block:40", make_neighborhood(Neighborhood::kBlock, 40, 1, 5)},
 };
 
 // {B, Tq, Tk, Hq, Hkv, hd, q_pos0, k_pos0}: one sequence block on itself, a query block after its
@@ -82,8 +75,8 @@ TEST(AttentionNeighborhood, RulesCoveringThePrefixEqualFull) {
   AttentionShape s{1, 150, 150, 2, 1, 16, 0, 0};
   const auto q = random_vector(q_size(s), 4), k = random_vector(k_size(s), 5), v = random_vector(k_size(s), 6);
   const Attn full = forward<double>(q, k, v, s);
-  for (const Neighborhood& n : {make(Neighborhood::kSliding, 150), make(Neighborhood::kBlock, 1000),
-                                make(Neighborhood::kDilated, 150, 1), make(Neighborhood::kLog, 0, 1, 150)}) {
+  for (const Neighborhood& n : {make_neighborhood(Neighborhood::kSliding, 150), make_neighborhood(Neighborhood::kBlock, 1000),
+                                make_neighborhood(Neighborhood::kDilated, 150, 1), make_neighborhood(Neighborhood::kLog, 0, 1, 150)}) {
     s.neighborhood = n;
     const Attn d = forward<double>(q, k, v, s);
     EXPECT_LT(test::max_rel_diff(d.out, full.out), 1e-14);
@@ -138,22 +131,13 @@ TEST(AttentionNeighborhood, FloatBackwardMatchesDouble) {
   for (const Named& nb : kNeighborhoods) {
     AttentionShape s{2, 150, 150, 4, 2, 16, 0, 0};
     s.neighborhood = nb.n;
-    const auto q = random_vector(q_size(s), 18, -2, 2), k = random_vector(k_size(s), 19, -2, 2),
-               v = random_vector(k_size(s), 20), R = random_vector(q_size(s), 21);
-    const Grads d = backward(R, q, k, v, forward<double>(q, k, v, s), s,
-                             {std::vector<double>(q_size(s)), std::vector<double>(k_size(s)),
-                              std::vector<double>(k_size(s))});
-    const auto cast = [](const std::vector<double>& x) { return std::vector<float>(x.begin(), x.end()); };
-    const Attn ff = forward<float>(q, k, v, s);
-    std::vector<float> dq(q_size(s)), dk(k_size(s)), dv(k_size(s));
-    attention_backward(dq.data(), dk.data(), dv.data(), cast(R).data(), cast(q).data(), cast(k).data(),
-                       cast(v).data(), cast(ff.out).data(), cast(ff.lse).data(), s);
+    const FloatAndDouble g = float_and_double_backward(s);
     // Relative to the gradients' scale, floored at 1: they are O(1) here, except under sliding:1,
     // where each query reads one key with softmax weight exactly 1 and dq, dk vanish, and the float
     // path leaves rounding of its O(1) terms (~1e-6) that only an absolute comparison can judge.
-    EXPECT_LT(test::max_rel_diff(dq, d.dq, 1.0), 1e-5) << nb.name;
-    EXPECT_LT(test::max_rel_diff(dk, d.dk, 1.0), 1e-5) << nb.name;
-    EXPECT_LT(test::max_rel_diff(dv, d.dv, 1.0), 1e-5) << nb.name;
+    EXPECT_LT(test::max_rel_diff(g.f.dq, g.d.dq, 1.0), 1e-5) << nb.name;
+    EXPECT_LT(test::max_rel_diff(g.f.dk, g.d.dk, 1.0), 1e-5) << nb.name;
+    EXPECT_LT(test::max_rel_diff(g.f.dv, g.d.dv, 1.0), 1e-5) << nb.name;
   }
 }
 

@@ -16,14 +16,7 @@ namespace {
 
 using i64 = std::int64_t;
 
-Neighborhood make(Neighborhood::Kind kind, i64 width = 0, i64 dilation = 1, i64 sink = 0) {
-  Neighborhood n;
-  n.kind = kind;
-  n.width = width;
-  n.dilation = dilation;
-  n.sink = sink;
-  return n;
-}
+using test::make_neighborhood;
 
 std::string name(const Neighborhood& n) {
   return std::to_string(int(n.kind)) + ":" + std::to_string(n.width) + ":" + std::to_string(n.dilation) +
@@ -32,11 +25,11 @@ std::string name(const Neighborhood& n) {
 
 const std::vector<Neighborhood>& cases() {
   static const std::vector<Neighborhood> all = {
-      make(Neighborhood::kFull),        make(Neighborhood::kSliding, 1),     make(Neighborhood::kSliding, 7),
-      make(Neighborhood::kSliding, 64), make(Neighborhood::kDilated, 4, 3),  make(Neighborhood::kDilated, 1, 5),
-      make(Neighborhood::kDilated, 6, 1), make(Neighborhood::kLog),          make(Neighborhood::kBlock, 1),
-      make(Neighborhood::kBlock, 10),   make(Neighborhood::kSliding, 5, 1, 3), make(Neighborhood::kLog, 0, 1, 2),
-      make(Neighborhood::kBlock, 16, 1, 4), make(Neighborhood::kDilated, 3, 4, 1), make(Neighborhood::kFull, 0, 1, 5)};
+      make_neighborhood(Neighborhood::kFull),        make_neighborhood(Neighborhood::kSliding, 1),     make_neighborhood(Neighborhood::kSliding, 7),
+      make_neighborhood(Neighborhood::kSliding, 64), make_neighborhood(Neighborhood::kDilated, 4, 3),  make_neighborhood(Neighborhood::kDilated, 1, 5),
+      make_neighborhood(Neighborhood::kDilated, 6, 1), make_neighborhood(Neighborhood::kLog),          make_neighborhood(Neighborhood::kBlock, 1),
+      make_neighborhood(Neighborhood::kBlock, 10),   make_neighborhood(Neighborhood::kSliding, 5, 1, 3), make_neighborhood(Neighborhood::kLog, 0, 1, 2),
+      make_neighborhood(Neighborhood::kBlock, 16, 1, 4), make_neighborhood(Neighborhood::kDilated, 3, 4, 1), make_neighborhood(Neighborhood::kFull, 0, 1, 5)};
   return all;
 }
 

@@ -182,15 +182,6 @@ TEST(RingAttention, CpGroupsOfTwoWithinTheWorld) {
   check_group(group, 300 + 10 * std::uint64_t(color), "dp" + std::to_string(color));
 }
 
-Neighborhood rule(Neighborhood::Kind kind, idx width = 0, idx dilation = 1, idx sink = 0) {
-  Neighborhood n;
-  n.kind = kind;
-  n.width = width;
-  n.dilation = dilation;
-  n.sink = sink;
-  return n;
-}
-
 // Whether any query of cp-rank dst reads any key of cp-rank src, by brute force over positions
 // with the rule written out (support/naive_neighborhood.h): the hop the ring may not skip.
 bool naive_hop_needed(const Neighborhood& nb, int dst, int src, int cp, idx c) {
@@ -211,11 +202,12 @@ TEST(RingAttention, EveryNeighborhoodMatchesOneRankAndSkipsUnneededHops) {
   const Communicator& cp = test::world();
   const int P = cp.size(), r = cp.rank();
   for (idx c : {idx(13), idx(70)}) {
+    using K = Neighborhood::Kind;
     const Neighborhood cases[] = {
-        rule(Neighborhood::kSliding, c - 4),         rule(Neighborhood::kSliding, 2 * c + 5),
-        rule(Neighborhood::kDilated, 3, c + 1),      rule(Neighborhood::kLog),
-        rule(Neighborhood::kBlock, c),               rule(Neighborhood::kBlock, 20),
-        rule(Neighborhood::kSliding, 5, 1, 3),       rule(Neighborhood::kBlock, 2 * c, 1, 1),
+        test::make_neighborhood(K::kSliding, c - 4),   test::make_neighborhood(K::kSliding, 2 * c + 5),
+        test::make_neighborhood(K::kDilated, 3, c + 1), test::make_neighborhood(K::kLog),
+        test::make_neighborhood(K::kBlock, c),          test::make_neighborhood(K::kBlock, 20),
+        test::make_neighborhood(K::kSliding, 5, 1, 3),  test::make_neighborhood(K::kBlock, 2 * c, 1, 1),
     };
     for (const Neighborhood& nb : cases) {
       const std::string what = "cp=" + std::to_string(P) + " rank " + std::to_string(r) + " c=" + std::to_string(c) +

@@ -10,6 +10,16 @@
 
 namespace nexus::test {
 
+inline Neighborhood make_neighborhood(Neighborhood::Kind kind, std::int64_t width = 0, std::int64_t dilation = 1,
+                                      std::int64_t sink = 0) {
+  Neighborhood n;
+  n.kind = kind;
+  n.width = width;
+  n.dilation = dilation;
+  n.sink = sink;
+  return n;
+}
+
 inline bool naive_visible(const Neighborhood& n, std::int64_t q, std::int64_t k) {
   if (k > q || k < 0) return false;
   if (k < n.sink) return true;  // the first K tokens
