@@ -216,6 +216,17 @@ TEST(Inference, BoundedNeighborhoodsFreeOldBlocksAndMatchTheFullForward) {
   EXPECT_EQ(InferenceSession<double>::bounded_blocks(with_neighborhood(small_config("MAA"), "sliding:9,full"), 4), -1);
 }
 
+// A rule that reads back arbitrarily far (log: distances 0, 1, 2, 4, ...) frees nothing but still
+// masks in the decode kernel: the steps equal the full forward under log.
+TEST(Inference, LogNeighborhoodStepsMatchTheFullForward) {
+  const Reference r("MAMA", 11, "log");
+  InferenceSession<double> s(r.c, r.m.params(), kB, 4, 2 * kT / 4);
+  EXPECT_LT(max_rel_diff(stepped_logits(s, r.tokens, kT), r.logits), 1e-10);
+  EXPECT_EQ(s.free_blocks(), 0);
+  const Reference full("MAMA", 11);  // the same weights and tokens under full attention differ
+  EXPECT_GT(max_rel_diff(full.logits, r.logits), 1e-3);
+}
+
 // A long run under sliding: 4 blocks of 4 tokens carry one sequence through 200 tokens, and the
 // sequence's reset gives them all back.
 TEST(Inference, SlidingCacheStaysBoundedOverALongSequence) {
