@@ -1,12 +1,13 @@
 // Context parallelism on one sequence: run under `mpirun -np CP` (every rank of the world is one
 // cp group, dp = 1). Times forward + backward of a config at sequence length T split over the
 // ranks, and prints one JSON line with tokens/s, per-rank memory (activation arena and peak RSS),
-// the bytes each rank sends per step (Mamba-2 state passing, measured; ring attention K/V and
-// dK/dV, counted from the ring's schedule), and the longest T whose per-rank training memory
-// (weights, deltas, AdamW moments, activation arena) fits --budget-gib.
+// the bytes each rank sends per step (Mamba-2 state passing and ring attention K/V and dK/dV,
+// both measured, with the ring's kernel calls and the hops its neighborhood let it skip), and the
+// longest T whose per-rank training memory (weights, deltas, AdamW moments, activation arena)
+// fits --budget-gib.
 //
 //   mpirun -np 2 build/bench/bench_context_parallel [configs/small.ini] [--seq-len T] [--iters N]
-//                                                   [--budget-gib G]
+//                                                   [--budget-gib G] [--model.key=value ...]
 #include <chrono>
 #include <limits>
 #include <new>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "data/zigzag.h"
 #include "kernels/cpu/blas_runtime.h"
@@ -47,15 +49,18 @@ int main(int argc, char** argv) {
   std::string config = "configs/small.ini";
   idx seq_len = 0, iters = 2;
   double budget_gib = 4.0;
+  std::vector<std::string> args = {"--config", ""};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return std::string(i + 1 < argc ? argv[++i] : ""); };
     if (a == "--seq-len") seq_len = std::stoll(next());
     else if (a == "--iters") iters = std::stoll(next());
     else if (a == "--budget-gib") budget_gib = std::stod(next());
+    else if (a.rfind("--model.", 0) == 0) args.push_back(a);
     else config = a;
   }
-  const RunOptions opts = parse_command_line({"--config", config}).options;
+  args[1] = config;
+  const RunOptions opts = parse_command_line(args).options;
   const ModelConfig& c = opts.model;
   const idx cp = world.size(), T = seq_len > 0 ? seq_len : opts.train.seq_len;
   const idx local = T / cp;
@@ -80,10 +85,9 @@ int main(int argc, char** argv) {
     world.barrier();
     if (it >= 0) seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
-  // Ring traffic per attention layer and step, per rank: K and V ([2c, Hkv, hd] each) go cp-1 hops
-  // in the forward and again in the backward, and dK, dV make cp-1 hops back to their owners.
-  const double kv_bytes = 2.0 * double(local * c.n_kv_heads * c.head_dim) * sizeof(float);
-  const double ring_bytes = double(c.attention_layer_count()) * 3.0 * double(cp - 1) * kv_bytes;
+  // Ring traffic of the last step (forward + backward, every attention layer), the most of any rank.
+  const RingStats& ring = model.ring_stats();
+  const double ring_bytes = world.max(double(ring.bytes_sent));
 
   // Longest T (a multiple of 256 * cp) whose training memory fits the budget on each rank.
   const double budget = budget_gib * double(1ull << 30);
@@ -105,7 +109,10 @@ int main(int argc, char** argv) {
                      {"arena_mib_per_rank", double(model.arena_bytes()) / (1 << 20)},
                      {"peak_rss_mib_per_rank", peak_rss},
                      {"mamba_bytes_sent_per_rank", model.mamba_bytes_sent()},
+                     {"attention_neighborhood", c.attention_neighborhood},
                      {"ring_bytes_sent_per_rank", ring_bytes},
+                     {"ring_block_calls_per_rank", ring.block_calls},
+                     {"ring_hops_skipped_per_rank", ring.hops_skipped},
                      {"budget_gib_per_rank", budget_gib},
                      {"max_seq_len_in_budget", lo * 256 * cp}};
     std::printf("%s\n", j.dump().c_str());

@@ -2,7 +2,11 @@
 // prints one JSON line: tokens/s, achieved model GFLOP/s, the sgemm GFLOP/s measured in the same
 // run, their ratio, and memory.
 //
-//   build/bench/bench_model [configs/small.ini] [--batch B] [--iters N] [--seq-len T]
+//   build/bench/bench_model [configs/small.ini] [--batch B] [--iters N] [--seq-len T] [--warmup W]
+//                        [--model.key=value ...]
+//
+// --model.* overrides the config (e.g. --model.attention_neighborhood=sliding:512; see
+// bench/neighborhood_sweep.sh).
 #include <omp.h>
 
 #include <chrono>
@@ -10,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "kernels/cpu/blas_runtime.h"
 #include "model/model.h"
@@ -21,7 +26,8 @@ using namespace nexus;
 int main(int argc, char** argv) {
   select_blas_core(argv);
   std::string config = "configs/small.ini";
-  idx batch = 1, iters = 3, seq_len = 0;
+  idx batch = 1, iters = 3, seq_len = 0, warmup = 1;
+  std::vector<std::string> overrides;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] {
@@ -31,9 +37,13 @@ int main(int argc, char** argv) {
     if (a == "--batch") batch = next();
     else if (a == "--iters") iters = next();
     else if (a == "--seq-len") seq_len = next();
+    else if (a == "--warmup") warmup = next();
+    else if (a.rfind("--model.", 0) == 0) overrides.push_back(a);
     else config = a;
   }
-  const RunOptions opts = parse_command_line({"--config", config}).options;
+  std::vector<std::string> args = {"--config", config};
+  args.insert(args.end(), overrides.begin(), overrides.end());
+  const RunOptions opts = parse_command_line(args).options;
   const BatchShape shape{batch, seq_len > 0 ? seq_len : opts.train.seq_len};
   const double sgemm_gflops = measure_gemm_peak_gflops();
 
@@ -47,7 +57,7 @@ int main(int argc, char** argv) {
 
   using clock = std::chrono::steady_clock;
   double fwd_s = 0, bwd_s = 0;
-  for (idx it = -1; it < iters; ++it) {  // iteration -1 warms up caches and the thread pool
+  for (idx it = -warmup; it < iters; ++it) {  // iterations < 0 warm up caches and the thread pool
     const auto t0 = clock::now();
     const LossSum loss = model.forward(tokens.data(), targets.data());
     const auto t1 = clock::now();
@@ -64,6 +74,7 @@ int main(int argc, char** argv) {
   nlohmann::json j{{"bench", "model_forward_backward"},
                    {"config", config},
                    {"params", model.num_params()},
+                   {"attention_neighborhood", opts.model.attention_neighborhood},
                    {"batch", shape.B},
                    {"seq_len", shape.T},
                    {"threads", omp_get_max_threads()},

@@ -2,13 +2,16 @@
 // public catalogue and every backend (kernels/ops.h).
 #pragma once
 
+#include "kernels/neighborhood.h"
 #include "kernels/types.h"
 
 namespace nexus {
 
 // Grouped-query attention, flash style (attention_forward). Query i of a sequence sits at global
 // position q_pos0 + i, key j at k_pos0 + j. With `causal`, key j is visible to query i iff
-// k_pos0 + j <= q_pos0 + i; tiles entirely outside are skipped.
+// neighborhood.visible(q_pos0 + i, k_pos0 + j) (the default, full, is k_pos0 + j <= q_pos0 + i);
+// tiles entirely outside are skipped, and within the others the mask is computed from the
+// positions. Without `causal` every key is visible (the neighborhood is unused).
 struct AttentionShape {
   idx B;           // sequences
   idx Tq, Tk;      // query rows, key rows per sequence
@@ -17,6 +20,7 @@ struct AttentionShape {
   idx head_dim;
   idx q_pos0 = 0, k_pos0 = 0;  // global position of the first query / key
   bool causal = true;
+  Neighborhood neighborhood = {};  // which earlier positions a query reads (with causal)
 };
 
 // Mamba-2 SSD scan (ssd_forward).
@@ -40,7 +44,14 @@ struct PagedKvShape {
   idx head_dim;
   idx block_tokens;        // tokens per block
   idx max_blocks_per_seq;  // row length of block_table
+  Neighborhood neighborhood = {};
+  idx pinned_blocks = 0;   // the first blocks of a sequence, never reused (< max_blocks_per_seq)
 };
+// The table slot of a sequence's logical block `block` (its tokens [block, block + 1) * block_tokens).
+inline idx paged_slot(const PagedKvShape& s, idx block) {
+  return block < s.pinned_blocks ? block
+                                 : s.pinned_blocks + (block - s.pinned_blocks) % (s.max_blocks_per_seq - s.pinned_blocks);
+}
 
 // A three-level strided view for copy_strided / add_strided: element (i0, i1, i2), i2 innermost
 // and contiguous, sits at i0*ld0 + i1*ld1 + i2 on each side.

@@ -1,5 +1,5 @@
 // Attention mixer (Bamba's BambaAttention): GQA without biases, RoPE on the first half of each
-// head's dims at global positions, causal flash attention, o_proj.
+// head's dims at global positions, flash attention over the layer's neighborhood, o_proj.
 #include "model/layers.h"
 #include "parallel/ring_attention.h"
 #include "parallel/zigzag.h"
@@ -8,12 +8,12 @@ namespace nexus {
 
 namespace {
 
-AttentionShape local_shape(const ModelConfig& c, idx B, idx Tn, idx pos0) {
-  return AttentionShape{B, Tn, Tn, c.n_heads, c.n_kv_heads, c.head_dim, pos0, pos0, true};
+AttentionShape local_shape(const ModelConfig& c, idx B, idx Tn, idx pos0, const Neighborhood& nb) {
+  return AttentionShape{B, Tn, Tn, c.n_heads, c.n_kv_heads, c.head_dim, pos0, pos0, true, nb};
 }
 
-RingShape ring_shape(const ModelConfig& c, idx B, idx Tn) {
-  return RingShape{B, Tn / 2, c.n_heads, c.n_kv_heads, c.head_dim};
+RingShape ring_shape(const ModelConfig& c, idx B, idx Tn, const Neighborhood& nb) {
+  return RingShape{B, Tn / 2, c.n_heads, c.n_kv_heads, c.head_dim, nb};
 }
 
 // RoPE (or its transpose) at the tokens' global positions: one run from pos0, or under context
@@ -39,7 +39,7 @@ void rotate(const Exec& ex, bool backward, T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, 
 template <typename T>
 void attention_mixer_forward(const Exec& ex, T* out, const AttentionActivations<T>& a, const T* inp,
                              const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn, idx pos0,
-                             const KvPrefix<T>* prefix, const RingContext<T>* ring) {
+                             const KvPrefix<T>* prefix, const RingContext<T>* ring, const Neighborhood& nb) {
   const idx N = B * Tn, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
   matmul_forward(ex, a.q, inp, w.q, N, D, Hq * hd);
   matmul_forward(ex, a.k, inp, w.k, N, D, Hkv * hd);
@@ -47,11 +47,12 @@ void attention_mixer_forward(const Exec& ex, T* out, const AttentionActivations<
   rotate(ex, false, a.q, B, Tn, Hq, c, pos0, ring);
   rotate(ex, false, a.k, B, Tn, Hkv, c, pos0, ring);
   if (ring)
-    ring_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn), *ring->cp, ring->workspace);
+    ring_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn, nb), *ring->cp, ring->workspace,
+                           ring->stats);
   else
-    attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0));
+    attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0, nb));
   if (prefix) {
-    AttentionShape s = local_shape(c, B, Tn, pos0);
+    AttentionShape s = local_shape(c, B, Tn, pos0, nb);
     s.Tk = prefix->len;
     s.k_pos0 = prefix->pos0;
     attention_forward(ex, prefix->out_scratch, prefix->lse_scratch, a.q, prefix->k, prefix->v, s);
@@ -64,7 +65,8 @@ template <typename T>
 void attention_mixer_backward(const Exec& ex, T* dinp, const AttentionTensors<accum_t<T>*>& g,
                               const AttentionScratch<T>& s, const T* dout, const T* inp,
                               const AttentionActivations<T>& a, const AttentionTensors<const T*>& w,
-                              const ModelConfig& c, idx B, idx Tn, idx pos0, const RingContext<T>* ring) {
+                              const ModelConfig& c, idx B, idx Tn, idx pos0, const RingContext<T>* ring,
+                              const Neighborhood& nb) {
   const idx N = B * Tn, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
   matmul_backward(ex, s.datt, g.o, dout, a.att, w.o, N, Hq * hd, D, false);
   // attention_backward accumulates (the ring adds several blocks' contributions).
@@ -72,10 +74,10 @@ void attention_mixer_backward(const Exec& ex, T* dinp, const AttentionTensors<ac
   fill_constant(ex, s.dk, N * Hkv * hd, T(0));
   fill_constant(ex, s.dv, N * Hkv * hd, T(0));
   if (ring)
-    ring_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn), *ring->cp,
-                            ring->workspace);
+    ring_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn, nb),
+                            *ring->cp, ring->workspace, ring->stats);
   else
-    attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0));
+    attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0, nb));
   rotate(ex, true, s.dq, B, Tn, Hq, c, pos0, ring);
   rotate(ex, true, s.dk, B, Tn, Hkv, c, pos0, ring);
   matmul_backward(ex, dinp, g.q, s.dq, inp, w.q, N, D, Hq * hd, false);
@@ -86,11 +88,11 @@ void attention_mixer_backward(const Exec& ex, T* dinp, const AttentionTensors<ac
 #define NEXUS_INSTANTIATE(T)                                                                                          \
   template void attention_mixer_forward<T>(const Exec&, T*, const AttentionActivations<T>&, const T*,                 \
                                            const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx,      \
-                                           const KvPrefix<T>*, const RingContext<T>*);                                \
+                                           const KvPrefix<T>*, const RingContext<T>*, const Neighborhood&);           \
   template void attention_mixer_backward<T>(const Exec&, T*, const AttentionTensors<T*>&, const AttentionScratch<T>&, \
                                             const T*, const T*, const AttentionActivations<T>&,                       \
                                             const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx,     \
-                                            const RingContext<T>*);
+                                            const RingContext<T>*, const Neighborhood&);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
 #undef NEXUS_INSTANTIATE

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "model/checked_math.h"
+#include "model/neighborhood_spec.h"
 
 namespace nexus {
 
@@ -61,6 +62,12 @@ idx ModelConfig::attention_layer_count() const {
   return n_layers > 4 ? (n_layers - 4 + 7) / 8 : 0;
 }
 
+Neighborhood ModelConfig::neighborhood_of(idx layer) const {
+  const std::string p = layer_pattern();
+  const idx ordinal = static_cast<idx>(std::count(p.begin(), p.begin() + layer, 'A'));
+  return parse_neighborhood_list(attention_neighborhood, attention_layer_count())[static_cast<std::size_t>(ordinal)];
+}
+
 void ModelConfig::validate() const {
   // Bounds first: every check and derived size below multiplies these fields. Zero and negative
   // values of sizes a model does not use (e.g. attention sizes of an all-Mamba model) are left to
@@ -91,6 +98,9 @@ void ModelConfig::validate() const {
       fail("model.head_dim = " + std::to_string(head_dim) +
            " must be a multiple of 4 (RoPE rotates half of each head's dims in pairs)");
     if (rope_theta <= 0) fail("model.rope_theta = " + std::to_string(rope_theta) + " must be positive");
+  }
+  parse_neighborhood_list(attention_neighborhood, attention_layer_count());  // throws naming the key
+  if (attention_layer_count() > 0) {
   }
   if (attention_layer_count() < n_layers) {
     require_positive("mamba_expand", mamba_expand);

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/neighborhood.h"
 #include "kernels/types.h"
 
 namespace nexus {
@@ -26,6 +27,9 @@ struct ModelConfig {
   idx n_kv_heads = 2;
   idx head_dim = 32;
   double rope_theta = 10000.0;
+  // Which earlier positions each attention layer reads (model/neighborhood_spec.h): one entry for
+  // every attention layer, or a comma-separated list with one per attention layer in order.
+  std::string attention_neighborhood = "full";
 
   idx mamba_expand = 2;     // d_inner = expand * d_model
   idx mamba_headdim = 32;   // P; mamba heads H = d_inner / P
@@ -52,6 +56,8 @@ struct ModelConfig {
     return pattern.empty() ? layer % 8 == 4 : pattern[static_cast<std::size_t>(layer)] == 'A';
   }
   idx attention_layer_count() const;
+  // The neighborhood of attention layer `layer` (an index into the pattern; 'A' there).
+  Neighborhood neighborhood_of(idx layer) const;
 
   // Throws ConfigError naming the first invalid field, e.g. "model.n_heads = 6 is not a multiple
   // of model.n_kv_heads = 4" or "model.n_layers = 1000000000 is out of range: expected 1 to 1024".

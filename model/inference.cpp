@@ -42,6 +42,12 @@ InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params
   final_norm_ = params + table_.at("model.final_layernorm.weight").offset;
   head_ = params + table_.at(c.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
   caches_.resize(sz(c.n_layers));
+  idx max_sink = 0;
+  for (idx i = 0; i < c.n_layers; ++i) {
+    neighborhoods_.push_back(c.is_attention(i) ? c.neighborhood_of(i) : Neighborhood{});
+    max_sink = std::max(max_sink, neighborhoods_.back().sink);
+  }
+  pinned_blocks_ = (max_sink + block_tokens_ - 1) / block_tokens_;
   for (idx i = 0; i < c.n_layers; ++i) {
     weights_.push_back(layer_tensors(params, table_, c, i));
     LayerCache& lc = caches_[sz(i)];
@@ -54,6 +60,7 @@ InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params
     }
   }
   pos_.assign(sz(B), 0);
+  evicted_.assign(sz(B), 0);
   kv_len_.assign(sz(B), 0);
   block_table_.assign(sz(B * max_blocks_), -1);
   free_.assign(sz(max_blocks_), 0);
@@ -114,6 +121,7 @@ void InferenceSession<T>::reset() {
   for (idx j = 0; j < max_blocks_; ++j) free_[sz(j)] = static_cast<std::int32_t>(max_blocks_ - 1 - j);
   std::fill(block_table_.begin(), block_table_.end(), -1);
   std::fill(pos_.begin(), pos_.end(), 0);
+  std::fill(evicted_.begin(), evicted_.end(), 0);
   for (LayerCache& lc : caches_) {
     fill_constant(ex_, lc.conv.data(), idx(lc.conv.size()), T(0));
     fill_constant(ex_, lc.ssm.data(), idx(lc.ssm.size()), A(0));
@@ -123,9 +131,58 @@ void InferenceSession<T>::reset() {
 template <typename T>
 void InferenceSession<T>::release_blocks(idx b) {
   std::int32_t* table = block_table_.data() + b * max_blocks_;
-  for (idx j = 0; j < max_blocks_ && table[j] >= 0; ++j) {
-    free_[sz(n_free_++)] = table[j];
-    table[j] = -1;
+  for (idx j = 0; j < max_blocks_; ++j)  // evicted blocks leave holes: every slot is looked at
+    if (table[j] >= 0) {
+      free_[sz(n_free_++)] = table[j];
+      table[j] = -1;
+    }
+  evicted_[sz(b)] = 0;
+}
+
+template <typename T>
+PagedKvShape InferenceSession<T>::paged_shape(const Neighborhood& neighborhood) const {
+  const ModelConfig& c = config_;
+  return PagedKvShape{batch_, c.n_heads, c.n_kv_heads, c.head_dim, block_tokens_, max_blocks_, neighborhood,
+                      std::min(pinned_blocks_, max_blocks_)};
+}
+
+template <typename T>
+idx InferenceSession<T>::bounded_blocks(const ModelConfig& c, idx block_tokens) {
+  idx reach = 0, max_sink = 0;  // the longest distance back any layer reads; the largest sink
+  for (idx i = 0; i < c.n_layers; ++i) {
+    if (!c.is_attention(i)) continue;
+    const Neighborhood n = c.neighborhood_of(i);
+    max_sink = std::max(max_sink, n.sink);
+    switch (n.kind) {
+      case Neighborhood::kSliding:
+      case Neighborhood::kBlock: reach = std::max(reach, n.width - 1); break;
+      case Neighborhood::kDilated: reach = std::max(reach, (n.width - 1) * n.dilation); break;
+      default: return -1;
+    }
+  }
+  // Keys [pos - reach, pos] touch at most reach / bt + 2 blocks; the sink's blocks come on top.
+  return reach / block_tokens + 2 + (max_sink + block_tokens - 1) / block_tokens;
+}
+
+// Frees, for every sequence, the blocks below the position that every attention layer's
+// neighborhood keeps for the queries from the current position on (none when a layer reads back
+// arbitrarily far); blocks holding sink tokens stay.
+template <typename T>
+void InferenceSession<T>::evict_blocks() {
+  for (idx b = 0; b < batch_; ++b) {
+    const idx pos = pos_[sz(b)];
+    idx keep_from = pos;
+    for (idx i = 0; i < config_.n_layers; ++i)
+      if (config_.is_attention(i)) keep_from = std::min(keep_from, neighborhoods_[sz(i)].retained_from(pos));
+    const PagedKvShape shape = paged_shape({});
+    idx& next = evicted_[sz(b)];
+    next = std::max(next, pinned_blocks_);
+    for (; (next + 1) * block_tokens_ <= keep_from; ++next) {
+      std::int32_t& id = block_table_[sz(b * max_blocks_ + paged_slot(shape, next))];
+      if (id < 0) continue;
+      free_[sz(n_free_++)] = id;
+      id = -1;
+    }
   }
 }
 
@@ -148,21 +205,31 @@ void InferenceSession<T>::reset_sequence(idx b) {
 template <typename T>
 void InferenceSession<T>::claim_blocks() {
   if (config_.attention_layer_count() == 0) return;
+  const PagedKvShape shape = paged_shape({});
+  // The slot of sequence b's next block; -1 when its table row has no room (every slot past the
+  // pinned ones still holds a block some query will read).
+  auto slot_of = [&](idx b) {
+    const idx block = pos_[sz(b)] / block_tokens_;
+    if (block >= max_blocks_ && pinned_blocks_ >= max_blocks_) return idx(-1);
+    const idx slot = paged_slot(shape, block);
+    return block_table_[sz(b * max_blocks_ + slot)] < 0 ? slot : idx(-1);
+  };
   for (idx b = 0; b < batch_; ++b) {
     const idx pos = pos_[sz(b)];
     if (pos % block_tokens_ != 0) continue;
-    const idx slot = pos / block_tokens_;
-    if (n_free_ == 0 || slot >= max_blocks_) {
+    const idx slot = slot_of(b);
+    if (n_free_ == 0 || slot < 0) {
       for (idx r = b - 1; r >= 0; --r)
         if (pos_[sz(r)] % block_tokens_ == 0) {
-          std::int32_t& id = block_table_[sz(r * max_blocks_ + pos_[sz(r)] / block_tokens_)];
+          std::int32_t& id = block_table_[sz(r * max_blocks_ + paged_slot(shape, pos_[sz(r)] / block_tokens_))];
           free_[sz(n_free_++)] = id;
           id = -1;
         }
       throw KvCacheFull("KV cache pool exhausted: sequence " + std::to_string(b) + " at position " +
                         std::to_string(pos) + " needs a new block, but all " + std::to_string(max_blocks_) +
                         " blocks of " + std::to_string(block_tokens_) +
-                        " tokens are in use (construct the session with a larger max_blocks, or reset sequences)");
+                        " tokens are in use or its block table is full (construct the session with a larger "
+                        "max_blocks, or reset sequences)");
     }
     block_table_[sz(b * max_blocks_ + slot)] = free_[sz(--n_free_)];
   }
@@ -177,6 +244,7 @@ const T* InferenceSession<T>::step(const std::int32_t* tokens) {
     if (tokens[b] < 0 || tokens[b] >= V)
       throw std::invalid_argument("token " + std::to_string(tokens[b]) + " of sequence " + std::to_string(b) +
                                   " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  evict_blocks();
   claim_blocks();
 
   embedding_forward(ex, res_.data(), tokens, embed_, B, D);
@@ -186,7 +254,7 @@ const T* InferenceSession<T>::step(const std::int32_t* tokens) {
     residual_rmsnorm_forward(ex, res_.data(), ln_.data(), rstd_.data(), res_.data(), branch, w.input_norm, B, D,
                              c.norm_eps);
     if (c.is_attention(i))
-      attention_step(w.attn, caches_[sz(i)]);
+      attention_step(w.attn, caches_[sz(i)], neighborhoods_[sz(i)]);
     else
       mamba_step(w.mamba, caches_[sz(i)]);
     residual_rmsnorm_forward(ex, res_.data(), ln_.data(), rstd_.data(), res_.data(), branch_.data(), w.ff_norm, B, D,
@@ -233,7 +301,8 @@ void InferenceSession<T>::mamba_step(const MambaTensors<const T*>& w, LayerCache
 // q/k/v projections -> RoPE at each sequence's own position -> K, V appended to the cache ->
 // attention over the cached tokens -> o_proj.
 template <typename T>
-void InferenceSession<T>::attention_step(const AttentionTensors<const T*>& w, LayerCache& lc) {
+void InferenceSession<T>::attention_step(const AttentionTensors<const T*>& w, LayerCache& lc,
+                                         const Neighborhood& neighborhood) {
   const ModelConfig& c = config_;
   const Exec& ex = ex_;
   const idx B = batch_, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
@@ -245,14 +314,14 @@ void InferenceSession<T>::attention_step(const AttentionTensors<const T*>& w, La
     const idx pos = pos_[sz(b)];
     rope_forward(ex, q_.data() + b * qdim, 1, 1, Hq, hd, c.rotary_dim(), pos, c.rope_theta);
     rope_forward(ex, k_.data() + b * kvdim, 1, 1, Hkv, hd, c.rotary_dim(), pos, c.rope_theta);
-    const idx blk = block_table_[sz(b * max_blocks_ + pos / block_tokens_)];
+    const idx blk = block_table_[sz(b * max_blocks_ + paged_slot(paged_shape({}), pos / block_tokens_))];
     const idx at = (blk * block_tokens_ + pos % block_tokens_) * kvdim;
     copy_values(ex, lc.k_pool.data() + at, static_cast<const T*>(k_.data() + b * kvdim), kvdim);
     copy_values(ex, lc.v_pool.data() + at, static_cast<const T*>(v_.data() + b * kvdim), kvdim);
     kv_len_[sz(b)] = pos + 1;
   }
   attention_decode_paged(ex, att_.data(), q_.data(), lc.k_pool.data(), lc.v_pool.data(), block_table_.data(),
-                         kv_len_.data(), PagedKvShape{B, Hq, Hkv, hd, block_tokens_, max_blocks_});
+                         kv_len_.data(), paged_shape(neighborhood));
   matmul_forward(ex, branch_.data(), att_.data(), w.o, B, qdim, D);
 }
 

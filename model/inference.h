@@ -5,8 +5,11 @@
 // KV cache: one pool of `max_blocks` blocks of `block_tokens` tokens, shared by the sequences
 // through a free list; every attention layer has its own K and V storage for each block, so a
 // sequence's block table serves all its attention layers. A sequence takes a block when its
-// position crosses a block boundary and gives its blocks back on reset. Everything is allocated
-// at construction; step() allocates nothing.
+// position crosses a block boundary and gives its blocks back on reset. When every attention layer
+// has a bounded neighborhood (sliding, block, dilated), a block goes back to the pool as soon as
+// no later query of any layer reads it (the sink's blocks stay), so a sequence holds at most
+// bounded_blocks() blocks however long it runs: generation memory stops growing with context.
+// Everything is allocated at construction; step() allocates nothing.
 #pragma once
 
 #include <cstdint>
@@ -57,6 +60,9 @@ class InferenceSession {
   idx block_tokens() const { return block_tokens_; }
   idx max_blocks() const { return max_blocks_; }
   idx free_blocks() const { return n_free_; }
+  // The most blocks one sequence ever holds at once under the config's neighborhoods, or -1 when
+  // some attention layer reads back arbitrarily far (full, log): then it grows with the position.
+  static idx bounded_blocks(const ModelConfig& config, idx block_tokens);
   idx position(idx b) const { return pos_[static_cast<std::size_t>(b)]; }  // tokens consumed by sequence b
   const T* logits() const { return logits_.data(); }
 
@@ -71,9 +77,11 @@ class InferenceSession {
   static idx conv_state_elems(const ModelConfig& c, idx batch);
   static idx ssm_state_elems(const ModelConfig& c, idx batch);
   void claim_blocks();
+  void evict_blocks();
   void release_blocks(idx b);
   void mamba_step(const MambaTensors<const T*>& w, LayerCache& cache);
-  void attention_step(const AttentionTensors<const T*>& w, LayerCache& cache);
+  void attention_step(const AttentionTensors<const T*>& w, LayerCache& cache, const Neighborhood& neighborhood);
+  PagedKvShape paged_shape(const Neighborhood& neighborhood) const;
 
   ModelConfig config_;
   ParamTable table_;
@@ -85,6 +93,9 @@ class InferenceSession {
   const T* head_ = nullptr;                      // [V, D]
   std::vector<LayerCache> caches_;               // [n_layers]
 
+  std::vector<Neighborhood> neighborhoods_;  // [n_layers] each attention layer's
+  idx pinned_blocks_ = 0;                    // blocks holding the largest sink, never evicted
+  std::vector<idx> evicted_;                 // [B] logical blocks below this were examined for eviction
   std::vector<idx> pos_;                   // [B] tokens consumed per sequence
   std::vector<idx> kv_len_;                // [B] cached tokens per sequence during a step (pos + 1)
   std::vector<std::int32_t> block_table_;  // [B, max_blocks] block ids, -1 beyond a sequence's blocks

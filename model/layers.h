@@ -11,6 +11,7 @@
 #include "model/config.h"
 #include "model/params.h"
 #include "parallel/data_plane.h"
+#include "parallel/ring_attention.h"
 
 namespace nexus {
 
@@ -136,19 +137,23 @@ template <typename T>
 struct RingContext {
   const DataPlane* cp;
   T* workspace;
+  RingStats* stats = nullptr;  // bytes and kernel calls of the ring, added to (may be null)
 };
 
 // With `ring`, pos0 and prefix must be 0 / null: positions come from the zigzag layout.
+// `neighborhood` is the layer's (ModelConfig::neighborhood_of), applied on global positions.
 template <typename T>
 void attention_mixer_forward(const Exec& ex, T* out /*[N,D]*/, const AttentionActivations<T>& a, const T* inp /*[N,D]*/,
                              const AttentionTensors<const T*>& w, const ModelConfig& c, idx B, idx Tn, idx pos0,
-                             const KvPrefix<T>* prefix = nullptr, const RingContext<T>* ring = nullptr);
+                             const KvPrefix<T>* prefix = nullptr, const RingContext<T>* ring = nullptr,
+                             const Neighborhood& neighborhood = {});
 // dinp is overwritten.
 template <typename T>
 void attention_mixer_backward(const Exec& ex, T* dinp /*[N,D]*/, const AttentionTensors<accum_t<T>*>& g,
                               const AttentionScratch<T>& s, const T* dout /*[N,D]*/, const T* inp /*[N,D]*/,
                               const AttentionActivations<T>& a, const AttentionTensors<const T*>& w,
-                              const ModelConfig& c, idx B, idx Tn, idx pos0, const RingContext<T>* ring = nullptr);
+                              const ModelConfig& c, idx B, idx Tn, idx pos0, const RingContext<T>* ring = nullptr,
+                              const Neighborhood& neighborhood = {});
 
 // ------------------------------------------------------------------------------------------------
 // SwiGLU MLP: down(silu(gate(x)) * up(x)).

@@ -5,6 +5,7 @@
 #include "model/model.h"
 
 #include "model/mamba_layer_cp.h"
+#include "model/neighborhood_spec.h"
 #include "parallel/ring_attention.h"
 
 #include <algorithm>
@@ -34,6 +35,8 @@ Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp
   final_norm_offset_ = table_.at("model.final_layernorm.weight").offset;
   head_offset_ = table_.at(config_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
   layers_.resize(static_cast<std::size_t>(config_.n_layers));
+  for (idx i = 0; i < config_.n_layers; ++i)
+    neighborhoods_.push_back(config_.is_attention(i) ? config_.neighborhood_of(i) : Neighborhood{});
   Arena measure;
   carve(measure);
   arena_bytes_ = measure.used();
@@ -101,7 +104,7 @@ void Model<T>::carve(Arena& a) {
   a.advance_to(mamba_end);
   if (cp_size_ > 1 && c.attention_layer_count() > 0)
     ring_workspace_ = a.take<T>(ring_attention_workspace(
-        RingShape{shape_.B, shape_.T / 2, c.n_heads, c.n_kv_heads, c.head_dim}));
+        RingShape{shape_.B, shape_.T / 2, c.n_heads, c.n_kv_heads, c.head_dim, {}}));
 }
 
 template <typename T>
@@ -128,9 +131,10 @@ LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* target
   const T* P = params_.data();
 
   embedding_forward(ex, layers_[0].res_in, tokens, P + embed_offset_, N, D);
-  const RingContext<T> ring{cp_, ring_workspace_};
+  const RingContext<T> ring{cp_, ring_workspace_, &ring_stats_};
   const RingContext<T>* ring_ctx = cp_ ? &ring : nullptr;
   mamba_bytes_sent_ = 0;
+  ring_stats_ = {};
   const T* prev_res = layers_[0].res_in;  // residual entering layer i (before its fused add)
   const T* prev_branch = nullptr;         // the previous MLP's output, added in the fused norm
   for (idx i = 0; i < c.n_layers; ++i) {
@@ -139,7 +143,7 @@ LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* target
     residual_rmsnorm_forward(ex, l.res_in, l.ln1, l.rstd1, prev_res, prev_branch, w.input_norm, N, D, c.norm_eps);
     if (c.is_attention(i))
       attention_mixer_forward(ex, branch_, l.attn, l.ln1, w.attn, c, B, Tn, idx(0), static_cast<KvPrefix<T>*>(nullptr),
-                              ring_ctx);
+                              ring_ctx, neighborhoods_[static_cast<std::size_t>(i)]);
     else if (cp_)
       mamba_bytes_sent_ += mamba_mixer_forward_cp(ex, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn,
                                                   mamba_scratch_.ssd_workspace, *cp_, l.mamba_saved);
@@ -168,7 +172,7 @@ void Model<T>::backward(double loss_scale) {
   const idx B = shape_.B, Tn = shape_.T, N = B * Tn, D = c.d_model, V = c.vocab_size;
   const T* P = params_.data();
   A* G = deltas_.data();
-  const RingContext<T> ring{cp_, ring_workspace_};
+  const RingContext<T> ring{cp_, ring_workspace_, &ring_stats_};
   const RingContext<T>* ring_ctx = cp_ ? &ring : nullptr;
   const idx head_off = head_offset_, final_norm_off = final_norm_offset_;
 
@@ -186,7 +190,7 @@ void Model<T>::backward(double loss_scale) {
     rmsnorm_backward(ex, d_res_, g.ff_norm, d_ln_, l.res_mid, w.ff_norm, l.rstd2, N, D);
     if (c.is_attention(i))
       attention_mixer_backward(ex, d_ln_, g.attn, attn_scratch_, d_res_, l.ln1, l.attn, w.attn, c, B, Tn, idx(0),
-                               ring_ctx);
+                               ring_ctx, neighborhoods_[static_cast<std::size_t>(i)]);
     else if (cp_)
       mamba_bytes_sent_ += mamba_mixer_backward_cp(ex, d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba,
                                                    c, B, Tn, *cp_, l.mamba_saved);
@@ -210,8 +214,9 @@ double Model<T>::forward_flops_per_token() const {
     if (c.is_attention(i)) {
       const double q = double(c.n_heads * c.head_dim), kv = double(c.n_kv_heads * c.head_dim);
       flops += 2.0 * D * (2.0 * q + 2.0 * kv);  // q, k, v, o projections
-      // QK^T and PV over (T+1)/2 visible keys on average (causal), 2 flops per multiply-add.
-      flops += 2.0 * 2.0 * q * (Tn + 1.0) / 2.0;
+      // QK^T and PV over the keys the layer's neighborhood shows a query on average ((T+1)/2 for
+      // full), 2 flops per multiply-add.
+      flops += 2.0 * 2.0 * q * mean_visible_keys(neighborhoods_[static_cast<std::size_t>(i)], idx(Tn));
     } else {
       const double Di = double(c.d_inner()), H = double(c.mamba_heads()), Pd = double(c.mamba_headdim);
       const double G = double(c.mamba_ngroups), Ns = double(c.mamba_d_state);

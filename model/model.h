@@ -72,8 +72,12 @@ class Model {
   // Bytes this rank sent for cross-rank mixing (ring K/V excluded: see ring_attention.h) in the
   // last forward + backward: the Mamba-2 state passing, which does not grow with T.
   std::size_t mamba_bytes_sent() const { return mamba_bytes_sent_; }
-  // Model FLOPs of one forward pass per token, counted honestly: every GEMM, causal attention at
-  // the average visible length, and the SSD scan. Training (forward + backward) is 3x.
+  // What the ring attention moved and computed on this rank in the last forward + backward (all
+  // attention layers; zero without context parallelism): K/V and dK/dV bytes, kernel calls, and
+  // the hops taken and skipped because their KV block was outside every local query's neighborhood.
+  const RingStats& ring_stats() const { return ring_stats_; }
+  // Model FLOPs of one forward pass per token, counted honestly: every GEMM, attention at the
+  // average number of keys its neighborhood shows a query, and the SSD scan. Training is 3x.
   double forward_flops_per_token() const;
 
  private:
@@ -100,6 +104,8 @@ class Model {
   int cp_size_ = 1;                  // cp_'s size (what the layout depends on), 1 without cp_
   Exec ex_;
   std::size_t mamba_bytes_sent_ = 0;
+  RingStats ring_stats_;
+  std::vector<Neighborhood> neighborhoods_;  // [n_layers] each attention layer's (full for Mamba layers)
   std::vector<T> params_;  // [num_params] every weight, carved into named views by table_
   std::vector<A> deltas_;  // [num_params] accumulated gradients, same layout
   // Views resolved once at construction (the buffers never move; a moved Model keeps them):

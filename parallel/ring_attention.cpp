@@ -44,25 +44,49 @@ struct StepPlan {
   int n = 0;
 };
 
-// The blocks rank r computes while it holds the KV of rank src, derived from global positions:
-// a KV chunk after the query chunk is skipped, the same chunk is the causal diagonal, an earlier
-// one is visible in full (no mask). In zigzag this gives, at src == r, the diagonal's three
+// Whether any query of chunk gq reads any key of chunk gk (global chunk indices).
+bool chunk_reads(idx gq, idx gk, const RingShape& s) {
+  return s.neighborhood.any_visible(gq * s.c, gq * s.c + s.c - 1, gk * s.c, gk * s.c + s.c - 1);
+}
+
+// Whether cp-rank dst's queries read anything of cp-rank src's K/V: the hop src -> dst is needed.
+// Every rank evaluates it for both ends of a hop, so sender and receiver agree without talking.
+bool hop_needed(int dst, int src, int cp, const RingShape& s) {
+  for (int qh = 0; qh < 2; ++qh)
+    for (int kh = 0; kh < 2; ++kh)
+      if (chunk_reads(zigzag_chunk(cp, dst, qh), zigzag_chunk(cp, src, kh), s)) return true;
+  return false;
+}
+
+// The blocks rank r computes while it holds the KV of rank src, derived from global positions.
+// Full: a KV chunk after the query chunk is skipped, the same chunk is the causal diagonal, an
+// earlier one is visible in full (no mask). In zigzag this gives, at src == r, the diagonal's three
 // pairs; for src < r both query chunks read the first held chunk; for src > r the second query
 // chunk reads both held chunks, in one call (they are adjacent in memory, and without the mask
-// their positions do not matter).
+// their positions do not matter). Other neighborhoods: one masked call per pair of chunks that
+// the neighborhood does not leave empty, at the chunks' own positions.
 StepPlan plan_step(int r, int src, int cp, const RingShape& s) {
   StepPlan p;
   for (int qh = 0; qh < 2; ++qh) {
     const idx gq = zigzag_chunk(cp, r, qh), k0 = zigzag_chunk(cp, src, 0), k1 = zigzag_chunk(cp, src, 1);
+    if (!s.neighborhood.is_full()) {
+      for (int kh = 0; kh < 2; ++kh) {
+        const idx gk = kh == 0 ? k0 : k1;
+        if (chunk_reads(gq, gk, s))
+          p.blocks[std::size_t(p.n++)] = {
+              qh, kh, {1, s.c, s.c, s.n_heads, s.n_kv_heads, s.head_dim, gq * s.c, gk * s.c, true, s.neighborhood}};
+      }
+      continue;
+    }
     if (k0 < gq && k1 < gq) {
-      p.blocks[std::size_t(p.n++)] = {qh, 0, {1, s.c, 2 * s.c, s.n_heads, s.n_kv_heads, s.head_dim, 0, 0, false}};
+      p.blocks[std::size_t(p.n++)] = {qh, 0, {1, s.c, 2 * s.c, s.n_heads, s.n_kv_heads, s.head_dim, 0, 0, false, {}}};
       continue;
     }
     for (int kh = 0; kh < 2; ++kh) {
       const idx gk = kh == 0 ? k0 : k1;
       if (gk > gq) continue;
       p.blocks[std::size_t(p.n++)] = {
-          qh, kh, {1, s.c, s.c, s.n_heads, s.n_kv_heads, s.head_dim, gq * s.c, gk * s.c, gk == gq}};
+          qh, kh, {1, s.c, s.c, s.n_heads, s.n_kv_heads, s.head_dim, gq * s.c, gk * s.c, gk == gq, {}}};
     }
   }
   return p;
@@ -82,14 +106,24 @@ void progress(std::span<Request> requests) {
   for (Request& r : requests) r.test();
 }
 
-// Posts this step's K/V transfer: the held block to rank + 1, the next one from rank - 1 into
-// `into` ([k | v]).
+// Posts the K/V transfers of step `step` (> 0): this rank's own k, v to rank + step when that
+// rank reads them, and rank - step's into `into` ([k | v]) when this rank reads those. Returns
+// whether something arrives.
 template <typename T>
-std::array<Request, 4> pass_kv(const DataPlane& cp, const T* k, const T* v, T* into, idx n, int tag_k,
-                               int tag_v) {
-  const int P = cp.size(), next = (cp.rank() + 1) % P, prev = (cp.rank() + P - 1) % P;
-  return {cp.isend(k, n, next, tag_k), cp.isend(v, n, next, tag_v), cp.irecv(into, n, prev, tag_k),
-          cp.irecv(into + n, n, prev, tag_v)};
+bool post_kv(std::array<Request, 4>& transfers, const DataPlane& cp, const RingShape& s, int step, const T* k,
+             const T* v, T* into, idx n, int tag_k, int tag_v, RingStats& stats) {
+  const int P = cp.size(), r = cp.rank(), to = (r + step) % P, from = (r - step + P) % P;
+  const std::size_t bytes = 2 * std::size_t(n) * sizeof(T);
+  if (hop_needed(to, r, P, s)) {
+    transfers[0] = cp.isend(k, n, to, tag_k);
+    transfers[1] = cp.isend(v, n, to, tag_v);
+    stats.bytes_sent += bytes;
+  }
+  if (!hop_needed(r, from, P, s)) return false;
+  transfers[2] = cp.irecv(into, n, from, tag_k);
+  transfers[3] = cp.irecv(into + n, n, from, tag_v);
+  stats.bytes_received += bytes;
+  return true;
 }
 
 }  // namespace
@@ -98,116 +132,145 @@ idx ring_attention_workspace(const RingShape& s) {
   check_shape(s);
   const Sizes z = sizes_of(s);
   // forward: 2 KV receive buffers + one block's partial out and lse;
-  // backward: 2 KV receive buffers + 2 dK/dV accumulators + the arriving accumulator.
-  return std::max(4 * z.kv + z.q_chunk + z.lse_chunk, 10 * z.kv);
+  // backward: 2 KV receive buffers + 2 outgoing dK/dV contributions + the arriving one + their sum.
+  return std::max(4 * z.kv + z.q_chunk + z.lse_chunk, 12 * z.kv);
 }
 
 template <typename T>
 void ring_attention_forward(const Exec& ex, T* out, accum_t<T>* lse, const T* q, const T* k, const T* v,
-                            const RingShape& s, const DataPlane& cp, T* workspace) {
+                            const RingShape& s, const DataPlane& cp, T* workspace, RingStats* stats) {
   check_shape(s);
   const Sizes z = sizes_of(s);
   const int P = cp.size(), r = cp.rank();
+  RingStats local;
+  RingStats& st = stats ? *stats : local;
   T* ring[2] = {workspace, workspace + 2 * z.kv};  // [k | v], each [B,2c,Hkv,hd]: receive buffers, alternating
   T* part_out = workspace + 4 * z.kv;              // [c,Hq,hd]: one block's partial output
   T* part_lse = part_out + z.q_chunk;              // [c,Hq]: its lse
   bool have[2] = {false, false};  // out/lse of local query chunk 0 / 1 already hold a partial result
+  bool held = true;               // this step's KV block is here (own at step 0, else it arrived)
   const T *kc = k, *vc = v;       // the KV block held at this step (rank r - step's)
   for (int step = 0; step < P; ++step) {
     std::array<Request, 4> transfers;
-    if (step + 1 < P) transfers = pass_kv(cp, kc, vc, ring[step % 2], z.kv, kFwdK, kFwdV);
-    const StepPlan plan = plan_step(r, (r - step + P) % P, P, s);
-    for (int i = 0; i < plan.n; ++i) {
-      const Block& blk = plan.blocks[std::size_t(i)];
-      for (idx b = 0; b < s.B; ++b) {
-        const Offsets o = offsets(z, blk, b);
-        if (have[blk.q_half]) {
-          attention_forward(ex, part_out, part_lse, q + o.q, kc + o.kv, vc + o.kv, blk.shape);
-          attention_merge(ex, out + o.q, lse + o.lse, part_out, part_lse, z.lse_chunk, s.head_dim);
-        } else {
-          attention_forward(ex, out + o.q, lse + o.lse, q + o.q, kc + o.kv, vc + o.kv, blk.shape);
+    const bool arriving =
+        step + 1 < P && post_kv(transfers, cp, s, step + 1, k, v, ring[step % 2], z.kv, kFwdK, kFwdV, st);
+    if (held) {
+      const StepPlan plan = plan_step(r, (r - step + P) % P, P, s);
+      for (int i = 0; i < plan.n; ++i) {
+        const Block& blk = plan.blocks[std::size_t(i)];
+        for (idx b = 0; b < s.B; ++b) {
+          const Offsets o = offsets(z, blk, b);
+          if (have[blk.q_half]) {
+            attention_forward(ex, part_out, part_lse, q + o.q, kc + o.kv, vc + o.kv, blk.shape);
+            attention_merge(ex, out + o.q, lse + o.lse, part_out, part_lse, z.lse_chunk, s.head_dim);
+          } else {
+            attention_forward(ex, out + o.q, lse + o.lse, q + o.q, kc + o.kv, vc + o.kv, blk.shape);
+          }
+          ++st.block_calls;
+          progress(transfers);
         }
-        progress(transfers);
+        have[blk.q_half] = true;
       }
-      have[blk.q_half] = true;
     }
     wait_all(transfers);
+    if (step + 1 < P) (arriving ? st.hops : st.hops_skipped) += 1;
+    held = arriving;
     kc = ring[step % 2];
     vc = kc + z.kv;
   }
+  // Every rule lets a query read itself, so step 0 always fills both chunks' out and lse.
+  for (int h = 0; h < 2; ++h)
+    if (!have[h]) throw std::logic_error("ring attention: local query chunk " + std::to_string(h) + " read no KV block");
 }
 
-// The accumulator of rank src's dK/dV starts empty at rank src + 1 (src's own queries add
-// straight into dk, dv at step 0), collects each rank's contribution on its way around and
-// arrives at src from src - 1 after the last step: cp - 1 hops, each overlapping the next step's
-// compute, because a step's contribution is computed into a zeroed buffer first and what arrived
-// is added afterwards.
+// The contributions to rank r's dK/dV arrive directly from the ranks that read its K/V, one per
+// step (from rank r + step), and are summed in step order into an accumulator added to dk, dv at
+// the end; each step's own contribution is computed into a zeroed buffer and sent while the next
+// step runs (two buffers alternate). Under full this sums in exactly the order of a relay ring:
+// ((c1 + c2) + c3) ... added to dk last.
 template <typename T>
 void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                              const T* out, const accum_t<T>* lse, const RingShape& s, const DataPlane& cp,
-                             T* workspace) {
+                             T* workspace, RingStats* stats) {
   check_shape(s);
   const Sizes z = sizes_of(s);
-  const int P = cp.size(), r = cp.rank(), next = (r + 1) % P, prev = (r + P - 1) % P;
+  const int P = cp.size(), r = cp.rank();
+  RingStats local;
+  RingStats& st = stats ? *stats : local;
   T* ring[2] = {workspace, workspace + 2 * z.kv};  // [k | v], each [B,2c,Hkv,hd]: receive buffers, alternating
-  T* acc[2] = {workspace + 4 * z.kv, workspace + 6 * z.kv};  // [dk | dv]: a step's accumulator, in flight alternately
-  T* arrived = workspace + 8 * z.kv;                         // [dk | dv]: the accumulator from rank - 1
+  T* acc[2] = {workspace + 4 * z.kv, workspace + 6 * z.kv};  // [dk | dv]: a step's contribution, in flight alternately
+  T* arrived = workspace + 8 * z.kv;                         // [dk | dv]: a contribution to this rank's K/V
+  T* summed = workspace + 10 * z.kv;                         // [dk | dv]: the sum of the arrived ones
+  bool any_arrived = false;
   std::array<Request, 2> sent[2];  // the sends of acc[0] / acc[1]
+  const std::size_t grad_bytes = 2 * std::size_t(z.kv) * sizeof(T);
+  bool held = true;
   const T *kc = k, *vc = v;
   for (int step = 0; step < P; ++step) {
     std::array<Request, 4> transfers;
-    if (step + 1 < P) transfers = pass_kv(cp, kc, vc, ring[step % 2], z.kv, kBwdK, kBwdV);
+    const bool arriving =
+        step + 1 < P && post_kv(transfers, cp, s, step + 1, k, v, ring[step % 2], z.kv, kBwdK, kBwdV, st);
+    const int src = (r - step + P) % P, reader = (r + step) % P;
     std::array<Request, 2> incoming;
-    if (step >= 2)
-      incoming = {cp.irecv(arrived, z.kv, prev, kBwdDk), cp.irecv(arrived + z.kv, z.kv, prev, kBwdDv)};
-    T *dks = dk, *dvs = dv;  // step 0: own K/V, own queries
-    if (step > 0) {
-      wait_all(sent[step % 2]);
-      dks = acc[step % 2];
-      dvs = dks + z.kv;
-      fill_constant(ex, dks, 2 * z.kv, T(0));
+    const bool receiving = step > 0 && hop_needed(reader, r, P, s);
+    if (receiving) {
+      incoming = {cp.irecv(arrived, z.kv, reader, kBwdDk), cp.irecv(arrived + z.kv, z.kv, reader, kBwdDv)};
+      st.bytes_received += grad_bytes;
     }
-    const StepPlan plan = plan_step(r, (r - step + P) % P, P, s);
-    for (int i = 0; i < plan.n; ++i) {
-      const Block& blk = plan.blocks[std::size_t(i)];
-      for (idx b = 0; b < s.B; ++b) {
-        const Offsets o = offsets(z, blk, b);
-        attention_backward(ex, dq + o.q, dks + o.kv, dvs + o.kv, dout + o.q, q + o.q, kc + o.kv, vc + o.kv, out + o.q,
-                           lse + o.lse, blk.shape);
-        progress(transfers);
-        progress(incoming);
+    if (held) {
+      T *dks = dk, *dvs = dv;  // step 0: own K/V, own queries
+      if (step > 0) {
+        wait_all(sent[step % 2]);
+        dks = acc[step % 2];
+        dvs = dks + z.kv;
+        fill_constant(ex, dks, 2 * z.kv, T(0));
+      }
+      const StepPlan plan = plan_step(r, src, P, s);
+      for (int i = 0; i < plan.n; ++i) {
+        const Block& blk = plan.blocks[std::size_t(i)];
+        for (idx b = 0; b < s.B; ++b) {
+          const Offsets o = offsets(z, blk, b);
+          attention_backward(ex, dq + o.q, dks + o.kv, dvs + o.kv, dout + o.q, q + o.q, kc + o.kv, vc + o.kv,
+                             out + o.q, lse + o.lse, blk.shape);
+          ++st.block_calls;
+          progress(transfers);
+          progress(incoming);
+        }
+      }
+      if (step > 0) {
+        sent[step % 2] = {cp.isend(dks, z.kv, src, kBwdDk), cp.isend(dvs, z.kv, src, kBwdDv)};
+        st.bytes_sent += grad_bytes;
       }
     }
-    if (step > 0) {
-      if (step >= 2) {
-        wait_all(incoming);
-        axpy(ex, dks, static_cast<const T*>(arrived), 2 * z.kv, T(1));
-      }
-      sent[step % 2] = {cp.isend(dks, z.kv, next, kBwdDk), cp.isend(dvs, z.kv, next, kBwdDv)};
+    if (receiving) {
+      wait_all(incoming);
+      if (any_arrived)
+        axpy(ex, summed, static_cast<const T*>(arrived), 2 * z.kv, T(1));
+      else
+        copy_values(ex, summed, static_cast<const T*>(arrived), 2 * z.kv);
+      any_arrived = true;
     }
     wait_all(transfers);
+    if (step + 1 < P) (arriving ? st.hops : st.hops_skipped) += 1;
+    held = arriving;
     kc = ring[step % 2];
     vc = kc + z.kv;
   }
-  if (P > 1) {
-    std::array<Request, 2> own = {cp.irecv(arrived, z.kv, prev, kBwdDk), cp.irecv(arrived + z.kv, z.kv, prev, kBwdDv)};
-    wait_all(own);
-    axpy(ex, dk, static_cast<const T*>(arrived), z.kv, T(1));
-    axpy(ex, dv, static_cast<const T*>(arrived + z.kv), z.kv, T(1));
-    wait_all(sent[0]);
-    wait_all(sent[1]);
+  if (any_arrived) {
+    axpy(ex, dk, static_cast<const T*>(summed), z.kv, T(1));
+    axpy(ex, dv, static_cast<const T*>(summed + z.kv), z.kv, T(1));
   }
+  wait_all(sent[0]);
+  wait_all(sent[1]);
 }
 
-template void ring_attention_forward<float>(const Exec&, float*, float*, const float*, const float*, const float*,
-                                            const RingShape&, const DataPlane&, float*);
-template void ring_attention_forward<double>(const Exec&, double*, double*, const double*, const double*, const double*,
-                                             const RingShape&, const DataPlane&, double*);
-template void ring_attention_backward<float>(const Exec&, float*, float*, float*, const float*, const float*,
-                                             const float*, const float*, const float*, const float*, const RingShape&,
-                                             const DataPlane&, float*);
-template void ring_attention_backward<double>(const Exec&, double*, double*, double*, const double*, const double*,
-                                              const double*, const double*, const double*, const double*,
-                                              const RingShape&, const DataPlane&, double*);
+#define NEXUS_INSTANTIATE(T)                                                                                   \
+  template void ring_attention_forward<T>(const Exec&, T*, accum_t<T>*, const T*, const T*, const T*,                \
+                                          const RingShape&, const DataPlane&, T*, RingStats*);                       \
+  template void ring_attention_backward<T>(const Exec&, T*, T*, T*, const T*, const T*, const T*, const T*, const T*, \
+                                           const accum_t<T>*, const RingShape&, const DataPlane&, T*, RingStats*);
+NEXUS_INSTANTIATE(float)
+NEXUS_INSTANTIATE(double)
+#undef NEXUS_INSTANTIATE
 
 }  // namespace nexus

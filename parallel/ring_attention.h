@@ -4,14 +4,17 @@
 // result on every rank equals causal attention_forward / attention_backward over the whole
 // sequence, sliced to the rank's two chunks.
 //
-// Forward: the K/V of the kv heads travel around the ring (to rank + 1, from rank - 1) in cp
-// steps; at each step the rank runs attention_forward on every (local query chunk, held KV chunk)
-// pair that is not entirely in the future, and merges the partial results through their lse.
-// The next block's transfer (non-blocking, double-buffered in the workspace) is posted before
-// the current block is computed, so communication overlaps compute.
-// Backward: K/V travel the same ring again; each step's dK/dV contribution is added to the
-// accumulator arriving from rank - 1 and passed on to rank + 1 on a second ring (own tags), so
-// that after cp steps every accumulator is back with the owner of its K/V. dq stays local.
+// Forward: in cp steps, rank r works at step s on the K/V of the kv heads of rank r - s (its own
+// at step 0), which rank r - s sends to it directly: a hop of s ranks. At each step the rank runs
+// attention_forward on every (local query chunk, held KV chunk) pair that its neighborhood does
+// not leave empty, and merges the partial results through their lse. The next step's transfer
+// (non-blocking, double-buffered in the workspace) is posted before the current step is
+// computed, so communication overlaps compute.
+// Hops whose KV lies entirely outside every local query's neighborhood are skipped on both ends:
+// nothing is sent, received or computed (under sliding:W with W <= c only the hops from the two
+// neighbours in sequence order remain; under full every hop is needed, as zigzag balances them).
+// Backward: K/V travel again; each step's dK/dV contribution goes straight back to the K/V's owner,
+// which sums the arrivals in step order and adds them to its own dk, dv at the end. dq stays local.
 #pragma once
 
 #include "kernels/ops.h"
@@ -26,6 +29,16 @@ struct RingShape {
   idx n_heads;     // query heads
   idx n_kv_heads;  // key/value heads (divides n_heads)
   idx head_dim;
+  Neighborhood neighborhood = {};  // of the attention layer, on global positions
+};
+
+// What a forward or backward call moved and computed on this rank; calls add to it.
+struct RingStats {
+  std::size_t bytes_sent = 0;      // K/V (and, backward, dK/dV) bytes this rank sent
+  std::size_t bytes_received = 0;
+  idx block_calls = 0;             // attention_forward / attention_backward kernel calls
+  idx hops = 0;                    // steps > 0 whose KV block this rank received and used
+  idx hops_skipped = 0;            // steps > 0 skipped: the KV block was outside every local query's reach
 };
 
 // Elements of T the workspace of ring_attention_forward and ring_attention_backward needs (the
@@ -37,7 +50,7 @@ idx ring_attention_workspace(const RingShape& s);
 template <typename T>
 void ring_attention_forward(const Exec& ex, T* out /*[B,2c,Hq,hd]*/, accum_t<T>* lse /*[B,2c,Hq]*/,
                             const T* q /*[B,2c,Hq,hd]*/, const T* k /*[B,2c,Hkv,hd]*/, const T* v /*[B,2c,Hkv,hd]*/,
-                            const RingShape& s, const DataPlane& cp, T* workspace);
+                            const RingShape& s, const DataPlane& cp, T* workspace, RingStats* stats = nullptr);
 
 // Takes the forward's (merged) out and lse. dq, dk, dv accumulate, as in attention_backward;
 // dk, dv are the gradients of this rank's own K/V (summed over every rank's queries).
@@ -46,6 +59,6 @@ template <typename T>
 void ring_attention_backward(const Exec& ex, T* dq /*[B,2c,Hq,hd]*/, T* dk /*[B,2c,Hkv,hd]*/, T* dv /*[B,2c,Hkv,hd]*/,
                              const T* dout /*[B,2c,Hq,hd]*/, const T* q, const T* k, const T* v,
                              const T* out /*[B,2c,Hq,hd]*/, const accum_t<T>* lse /*[B,2c,Hq]*/, const RingShape& s,
-                             const DataPlane& cp, T* workspace);
+                             const DataPlane& cp, T* workspace, RingStats* stats = nullptr);
 
 }  // namespace nexus

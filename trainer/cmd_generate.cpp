@@ -152,11 +152,19 @@ int command_generate(int argc, char** argv) {
   }
   const auto n_prompt = static_cast<idx>(context.size());
   constexpr idx kBlockTokens = 16;
-  const idx blocks = (n_prompt + static_cast<idx>(max_new) + kBlockTokens - 1) / kBlockTokens + 1;
+  // A bounded neighborhood (sliding, block, dilated in every attention layer) frees old blocks,
+  // so the pool needs only what one window spans, however long the generation.
+  idx blocks = (n_prompt + static_cast<idx>(max_new) + kBlockTokens - 1) / kBlockTokens + 1;
+  const idx bound = InferenceSession<float>::bounded_blocks(c, kBlockTokens);
+  if (bound > 0) blocks = std::min(blocks, bound);
   MemoryNeed need;
   need.activations = InferenceSession<float>::cache_bytes(c, 1, kBlockTokens, blocks);
   require_memory("nexus generate (" + std::to_string(n_prompt + max_new) + " tokens of context)", need);
   InferenceSession<float> session(c, loaded.params.data(), 1, kBlockTokens, blocks);
+  if (c.attention_layer_count() > 0)
+    std::fprintf(stderr, "attention: %s; KV cache %lld blocks of %lld tokens%s\n", c.attention_neighborhood.c_str(),
+                 static_cast<long long>(blocks), static_cast<long long>(kBlockTokens),
+                 bound > 0 ? " (bounded by the neighborhood)" : "");
 
   std::fprintf(stderr, "model: %s\n", loaded.description.c_str());
   if (text_mode) std::fwrite(prompt.data(), 1, prompt.size(), stdout);

@@ -15,6 +15,7 @@ namespace {
 
 const char* kInspectUsage =
     "Usage: nexus inspect CHECKPOINT\n"
+    "       nexus inspect --receptive-field CONFIG [--seq-len T] [--out FILE.png]   (see its --help)\n"
     "  Verifies CHECKPOINT (a step_*.h5 file) and prints its step, tokens seen, data position,\n"
     "  the run's configuration, and every tensor's shape and L2 norm with the L2 norms of its\n"
     "  AdamW moments (exp_avg m, exp_avg_sq v).\n";
@@ -35,6 +36,15 @@ std::string shape_string(const std::vector<idx>& shape) {
 
 int command_inspect(int argc, char** argv) {
   std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
+  if (!args.empty() && args[0].rfind("--receptive-field", 0) == 0) {
+    // "--receptive-field=CONFIG" or "--receptive-field CONFIG": hand the rest on, CONFIG positional.
+    std::vector<std::string> rest = {"inspect"};
+    if (args[0].size() > 18 && args[0][17] == '=') rest.push_back(args[0].substr(18));
+    rest.insert(rest.end(), args.begin() + 1, args.end());
+    std::vector<char*> ptrs;
+    for (std::string& a : rest) ptrs.push_back(a.data());
+    return command_receptive_field(static_cast<int>(ptrs.size()), ptrs.data());
+  }
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
     std::printf("%s", kInspectUsage);
     return 0;

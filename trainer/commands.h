@@ -58,6 +58,9 @@ int command_export(int argc, char** argv);
 // `nexus inspect CHECKPOINT`: step, tokens, config, and every tensor's name, shape and L2 norm
 // with the norms of its optimizer moments.
 int command_inspect(int argc, char** argv);
+// `nexus inspect --receptive-field CONFIG [--seq-len T] [--out FILE.png]`: per layer, how far
+// back information reaches the last position, with the closed form checked, and a PNG plot.
+int command_receptive_field(int argc, char** argv);
 
 // `nexus generate --model PATH (--prompt TEXT | --tokens IDS) --max-new-tokens N [--temperature T]
 // [--top-k K] [--seed S]`: recurrent decoding (InferenceSession) with a paged KV cache.

@@ -129,8 +129,21 @@ ExportDtype parse_export_dtype(const std::string& text) {
   throw ExportError("--dtype " + text + " is not bf16 or fp32");
 }
 
-nlohmann::ordered_json bamba_config_json(const ModelConfig& c, ExportDtype dtype, std::vector<std::string>* warnings) {
+nlohmann::ordered_json bamba_config_json(const ModelConfig& c, ExportDtype dtype, std::vector<std::string>* warnings,
+                                         bool allow_lossy) {
   c.validate();
+  bool all_full = true;
+  for (idx i = 0; i < c.n_layers; ++i) all_full = all_full && (!c.is_attention(i) || c.neighborhood_of(i).is_full());
+  if (!all_full && !allow_lossy)
+    throw ExportError("cannot export: model.attention_neighborhood = \"" + c.attention_neighborhood +
+                      "\" restricts which positions attention reads, which transformers' BambaForCausalLM cannot "
+                      "express (it attends to every earlier position), so it would compute different logits; pass "
+                      "--allow-lossy to export anyway (the neighborhood is kept in config.json under "
+                      "\"nexus\" for nexus eval/generate)");
+  if (!all_full && warnings)
+    warnings->push_back("model.attention_neighborhood = \"" + c.attention_neighborhood +
+                        "\" is kept in config.json under \"nexus\" for nexus eval/generate, but transformers and "
+                        "vLLM ignore it: they attend to every earlier position and their logits will differ");
   // BambaConfig's own checks, which it makes even when no layer uses them.
   if (c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.n_heads % c.n_kv_heads != 0)
     throw ExportError("cannot export: BambaConfig needs positive attention sizes with num_attention_heads a multiple "
@@ -195,6 +208,7 @@ nlohmann::ordered_json bamba_config_json(const ModelConfig& c, ExportDtype dtype
     j["eos_token_id"] = nullptr;
   j["torch_dtype"] = torch_dtype;  // transformers < 5
   j["dtype"] = torch_dtype;        // transformers >= 5
+  j["nexus"] = {{"attention_neighborhood", c.attention_neighborhood}};  // ignored by transformers
   return j;
 }
 
@@ -266,6 +280,14 @@ ModelConfig model_config_from_bamba_json(const nlohmann::json& j, const std::str
       c.pattern[static_cast<std::size_t>(v.get<idx>())] = 'A';
     }
   }
+  if (const nlohmann::json* nexus = r.get("nexus")) {
+    if (!nexus->is_object()) r.fail("nexus", "= " + nexus->dump() + " is not an object");
+    if (const auto it = nexus->find("attention_neighborhood"); it != nexus->end()) {
+      if (!it->is_string())
+        r.fail("nexus", "has attention_neighborhood = " + it->dump() + ", not a string such as \"sliding:512\"");
+      c.attention_neighborhood = it->get<std::string>();
+    }
+  }
   try {
     c.validate();
   } catch (const ConfigError& e) {
@@ -275,9 +297,9 @@ ModelConfig model_config_from_bamba_json(const nlohmann::json& j, const std::str
 }
 
 ExportResult export_hf(const ModelConfig& config, const ParamTable& table, const float* params,
-                       const std::string& out_dir, ExportDtype dtype, std::int64_t max_shard_bytes) {
+                       const std::string& out_dir, ExportDtype dtype, std::int64_t max_shard_bytes, bool allow_lossy) {
   ExportResult result;
-  const ordered_json cfg = bamba_config_json(config, dtype, &result.warnings);
+  const ordered_json cfg = bamba_config_json(config, dtype, &result.warnings, allow_lossy);
   if (ParamTable(config).total() != table.total())
     throw ExportError("export: the parameter table (" + std::to_string(table.total()) +
                       " values) does not belong to this model config (" + std::to_string(ParamTable(config).total()) + ")");

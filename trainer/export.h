@@ -42,11 +42,15 @@ struct ExportResult {
 };
 
 // config.json's content for `config` (throws ExportError when Bamba cannot express the model).
-// `warnings` (optional) receives compatibility notes.
+// `warnings` (optional) receives compatibility notes. The attention neighborhoods are written under
+// the Nexus key "nexus": {"attention_neighborhood": ...}; transformers' Bamba has no such notion
+// (every attention layer is full causal), so a non-full neighborhood is refused unless
+// `allow_lossy`, and then exported with a warning that transformers will compute other logits.
 nlohmann::ordered_json bamba_config_json(const ModelConfig& config, ExportDtype dtype,
-                                         std::vector<std::string>* warnings = nullptr);
+                                         std::vector<std::string>* warnings = nullptr, bool allow_lossy = false);
 
-// The inverse: a ModelConfig from a BambaConfig JSON (as transformers writes it too). Throws
+// The inverse: a ModelConfig from a BambaConfig JSON (as transformers writes it too; with the
+// neighborhoods from the "nexus" key when present, else full). Throws
 // ExportError naming the field for a missing or unsupported value (biases, other activations,
 // other RoPE types, ...). `origin` names the file in messages.
 ModelConfig model_config_from_bamba_json(const nlohmann::json& j, const std::string& origin);
@@ -56,7 +60,7 @@ ModelConfig model_config_from_bamba_json(const nlohmann::json& j, const std::str
 // not rewrite (other shard counts) are removed so the folder holds exactly one model.
 ExportResult export_hf(const ModelConfig& config, const ParamTable& table, const float* params,
                        const std::string& out_dir, ExportDtype dtype = ExportDtype::BF16,
-                       std::int64_t max_shard_bytes = kDefaultMaxShardBytes);
+                       std::int64_t max_shard_bytes = kDefaultMaxShardBytes, bool allow_lossy = false);
 
 ExportDtype parse_export_dtype(const std::string& text);  // "bf16" | "fp32" (also "bfloat16", "float32", "f32")
 

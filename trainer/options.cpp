@@ -35,6 +35,9 @@ void for_each_option(Options& o, F&& f) {
   f("model.n_kv_heads", m.n_kv_heads, "attention key/value heads (GQA)");
   f("model.head_dim", m.head_dim, "attention head size");
   f("model.rope_theta", m.rope_theta, "RoPE base");
+  f("model.attention_neighborhood", m.attention_neighborhood,
+    "positions each attention layer reads: full, sliding:W, dilated:W:D, log, block:C, sink:K+<rule>; "
+    "one for all attention layers or a comma-separated list, one per attention layer");
   f("model.mamba_expand", m.mamba_expand, "Mamba-2 d_inner = expand * d_model");
   f("model.mamba_headdim", m.mamba_headdim, "Mamba-2 head size P");
   f("model.mamba_ngroups", m.mamba_ngroups, "Mamba-2 B/C groups G");

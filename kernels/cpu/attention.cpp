@@ -3,6 +3,10 @@
 // thread holds 64 x 64 tiles of scores on its stack. Masking works on global positions (query i
 // at q_pos0 + i, key j at k_pos0 + j), so the same kernel serves a ring attention step on any
 // (query block, KV block) pair; tiles that the causal mask hides entirely are never visited.
+// Under a neighborhood other than full (kernels/neighborhood.h) each (query tile, key tile) pair
+// is classified from its position ranges: empty pairs are skipped, fully visible ones need no
+// mask, and only the partial ones evaluate the rule per element. Full keeps the causal band mask
+// and visits exactly the tiles it always did, so its results are unchanged bit for bit.
 //
 // All tile products go through the CPU kernels' register-tiled micro-GEMM (micro_gemm.h). The score products
 // need one operand transposed so that every innermost loop runs over contiguous memory; the side
@@ -72,7 +76,12 @@ void tile_scores(T* __restrict C, idx ldc, const T* A, idx lda, idx mr, const T*
   }
 }
 
-// Keys [0, end) hold every key visible to query rows [i0, i0 + m).
+// Keys [begin, end) hold every key visible to query rows [i0, i0 + m).
+inline idx key_begin(const AttentionShape& s, idx i0, idx m) {
+  if (!s.causal || s.neighborhood.is_full()) return 0;
+  const idx q0 = s.q_pos0 + i0;
+  return std::clamp(s.neighborhood.first_key(q0, q0 + m - 1) - s.k_pos0, idx(0), s.Tk);
+}
 inline idx key_end(const AttentionShape& s, idx i0, idx m) {
   if (!s.causal) return s.Tk;
   return std::clamp(s.q_pos0 + i0 + m - s.k_pos0, idx(0), s.Tk);
@@ -87,6 +96,22 @@ inline idx query_begin(const AttentionShape& s, idx j0) {
 // Under the causal mask query i0 + i sees key j0 + j iff i - j >= j0 - i0 + k_pos0 - q_pos0:
 // a diagonal band offset, the same for every pair of a (query tile, key tile).
 inline idx mask_offset(const AttentionShape& s, idx i0, idx j0) { return j0 - i0 + s.k_pos0 - s.q_pos0; }
+
+// How the pair (query rows [i0, i0 + m), key rows [j0, j0 + n)) is masked.
+enum class TileMask {
+  kSkip,  // no query of the pair sees any of its keys: not computed at all
+  kNone,  // every query sees every key
+  kBand,  // full causal: the diagonal band given by mask_offset
+  kRule,  // part of the pair is visible: neighborhood.visible per element
+};
+inline TileMask tile_mask(const AttentionShape& s, idx i0, idx m, idx j0, idx n) {
+  if (!s.causal) return TileMask::kNone;
+  const Neighborhood& nb = s.neighborhood;
+  if (nb.is_full()) return TileMask::kBand;  // (a sink adds nothing to full)
+  const idx q0 = s.q_pos0 + i0, q1 = q0 + m - 1, k0 = s.k_pos0 + j0, k1 = k0 + n - 1;
+  if (!nb.any_visible(q0, q1, k0, k1)) return TileMask::kSkip;
+  return nb.all_visible(q0, q1, k0, k1) ? TileMask::kNone : TileMask::kRule;
+}
 
 // Row strides of the [B,T,H,hd] tensors, and the flat offset of one (sequence, row, head).
 struct Layout {
@@ -122,13 +147,24 @@ void forward_query_tile(T* out, T* lse, const T* q, const T* k, const T* v, cons
   const bool q_once = hd <= DC;
   if (q_once) transpose(qt, m, hd, L.ldq, qT, BQ);
   const idx j_end = key_end(s, i0, m);
-  for (idx j0 = 0; j0 < j_end; j0 += BK) {
+  for (idx j0 = key_begin(s, i0, m); j0 < j_end; j0 += BK) {
     const idx n = std::min(BK, j_end - j0), off = mask_offset(s, i0, j0);
+    const TileMask mask = tile_mask(s, i0, m, j0, n);
+    if (mask == TileMask::kSkip) continue;
     tile_scores(St, BQ, k + L.k_at(s, b, j0, g), L.ldk, n, qt, L.ldq, m, hd, q_once ? qT : nullptr, qT);
     std::copy(row_max, row_max + BQ, new_max);
     for (idx j = 0; j < n; ++j) {
       T* sr = St + j * BQ;
-      const idx first = s.causal ? std::clamp(j + off, idx(0), m) : 0;  // first query that sees key j
+      if (mask == TileMask::kRule) {
+        const idx kpos = s.k_pos0 + j0 + j, qpos = s.q_pos0 + i0;
+        for (idx i = 0; i < BQ; ++i) {
+          const T x = i < m && s.neighborhood.visible(qpos + i, kpos) ? sr[i] * scale : neg_inf;
+          sr[i] = x;
+          new_max[i] = new_max[i] > x ? new_max[i] : x;
+        }
+        continue;
+      }
+      const idx first = mask == TileMask::kBand ? std::clamp(j + off, idx(0), m) : 0;  // first query that sees key j
 #pragma omp simd
       for (idx i = 0; i < BQ; ++i) {
         const T x = i >= first && i < m ? sr[i] * scale : neg_inf;
@@ -180,11 +216,12 @@ struct Tile {
 // Backward of one (query tile, key tile) pair of sequence b, head h: recomputes the scores, takes
 // P = exp(score - lse) with the given (merged) lse and dS = P (dP - rowsum(dO * O)) scaled, and
 // adds dS K to dq and/or P^T dO, dS^T Q to dk, dv as `grads` says. kT, vT: the key tile's K^T
-// and V^T ([hd, BK]) when its caller formed them once for many pairs, else null.
+// and V^T ([hd, BK]) when its caller formed them once for many pairs, else null. `mask` is the
+// pair's tile_mask (never kSkip).
 template <typename T>
 void backward_tile(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                    const T* lse, const AttentionShape& s, const Layout& L, idx b, idx h, const Tile& t,
-                   const T* kT, const T* vT, unsigned grads) {
+                   const T* kT, const T* vT, unsigned grads, TileMask mask) {
   const idx hd = L.hd, g = h / L.group, off = mask_offset(s, t.i0, t.j0);
   const T scale = T(1) / std::sqrt(T(hd));
   const T neg_inf = -std::numeric_limits<T>::infinity();
@@ -199,7 +236,7 @@ void backward_tile(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, c
     T* dr = dS + i * BK;
     const T row_lse = lse[(b * s.Tq + t.i0 + i) * L.Hq + h];
     // Keys [0, vis) of the tile are visible; none when lse = -inf (the row saw no key at all).
-    const idx vis = row_lse == neg_inf ? 0 : s.causal ? std::clamp(i - off + 1, idx(0), t.n) : t.n;
+    const idx vis = row_lse == neg_inf ? 0 : mask == TileMask::kBand ? std::clamp(i - off + 1, idx(0), t.n) : t.n;
     if (vis == 0) {
       std::fill(pr, pr + BK, T(0));
       std::fill(dr, dr + BK, T(0));
@@ -210,6 +247,15 @@ void backward_tile(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, c
     T drow = T(0);  // rowsum(dO * O) = sum_j P_j dP_j over ALL key blocks, hence from the final out
 #pragma omp simd reduction(+ : drow)
     for (idx d = 0; d < hd; ++d) drow += dor[d] * orow[d];
+    if (mask == TileMask::kRule) {
+      const idx qpos = s.q_pos0 + t.i0 + i, kpos = s.k_pos0 + t.j0;
+      for (idx j = 0; j < BK; ++j) {
+        const T p = j < vis && s.neighborhood.visible(qpos, kpos + j) ? softmax_exp(pr[j] * scale - row_lse) : T(0);
+        pr[j] = p;
+        dr[j] = p * (dr[j] - drow) * scale;
+      }
+      continue;
+    }
 #pragma omp simd
     for (idx j = 0; j < BK; ++j) {
       const T p = j < vis ? softmax_exp(pr[j] * scale - row_lse) : T(0);
@@ -237,10 +283,14 @@ void backward_key_tile(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* 
     transpose(k + L.k_at(s, b, j0, g), n, L.hd, L.ldk, kT, BK);
     transpose(v + L.k_at(s, b, j0, g), n, L.hd, L.ldk, vT, BK);
   }
-  for (idx h = g * L.group; h < (g + 1) * L.group; ++h)
-    for (idx i0 = first; i0 < s.Tq; i0 += BQ)
-      backward_tile(dq, dk, dv, dout, q, k, v, out, lse, s, L, b, h, Tile{i0, std::min(BQ, s.Tq - i0), j0, n},
-                    kv_once ? kT : nullptr, kv_once ? vT : nullptr, grads);
+  for (idx h = g * L.group; h < (g + 1) * L.group; ++h)  // heads outer: the order dk, dv always summed in
+    for (idx i0 = first; i0 < s.Tq; i0 += BQ) {
+      const idx m = std::min(BQ, s.Tq - i0);
+      const TileMask mask = tile_mask(s, i0, m, j0, n);
+      if (mask != TileMask::kSkip)
+        backward_tile(dq, dk, dv, dout, q, k, v, out, lse, s, L, b, h, Tile{i0, m, j0, n}, kv_once ? kT : nullptr,
+                      kv_once ? vT : nullptr, grads, mask);
+    }
 }
 
 inline idx tiles(idx rows, idx tile) { return (rows + tile - 1) / tile; }
@@ -286,9 +336,13 @@ void attention_backward(const Exec&, T* dq, T* dk, T* dv, const T* dout, const T
   for (idx task = 0; task < nqt * heads; ++task) {
     const idx i0 = (nqt - 1 - task / heads) * BQ, bh = task % heads;
     const idx m = std::min(BQ, s.Tq - i0), j_end = key_end(s, i0, m);
-    for (idx j0 = 0; j0 < j_end; j0 += BK)
-      backward_tile<T>(dq, dk, dv, dout, q, k, v, out, lse, s, L, bh / s.n_heads, bh % s.n_heads,
-                       Tile{i0, m, j0, std::min(BK, j_end - j0)}, nullptr, nullptr, kDq);
+    for (idx j0 = key_begin(s, i0, m); j0 < j_end; j0 += BK) {
+      const idx n = std::min(BK, j_end - j0);
+      const TileMask mask = tile_mask(s, i0, m, j0, n);
+      if (mask != TileMask::kSkip)
+        backward_tile<T>(dq, dk, dv, dout, q, k, v, out, lse, s, L, bh / s.n_heads, bh % s.n_heads,
+                         Tile{i0, m, j0, n}, nullptr, nullptr, kDq, mask);
+    }
   }
   // Key tiles in ascending order: under the causal mask the first are seen by the most queries.
 #pragma omp parallel for schedule(dynamic, 1)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The `nexus` command as a user meets it: help, configuration errors (message and exit code),
-# and clean stops on SIGTERM / SIGUSR1.   usage: command_line.sh NEXUS_BINARY SOURCE_DIR
+# clean stops on SIGTERM / SIGUSR1, and attention neighborhoods through export, generate, inspect.   usage: command_line.sh NEXUS_BINARY SOURCE_DIR
 set -uo pipefail
 nexus=$1
 src=$2
@@ -168,6 +168,39 @@ PY
 else
   fail "export for the bit-flip check"
 fi
+
+# Attention neighborhoods: a short sliding-window run; export refuses it without --allow-lossy
+# (writing nothing) and keeps it in config.json with it; generate reads it back and bounds its KV
+# cache; inspect --receptive-field checks the closed form and writes the plot.
+if "$nexus" train --config "$tiny" --model.attention_neighborhood=sliding:4 --train.steps=4 --train.ckpt_every=4 \
+  --train.out_dir="$work/nb" >"$work/nb.log" 2>&1; then
+  pass "train with a sliding window"
+else
+  fail "train with a sliding window"; tail -5 "$work/nb.log"
+fi
+expect_error "export refuses a sliding window" "--allow-lossy" "$nexus" export "$work/nb/checkpoints" --out "$work/nb_hf"
+[ ! -e "$work/nb_hf/config.json" ] && pass "a refused export writes nothing" || fail "a refused export wrote config.json"
+if "$nexus" export "$work/nb/checkpoints" --out "$work/nb_hf" --allow-lossy >"$work/nb_export" 2>&1 &&
+  grep -q '"attention_neighborhood": "sliding:4"' "$work/nb_hf/config.json"; then
+  pass "export --allow-lossy keeps the neighborhood in config.json"
+else
+  fail "export --allow-lossy"; cat "$work/nb_export"
+fi
+if "$nexus" generate --model "$work/nb_hf" --tokens 3,12,5,9,0,0,5 --max-new-tokens 40 --temperature 0 \
+  >"$work/nb_gen" 2>"$work/nb_gen_err" && grep -q "sliding:4; KV cache 2 blocks of 16 tokens (bounded" "$work/nb_gen_err"; then
+  pass "generate reads the neighborhood back and bounds its cache"
+else
+  fail "generate with a sliding window"; cat "$work/nb_gen_err"
+fi
+if "$nexus" inspect --receptive-field "$tiny" --model.n_layers=4 --model.pattern=AAAA \
+  --model.attention_neighborhood=sliding:9 --seq-len 100 --out "$work/rf.png" >"$work/rf" 2>&1 &&
+  grep -q "closed form: reach after l layers = min(l \* 8, T - 1): matches" "$work/rf" && [ -s "$work/rf.png" ]; then
+  pass "inspect --receptive-field"
+else
+  fail "inspect --receptive-field"; cat "$work/rf"
+fi
+expect_error "inspect --receptive-field: bad neighborhood" 'model.attention_neighborhood = "dilated:2"' \
+  "$nexus" inspect --receptive-field "$tiny" --model.attention_neighborhood=dilated:2
 
 if ((failures)); then
   echo "$failures check(s) failed"

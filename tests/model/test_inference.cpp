@@ -2,7 +2,9 @@
 // InferenceSession equal Model<double>::forward's logits at every position (T = 40 over SSD chunks
 // of 8 and KV pages of 4 tokens, GQA, two groups, B = 2, Mamba and attention layers interleaved),
 // in double and in float; prefill equals stepping; the KV pool's exhaustion error, its rollback,
-// and block reuse after reset; one sequence reset while the other continues.
+// and block reuse after reset; one sequence reset while the other continues. Bounded attention
+// neighborhoods (sliding, block, dilated, with a sink) equal the full forward under the same
+// neighborhood token by token while the cache frees old blocks and stays within its bound.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -56,6 +58,11 @@ std::vector<std::int32_t> random_tokens(const ModelConfig& c, idx n, std::uint64
   return t;
 }
 
+ModelConfig with_neighborhood(ModelConfig c, const std::string& neighborhood) {
+  c.attention_neighborhood = neighborhood;
+  return c;
+}
+
 // A randomised Model<double>, a batch of tokens [B, T] and its full-forward logits [B*T, V].
 struct Reference {
   ModelConfig c;
@@ -63,8 +70,10 @@ struct Reference {
   std::vector<std::int32_t> tokens;
   std::vector<double> logits;
 
-  Reference(const std::string& pattern, std::uint64_t seed)
-      : c(small_config(pattern)), m(c, BatchShape{kB, kT}), tokens(random_tokens(c, kB * kT, seed + 100)) {
+  Reference(const std::string& pattern, std::uint64_t seed, const std::string& neighborhood = "full")
+      : c(with_neighborhood(small_config(pattern), neighborhood)),
+        m(c, BatchShape{kB, kT}),
+        tokens(random_tokens(c, kB * kT, seed + 100)) {
     randomise(m, seed);
     const std::vector<std::int32_t> targets(tokens.size(), -1);
     m.forward(tokens.data(), targets.data());
@@ -177,6 +186,63 @@ TEST(Inference, ResetReusesBlocksAndReproduces) {
   EXPECT_EQ(s.position(1), 0);
   const std::vector<double> second = stepped_logits(s, r.tokens, kT);
   EXPECT_EQ(first, second);  // same blocks in the same order, same arithmetic: bit-identical
+}
+
+// With every attention layer bounded, a pool of B * bounded_blocks blocks (a quarter or less of
+// what 40 tokens take under full) carries both sequences to the end, the logits equal the full
+// forward under the same neighborhood at every position, and no step holds more blocks than the
+// bound. Pages of 4 tokens, so windows and clusters straddle them.
+TEST(Inference, BoundedNeighborhoodsFreeOldBlocksAndMatchTheFullForward) {
+  for (const std::string nb : {"sliding:6", "block:8", "dilated:3:4", "sink:2+sliding:5", "sliding:3,block:5"}) {
+    const Reference r("MAMA", 10, nb);
+    const idx bound = InferenceSession<double>::bounded_blocks(r.c, 4);
+    ASSERT_GT(bound, 0) << nb;
+    ASSERT_LE(bound * 4, kT / 2) << nb;
+    InferenceSession<double> s(r.c, r.m.params(), kB, 4, kB * bound);
+    const idx V = r.c.vocab_size;
+    for (idx t = 0; t < kT; ++t) {
+      const std::int32_t col[kB] = {r.tokens[std::size_t(t)], r.tokens[std::size_t(kT + t)]};
+      const double* lg = s.step(col);
+      for (idx b = 0; b < kB; ++b)
+        EXPECT_LT(max_rel_diff(std::vector<double>(lg + b * V, lg + (b + 1) * V), r.rows(b, t, t + 1)), 1e-10)
+            << nb << ": sequence " << b << ", token " << t;
+    }
+    // The same pool under full attention runs out: the neighborhood is what bounds it.
+    const Reference full("MAMA", 10);
+    InferenceSession<double> unbounded(full.c, full.m.params(), kB, 4, kB * bound);
+    EXPECT_THROW(stepped_logits(unbounded, full.tokens, kT), KvCacheFull) << nb;
+  }
+  EXPECT_EQ(InferenceSession<double>::bounded_blocks(with_neighborhood(small_config("MA"), "log"), 4), -1);
+  EXPECT_EQ(InferenceSession<double>::bounded_blocks(with_neighborhood(small_config("MAA"), "sliding:9,full"), 4), -1);
+}
+
+// A rule that reads back arbitrarily far (log: distances 0, 1, 2, 4, ...) frees nothing but still
+// masks in the decode kernel: the steps equal the full forward under log.
+TEST(Inference, LogNeighborhoodStepsMatchTheFullForward) {
+  const Reference r("MAMA", 11, "log");
+  InferenceSession<double> s(r.c, r.m.params(), kB, 4, 2 * kT / 4);
+  EXPECT_LT(max_rel_diff(stepped_logits(s, r.tokens, kT), r.logits), 1e-10);
+  EXPECT_EQ(s.free_blocks(), 0);
+  const Reference full("MAMA", 11);  // the same weights and tokens under full attention differ
+  EXPECT_GT(max_rel_diff(full.logits, r.logits), 1e-3);
+}
+
+// A long run under sliding: 4 blocks of 4 tokens carry one sequence through 200 tokens, and the
+// sequence's reset gives them all back.
+TEST(Inference, SlidingCacheStaysBoundedOverALongSequence) {
+  ModelConfig c = with_neighborhood(small_config("MA"), "sliding:5");
+  Model<double> m(c, BatchShape{1, 1});
+  m.init(3);
+  const idx bound = InferenceSession<double>::bounded_blocks(c, 4);
+  EXPECT_EQ(bound, 3);
+  InferenceSession<double> s(c, m.params(), 1, 4, bound);
+  const auto tokens = random_tokens(c, 200, 4);
+  for (idx t = 0; t < 200; ++t) s.step(&tokens[std::size_t(t)]);
+  EXPECT_EQ(s.position(0), 200);
+  // Token 199 reads keys 195..199: blocks 48 (192..195) and 49 (196..199) are held, the rest free.
+  EXPECT_EQ(s.free_blocks(), bound - 2);
+  s.reset_sequence(0);
+  EXPECT_EQ(s.free_blocks(), bound);
 }
 
 TEST(Inference, RejectsTokensOutsideTheVocabulary) {

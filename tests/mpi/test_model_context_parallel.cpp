@@ -1,8 +1,10 @@
 // The whole model under context parallelism: on a dp x cp mesh, each cp group's loss and summed
-// parameter gradients equal the single-rank model's on the same whole sequences.
+// parameter gradients equal the single-rank model's on the same whole sequences, under full
+// attention and under a sliding window (global positions through the ring, skipped hops).
 #include <gtest/gtest.h>
 
 #include <random>
+#include <string>
 
 #include "data/zigzag.h"
 #include "model/model.h"
@@ -29,12 +31,14 @@ ModelConfig hybrid_config() {
   return c;
 }
 
-void check_mesh(idx cp) {
+void check_mesh(idx cp, const std::string& neighborhood = "full") {
   const Communicator& world = test::world();
   if (world.size() % cp != 0) GTEST_SKIP() << "world " << world.size() << " not divisible by cp " << cp;
   const Communicator group = world.split(world.rank() / int(cp), world.rank());
   const idx dp_rank = world.rank() / cp;
-  const ModelConfig c = hybrid_config();
+  ModelConfig c = hybrid_config();
+  c.pattern = "MAMMAMMA";  // attention layers 1, 4 and 7
+  c.attention_neighborhood = neighborhood;
   const idx B = 2, chunk = 5, T = 2 * cp * chunk;
 
   // Each dp replica trains on its own batch; every rank of a cp group builds the same one.
@@ -76,10 +80,18 @@ void check_mesh(idx cp) {
   }
   if (cp > 1) {
     EXPECT_GT(local.mamba_bytes_sent(), 0u);
+    EXPECT_GT(local.ring_stats().block_calls, 0);
   }
 }
 
 TEST(ModelContextParallel, MatchesSingleRankOnTheWholeSequence) { check_mesh(test::world().size()); }
+
+// A window of 3 (chunks are 5 tokens): each rank reads only its sequence neighbours' K/V, so with
+// cp = 4 some hops are skipped, and a per-layer list puts different rules on the three layers.
+TEST(ModelContextParallel, NeighborhoodsMatchSingleRank) {
+  check_mesh(test::world().size(), "sliding:3");
+  check_mesh(test::world().size(), "block:4,sink:2+log,dilated:2:6");
+}
 
 TEST(ModelContextParallel, DataTimesContextMeshOfTwoByTwo) {
   if (test::world().size() != 4) GTEST_SKIP() << "needs 4 ranks";

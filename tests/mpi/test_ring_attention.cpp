@@ -1,7 +1,8 @@
 // Ring attention over a cp group equals causal attention over the whole sequence on one rank,
 // sliced to the rank's zigzag chunks: out, lse, dq, dk, dv. Groups: the whole world, a single
 // rank (no communication), and the world split into cp = 2 groups (dp x cp, cp-inner). Also the
-// Communicator pieces it is built on: split() and non-blocking point-to-point.
+// Communicator pieces it is built on: split() and non-blocking point-to-point. Every attention
+// neighborhood likewise, with the hops that no local query needs sending and receiving nothing.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -16,6 +17,7 @@
 #include "mpi/world.h"
 #include "parallel/ring_attention.h"
 #include "support/check.h"
+#include "support/naive_neighborhood.h"
 
 namespace nexus {
 namespace {
@@ -78,13 +80,14 @@ std::vector<double> minus(const std::vector<T>& a, const std::vector<T>& b) {
 
 struct Errors {
   double out, lse, dq, dk, dv;
+  RingStats forward, backward;  // what the ring's two calls counted on this rank
 };
 
 // The same full random problem (from `seed`) on every rank of `cp`; the single-rank reference in
 // double over all T = 2 cp c tokens; the ring in T on this rank's zigzag part. Returns the
 // relative errors of the ring against the reference's slice.
 template <typename T>
-Errors ring_vs_single_rank(const Communicator& cp, idx c, std::uint64_t seed) {
+Errors ring_vs_single_rank(const Communicator& cp, idx c, std::uint64_t seed, const Neighborhood& nb = {}) {
   const int P = cp.size(), r = cp.rank();
   const idx T_full = 2 * P * c, wq = kHq * kHd, wk = kHkv * kHd;
   const auto q = random_vector(std::size_t(kB * T_full * wq), seed);
@@ -92,14 +95,15 @@ Errors ring_vs_single_rank(const Communicator& cp, idx c, std::uint64_t seed) {
   const auto v = random_vector(std::size_t(kB * T_full * wk), seed + 2);
   const auto dout = random_vector(std::size_t(kB * T_full * wq), seed + 3);
 
-  const AttentionShape full{kB, T_full, T_full, kHq, kHkv, kHd, 0, 0, true};
+  const AttentionShape full{kB, T_full, T_full, kHq, kHkv, kHd, 0, 0, true, nb};
   std::vector<double> out(q.size()), lse(std::size_t(kB * T_full * kHq));
   std::vector<double> dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
   attention_forward(Exec{}, out.data(), lse.data(), q.data(), k.data(), v.data(), full);
   attention_backward(Exec{}, dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
                      lse.data(), full);
 
-  const RingShape s{kB, c, kHq, kHkv, kHd};
+  const RingShape s{kB, c, kHq, kHkv, kHd, nb};
+  RingStats fwd, bwd;
   const auto lq = zigzag_part<T>(q, c, wq, P, r), lk = zigzag_part<T>(k, c, wk, P, r),
              lv = zigzag_part<T>(v, c, wk, P, r), ldout = zigzag_part<T>(dout, c, wq, P, r);
   const T nan = std::numeric_limits<T>::quiet_NaN();
@@ -108,21 +112,23 @@ Errors ring_vs_single_rank(const Communicator& cp, idx c, std::uint64_t seed) {
   std::vector<T> work(std::size_t(ws + guard), nan);
   for (idx i = ws; i < ws + guard; ++i) work[std::size_t(i)] = T(12345);
   std::vector<T> lout(lq.size(), nan), llse(std::size_t(kB * 2 * c * kHq), nan);
-  ring_attention_forward(Exec{}, lout.data(), llse.data(), lq.data(), lk.data(), lv.data(), s, cp, work.data());
+  ring_attention_forward(Exec{}, lout.data(), llse.data(), lq.data(), lk.data(), lv.data(), s, cp, work.data(), &fwd);
   // The gradients accumulate: start them at random values and compare what was added.
   const auto dq0 = zigzag_part<T>(random_vector(q.size(), seed + 4), c, wq, P, r);
   const auto dk0 = zigzag_part<T>(random_vector(k.size(), seed + 5), c, wk, P, r);
   const auto dv0 = zigzag_part<T>(random_vector(k.size(), seed + 6), c, wk, P, r);
   auto ldq = dq0, ldk = dk0, ldv = dv0;
   ring_attention_backward(Exec{}, ldq.data(), ldk.data(), ldv.data(), ldout.data(), lq.data(), lk.data(), lv.data(),
-                          lout.data(), llse.data(), s, cp, work.data());
+                          lout.data(), llse.data(), s, cp, work.data(), &bwd);
   for (idx i = ws; i < ws + guard; ++i) EXPECT_EQ(work[std::size_t(i)], T(12345)) << "workspace overrun at " << i;
 
   return {max_rel_diff(lout, zigzag_part<double>(out, c, wq, P, r)),
           max_rel_diff(llse, zigzag_part<double>(lse, c, kHq, P, r)),
           max_rel_diff(minus(ldq, dq0), zigzag_part<double>(dq, c, wq, P, r)),
           max_rel_diff(minus(ldk, dk0), zigzag_part<double>(dk, c, wk, P, r)),
-          max_rel_diff(minus(ldv, dv0), zigzag_part<double>(dv, c, wk, P, r))};
+          max_rel_diff(minus(ldv, dv0), zigzag_part<double>(dv, c, wk, P, r)),
+          fwd,
+          bwd};
 }
 
 void expect_below(const Errors& e, double tol, const std::string& what) {
@@ -176,14 +182,80 @@ TEST(RingAttention, CpGroupsOfTwoWithinTheWorld) {
   check_group(group, 300 + 10 * std::uint64_t(color), "dp" + std::to_string(color));
 }
 
+// Whether any query of cp-rank dst reads any key of cp-rank src, by brute force over positions
+// with the rule written out (support/naive_neighborhood.h): the hop the ring may not skip.
+bool naive_hop_needed(const Neighborhood& nb, int dst, int src, int cp, idx c) {
+  for (int qh = 0; qh < 2; ++qh)
+    for (int kh = 0; kh < 2; ++kh) {
+      const idx gq = qh == 0 ? dst : 2 * cp - 1 - dst, gk = kh == 0 ? src : 2 * cp - 1 - src;
+      for (idx i = 0; i < c; ++i)
+        for (idx j = 0; j < c; ++j)
+          if (test::naive_visible(nb, gq * c + i, gk * c + j)) return true;
+    }
+  return false;
+}
+
+// Every neighborhood through the ring equals the single-rank kernel under it (itself checked
+// against naive masked attention), and each rank sends, receives and skips exactly the hops the
+// brute-force rule says: a skipped hop moves no byte in either direction.
+TEST(RingAttention, EveryNeighborhoodMatchesOneRankAndSkipsUnneededHops) {
+  const Communicator& cp = test::world();
+  const int P = cp.size(), r = cp.rank();
+  for (idx c : {idx(13), idx(70)}) {
+    using K = Neighborhood::Kind;
+    const Neighborhood cases[] = {
+        test::make_neighborhood(K::kSliding, c - 4),   test::make_neighborhood(K::kSliding, 2 * c + 5),
+        test::make_neighborhood(K::kDilated, 3, c + 1), test::make_neighborhood(K::kLog),
+        test::make_neighborhood(K::kBlock, c),          test::make_neighborhood(K::kBlock, 20),
+        test::make_neighborhood(K::kSliding, 5, 1, 3),  test::make_neighborhood(K::kBlock, 2 * c, 1, 1),
+    };
+    for (const Neighborhood& nb : cases) {
+      const std::string what = "cp=" + std::to_string(P) + " rank " + std::to_string(r) + " c=" + std::to_string(c) +
+                               " kind " + std::to_string(int(nb.kind)) + " width " + std::to_string(nb.width) +
+                               " dilation " + std::to_string(nb.dilation) + " sink " + std::to_string(nb.sink);
+      const Errors d = ring_vs_single_rank<double>(cp, c, 400, nb);
+      expect_below(d, kDoubleTol, what + " double");
+      const Errors f = ring_vs_single_rank<float>(cp, c, 400, nb);
+      expect_below(f, kFloatTol, what + " float");
+
+      const std::size_t kv_bytes = 2 * std::size_t(kB * 2 * c * kHkv * kHd) * sizeof(float);  // K and V
+      idx needed_in = 0, needed_out = 0;
+      for (int step = 1; step < P; ++step) {
+        needed_in += naive_hop_needed(nb, r, (r - step + P) % P, P, c) ? 1 : 0;
+        needed_out += naive_hop_needed(nb, (r + step) % P, r, P, c) ? 1 : 0;
+      }
+      EXPECT_EQ(f.forward.hops, needed_in) << what;
+      EXPECT_EQ(f.forward.hops_skipped, P - 1 - needed_in) << what;
+      EXPECT_EQ(f.forward.bytes_sent, std::size_t(needed_out) * kv_bytes) << what;
+      EXPECT_EQ(f.forward.bytes_received, std::size_t(needed_in) * kv_bytes) << what;
+      // Backward: K/V again, and the dK/dV contributions back along each used hop.
+      EXPECT_EQ(f.backward.bytes_sent, std::size_t(needed_out + needed_in) * kv_bytes) << what;
+      EXPECT_EQ(f.backward.bytes_received, std::size_t(needed_in + needed_out) * kv_bytes) << what;
+      EXPECT_EQ(f.forward.block_calls, f.backward.block_calls) << what;
+      // Within a window shorter than a chunk, only the neighbours in sequence order are needed.
+      if (nb.kind == Neighborhood::kSliding && nb.width <= c && nb.sink == 0) {
+        EXPECT_LE(needed_in, 2) << what;
+      }
+    }
+  }
+}
+
+// Under full every hop is used (zigzag gives each rank a chunk after every other rank's).
+TEST(RingAttention, FullNeighborhoodUsesEveryHop) {
+  const Communicator& cp = test::world();
+  const Errors f = ring_vs_single_rank<float>(cp, 13, 500);
+  EXPECT_EQ(f.forward.hops, cp.size() - 1);
+  EXPECT_EQ(f.forward.hops_skipped, 0);
+}
+
 // Timing, not a check: mpirun -np 2 test_ring_attention --gtest_also_run_disabled_tests
 // --gtest_filter='*Timing*'. Ring over the world vs the whole sequence on one rank (each rank
 // runs it at once, on its own cores).
 TEST(RingAttention, DISABLED_Timing) {
   const Communicator& w = test::world();
   const idx T_full = 4096, Hq = 8, Hkv = 2, hd = 64, c = T_full / (2 * w.size());
-  const RingShape s{1, c, Hq, Hkv, hd};
-  const AttentionShape full{1, T_full, T_full, Hq, Hkv, hd, 0, 0, true};
+  const RingShape s{1, c, Hq, Hkv, hd, {}};
+  const AttentionShape full{1, T_full, T_full, Hq, Hkv, hd, 0, 0, true, {}};
   const idx nq = T_full * Hq * hd, nk = T_full * Hkv * hd;
   const auto q = random_vector<float>(std::size_t(nq), 1), k = random_vector<float>(std::size_t(nk), 2),
              v = random_vector<float>(std::size_t(nk), 3), dout = random_vector<float>(std::size_t(nq), 4);

@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 // Every key the configuration must offer, written out here independently of options.cpp.
 const std::vector<std::string> kAllKeys = {
     "model.vocab_size", "model.d_model", "model.n_layers", "model.pattern", "model.mlp_hidden", "model.n_heads",
-    "model.n_kv_heads", "model.head_dim", "model.rope_theta", "model.mamba_expand", "model.mamba_headdim",
+    "model.n_kv_heads", "model.head_dim", "model.rope_theta", "model.attention_neighborhood", "model.mamba_expand",
+    "model.mamba_headdim",
     "model.mamba_ngroups", "model.mamba_d_state", "model.mamba_d_conv", "model.mamba_chunk", "model.norm_eps",
     "model.tie_embeddings", "model.init_std", "train.steps", "train.global_batch", "train.micro_batch",
     "train.grad_accum", "train.seq_len", "train.seed", "optim.lr", "schedule.min_lr", "schedule.warmup_steps",
@@ -121,6 +122,17 @@ TEST(Options, HelpFlagSkipsValidation) {
   const CommandLine cl = parse_command_line(std::vector<std::string>{"--help", "--train.steps=0"});
   EXPECT_TRUE(cl.help);
   EXPECT_TRUE(parse_command_line(std::vector<std::string>{"-h"}).help);
+}
+
+TEST(Options, BadAttentionNeighborhoodNamesKeyAndValue) {
+  std::string msg = error_of([] {
+    parse_command_line(std::vector<std::string>{"--model.attention_neighborhood=sliding:0"});
+  });
+  EXPECT_CONTAINS(msg, "model.attention_neighborhood = \"sliding:0\"");
+  EXPECT_CONTAINS(msg, "positive integer");
+  // The default pattern has one attention layer in 8: two entries do not fit.
+  msg = error_of([] { parse_command_line(std::vector<std::string>{"--model.attention_neighborhood=log,full"}); });
+  EXPECT_CONTAINS(msg, "has 2 entries; expected 1");
 }
 
 TEST(Options, UnknownKeyInFileNamesKeyAndFile) {
@@ -288,7 +300,8 @@ TEST(Options, HelpListsEveryKeyWithItsDefault) {
 TEST(Options, ResolvedIniTextRoundTrips) {
   const CommandLine cl = parse_command_line(std::vector<std::string>{
       "--model.n_layers=4", "--model.pattern=MAMA", "--model.tie_embeddings=on", "--model.rope_theta=500000",
-      "--model.norm_eps=1e-6", "--model.init_std=0.30000000000000004", "--optim.lr=3e-4", "--schedule.min_lr=3e-5",
+      "--model.attention_neighborhood=sink:4+sliding:64,log", "--model.norm_eps=1e-6",
+      "--model.init_std=0.30000000000000004", "--optim.lr=3e-4", "--schedule.min_lr=3e-5",
       "--train.seed=18446744073709551615", "--schedule.name=constant", "--train.out_dir=/tmp/run 1",
       "--data.source=hdf5", "--data.path=/data/shard_*.h5", "--data.val_path=val.h5", "--parallel.cp=2"});
   const std::string text = to_ini(cl.options);
@@ -304,6 +317,7 @@ TEST(Options, ResolvedIniTextRoundTrips) {
   EXPECT_EQ(back.data, cl.options.data);
   EXPECT_EQ(back.parallel, cl.options.parallel);
   EXPECT_EQ(back.model.pattern, "MAMA");
+  EXPECT_EQ(back.model.attention_neighborhood, "sink:4+sliding:64,log");
   EXPECT_TRUE(back.model.tie_embeddings);
   EXPECT_EQ(back.model.init_std, 0.30000000000000004);  // exact, not merely close
   EXPECT_EQ(back.model.norm_eps, 1e-6);
