@@ -560,7 +560,9 @@ std::vector<fs::path> step_files(const fs::path& dir) {
 // The newest step file that verifies, whatever `latest` says: `latest` is only a hint. A run that
 // died (or whose disk filled) after renaming step_N.h5 into place but before rewriting `latest`
 // leaves the pointer one checkpoint behind, and step_N.h5 is complete and verified all the same.
-std::string resolve_in_directory(const fs::path& dir, std::vector<std::string>& notes) {
+// `accept` returns "" when it takes a candidate, or why it cannot (e.g. its verification error).
+template <typename Accept>
+std::string resolve_in_directory(const fs::path& dir, std::vector<std::string>& notes, Accept&& accept) {
   std::error_code ec;
   const fs::path latest = dir / "latest";
   std::string hint;  // the file `latest` names
@@ -583,7 +585,7 @@ std::string resolve_in_directory(const fs::path& dir, std::vector<std::string>& 
   if (!has_latest) notes.push_back(latest.string() + " is missing; looking for the newest checkpoint that verifies");
   bool skipped = false;
   for (const fs::path& c : candidates) {
-    const std::string error = verification_error(c.string());
+    const std::string error = accept(c.string());
     if (!error.empty()) {
       notes.push_back((c.string() == hint ? latest.string() + " names " + c.string() + ", which cannot be used: "
                                           : "skipping " + c.string() + ": ") +
@@ -671,13 +673,46 @@ CheckpointMeta load_checkpoint(const std::string& path, const ModelConfig& expec
   return reader.meta();
 }
 
-std::string resolve_checkpoint(const std::string& spec, const std::string& ckpt_dir, std::vector<std::string>& notes) {
+namespace {
+
+// The resolution of --resume, with `accept` deciding about each candidate file.
+template <typename Accept>
+std::string resolve_with(const std::string& spec, const std::string& ckpt_dir, std::vector<std::string>& notes,
+                         Accept&& accept) {
   std::error_code ec;
-  if (spec == "latest") return resolve_in_directory(ckpt_dir, notes);
-  if (fs::is_directory(spec, ec)) return resolve_in_directory(spec, notes);
-  const std::string error = verification_error(spec);
+  if (spec == "latest") return resolve_in_directory(ckpt_dir, notes, accept);
+  if (fs::is_directory(spec, ec)) return resolve_in_directory(spec, notes, accept);
+  const std::string error = accept(spec);
   if (!error.empty()) throw CheckpointError("cannot resume from " + spec + ": " + error);
   return spec;
+}
+
+}  // namespace
+
+std::string resolve_checkpoint(const std::string& spec, const std::string& ckpt_dir, std::vector<std::string>& notes) {
+  return resolve_with(spec, ckpt_dir, notes, verification_error);
+}
+
+std::string resume_checkpoint(const std::string& spec, const std::string& ckpt_dir, const ModelConfig& expected,
+                              const ParamTable& table, float* params, float* exp_avg, float* exp_avg_sq,
+                              CheckpointMeta& meta, std::vector<std::string>& notes) {
+  return resolve_with(spec, ckpt_dir, notes, [&](const std::string& path) -> std::string {
+    // A file whose metadata does not even read is damaged: the next older one may do.
+    CheckpointMeta stored;
+    try {
+      stored = read_checkpoint_meta(path);
+    } catch (const CheckpointError& e) {
+      return e.what();
+    }
+    // A different architecture is the run's mistake, not damage, and older files share it: stop.
+    check_architecture(path, stored.config_ini, expected);
+    try {
+      meta = load_checkpoint(path, expected, table, params, exp_avg, exp_avg_sq);  // verifies as it reads
+    } catch (const CheckpointError& e) {
+      return e.what();
+    }
+    return "";
+  });
 }
 
 }  // namespace nexus

@@ -94,6 +94,16 @@ CheckpointMeta verify_checkpoint(const std::string& path);
 // missing or damaged, or when checkpoints exist but none verifies.
 std::string resolve_checkpoint(const std::string& spec, const std::string& ckpt_dir, std::vector<std::string>& notes);
 
+// --resume in one pass over the data: resolves `spec` as resolve_checkpoint does, but each
+// candidate is verified by loading it (every tensor read and checksummed once, not verified and
+// then read again); a candidate that fails is skipped with a note and the next older one loaded
+// over it. An architecture different from `expected` throws at once (older files share it).
+// Returns the path loaded, with its meta in `meta`, or "" for a fresh start (nothing loaded).
+// Throws CheckpointError as resolve_checkpoint; on a throw the buffers' contents are unspecified.
+std::string resume_checkpoint(const std::string& spec, const std::string& ckpt_dir, const ModelConfig& expected,
+                              const ParamTable& table, float* params, float* exp_avg, float* exp_avg_sq,
+                              CheckpointMeta& meta, std::vector<std::string>& notes);
+
 // `nexus inspect CHECKPOINT`: argv[0] is "inspect". Verifies the file (with the architecture
 // stored in it) and prints step, tokens, the other meta fields, the config text, and each tensor's
 // name, shape and L2 norm with the L2 norms of its optimizer moments. Returns 0. Bad usage and

@@ -152,11 +152,14 @@ void restore(const std::string& resume, const RunOptions& o, RunState& st, Model
   if (comm.is_root()) {
     try {
       std::vector<std::string> notes;
-      path = resolve_checkpoint(resume, o.checkpoint.dir, notes);
+      try {
+        path = resume_checkpoint(resume, o.checkpoint.dir, o.model, model.table(), model.params(),
+                                 opt.exp_avg().data(), opt.exp_avg_sq().data(), meta, notes);
+      } catch (...) {
+        for (const std::string& n : notes) log.note(n);  // which files were tried, before the error
+        throw;
+      }
       for (const std::string& n : notes) log.note(n);
-      if (!path.empty())
-        meta = load_checkpoint(path, o.model, model.table(), model.params(), opt.exp_avg().data(),
-                               opt.exp_avg_sq().data());
     } catch (const std::exception& e) {
       error = e.what();
     }

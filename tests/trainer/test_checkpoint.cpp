@@ -573,6 +573,45 @@ TEST(Checkpoint, EveryDatasetAttributeIsProtected) {
   std::printf("tampered with %lld dataset attributes, one at a time\n", static_cast<long long>(tampered));
 }
 
+// --resume loads while it verifies: a damaged newest file is found out mid-load (buffers partly
+// overwritten) and the next older one is loaded over it in full, equal to a plain load bit for bit.
+TEST(Checkpoint, ResumeLoadsTheNewestCheckpointThatLoadsAndFallsBackPastDamage) {
+  TempDir dir;
+  const std::string d = dir.path().string();
+  State older(small_config(), 7), newer(small_config(), 8);
+  const ParamTable& table = older.table;
+  std::vector<float> params(older.params.size(), 1.5f), m = params, v = params;
+  CheckpointMeta meta;
+  std::vector<std::string> notes;
+
+  // Nothing there: a fresh start that leaves the buffers alone.
+  EXPECT_EQ(resume_checkpoint("latest", d, older.config, table, params.data(), m.data(), v.data(), meta, notes), "");
+  EXPECT_EQ(params, std::vector<float>(older.params.size(), 1.5f));
+  const std::string p2 = older.save(d, 2), p3 = newer.save(d, 3);
+  // Flip a byte in the last group's first tensor, so the load gets far before it notices.
+  const std::vector<unsigned char> bytes = read_bytes(p3);
+  const auto [addr, size] = first_chunk(p3, "/optim/exp_avg_sq/model.embed_tokens.weight");
+  ASSERT_GT(size, 0u);
+  write_flipped(bytes, addr + size / 2, 0x10, p3);
+  EXPECT_EQ(resume_checkpoint("latest", d, older.config, table, params.data(), m.data(), v.data(), meta, notes), p2);
+  const Loaded plain = load(p2, older.config);
+  EXPECT_TRUE(bit_identical(params, plain.params) && bit_identical(m, plain.m) && bit_identical(v, plain.v));
+  EXPECT_EQ(meta.step, 2);
+  std::string all;
+  for (const auto& note : notes) all += note + "\n";
+  EXPECT_NE(all.find(p3), std::string::npos) << all;
+
+  // A different architecture stops at once, naming the field, though an older file exists too.
+  ModelConfig wider = older.config;
+  wider.d_model += 16;
+  const ParamTable wider_table(wider);
+  std::vector<float> w(static_cast<std::size_t>(wider_table.total()));
+  const std::string msg = checkpoint_error([&] {
+    resume_checkpoint("latest", d, wider, wider_table, w.data(), w.data(), w.data(), meta, notes);
+  });
+  EXPECT_NE(msg.find("model.d_model"), std::string::npos) << msg;
+}
+
 TEST(Checkpoint, ResolveFindsTheNewestCheckpointThatVerifies) {
   TempDir dir;
   State s(small_config());
