@@ -210,7 +210,8 @@ void require_run_fits(const RunOptions& o, const BatchLayout& layout, idx local_
 
 }  // namespace
 
-TrainResult train(const RunOptions& o, const Communicator& comm, const std::string& resume) {
+TrainResult train(const RunOptions& o, const Communicator& comm, const std::string& resume,
+                  std::vector<float>* final_weights) {
   const BatchLayout layout = batch_layout(o, comm.size());
   const TrainOptions& t = o.train;
   // cp-inner mesh: ranks [d*cp, (d+1)*cp) share each sequence (neighbours, so one node), and
@@ -351,7 +352,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       break;
     }
   }
-  result.params.assign(model.params(), model.params() + n);
+  if (final_weights) final_weights->assign(model.params(), model.params() + n);
   return result;
 }
 

@@ -19,7 +19,6 @@ struct TrainResult {
   double eval_accuracy = -1;      // last evaluation's answer accuracy (-1: task has none)
   idx bad_steps = 0;              // skipped for a non-finite loss or gradient norm
   int stop_signal = 0;            // the signal that stopped the run early, or 0
-  std::vector<float> params;      // final weights (identical on every rank)
   std::string metrics_path;       // root rank only
   std::string last_checkpoint;    // root rank only; empty when none was written
 };
@@ -36,6 +35,9 @@ std::unique_ptr<SequenceSource> make_sequences(const RunOptions& options, bool e
 // train.exit_after is reached (the run then stops at the step boundary). Throws on
 // configuration, data or checkpoint errors before any step, and std::runtime_error after
 // max_bad_steps non-finite steps in a row.
-TrainResult train(const RunOptions& options, const Communicator& comm, const std::string& resume = "");
+// `final_weights`, when given, receives a host copy of the final weights (identical on every rank);
+// nothing is copied otherwise (a 7B model's weights are 28 GB).
+TrainResult train(const RunOptions& options, const Communicator& comm, const std::string& resume = "",
+                  std::vector<float>* final_weights = nullptr);
 
 }  // namespace nexus

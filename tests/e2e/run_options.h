@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "parallel/communicator.h"
 #include "trainer/options.h"
+#include "trainer/train.h"
 
 namespace nexus::test {
 
@@ -23,6 +25,16 @@ inline RunOptions tiny_run(const std::string& out_dir, std::vector<std::string> 
                                 "--train.out_dir=" + out_dir};
   args.insert(args.end(), overrides.begin(), overrides.end());
   return parse_command_line(args).options;
+}
+
+// A run's result with a host copy of its final weights, which train() makes only when asked.
+struct TrainedRun : TrainResult {
+  std::vector<float> params;
+};
+inline TrainedRun train_keeping_weights(const RunOptions& o, const Communicator& comm, const std::string& resume = "") {
+  TrainedRun run;
+  static_cast<TrainResult&>(run) = train(o, comm, resume, &run.params);
+  return run;
 }
 
 }  // namespace nexus::test

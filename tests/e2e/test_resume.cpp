@@ -18,11 +18,11 @@ std::vector<std::string> resume_args(std::vector<std::string> extra = {}) {
 
 TEST(Resume, InterruptedAndResumedRunIsBitIdenticalToAStraightRun) {
   const std::string straight_dir = test::temp_run_dir("straight"), resumed_dir = test::temp_run_dir("resumed");
-  const TrainResult straight = train(test::tiny_run(straight_dir, resume_args()), Communicator::self());
-  const TrainResult first = train(test::tiny_run(resumed_dir, resume_args({"--train.exit_after=4"})), Communicator::self());
+  const test::TrainedRun straight = test::train_keeping_weights(test::tiny_run(straight_dir, resume_args()), Communicator::self());
+  const test::TrainedRun first = test::train_keeping_weights(test::tiny_run(resumed_dir, resume_args({"--train.exit_after=4"})), Communicator::self());
   ASSERT_EQ(first.steps_done, 4);
   ASSERT_FALSE(first.last_checkpoint.empty());
-  const TrainResult second = train(test::tiny_run(resumed_dir, resume_args()), Communicator::self(), "latest");
+  const test::TrainedRun second = test::train_keeping_weights(test::tiny_run(resumed_dir, resume_args()), Communicator::self(), "latest");
   EXPECT_EQ(second.first_step, 4);
   std::vector<double> joined = first.losses;
   joined.insert(joined.end(), second.losses.begin(), second.losses.end());
@@ -35,12 +35,12 @@ TEST(Resume, InterruptedAndResumedRunIsBitIdenticalToAStraightRun) {
 
 TEST(Resume, ResumePicksTheNewestValidCheckpointWhenTheLatestIsDamaged) {
   const std::string dir = test::temp_run_dir("damaged");
-  const TrainResult first = train(test::tiny_run(dir, resume_args({"--train.exit_after=8"})), Communicator::self());
+  const test::TrainedRun first = test::train_keeping_weights(test::tiny_run(dir, resume_args({"--train.exit_after=8"})), Communicator::self());
   ASSERT_EQ(first.steps_done, 8);
   // Damage the newest checkpoint (step 8): resume must fall back to step 4 and say so.
   const std::string newest = first.last_checkpoint;
   std::filesystem::resize_file(newest, std::filesystem::file_size(newest) / 2);
-  const TrainResult again = train(test::tiny_run(dir, resume_args()), Communicator::self(), "latest");
+  const test::TrainedRun again = test::train_keeping_weights(test::tiny_run(dir, resume_args()), Communicator::self(), "latest");
   EXPECT_EQ(again.first_step, 4);
   EXPECT_EQ(again.steps_done, 8);
   std::filesystem::remove_all(dir);
@@ -48,7 +48,7 @@ TEST(Resume, ResumePicksTheNewestValidCheckpointWhenTheLatestIsDamaged) {
 
 TEST(Resume, ADamagedExplicitCheckpointIsRefused) {
   const std::string dir = test::temp_run_dir("refused");
-  const TrainResult first = train(test::tiny_run(dir, resume_args({"--train.exit_after=4"})), Communicator::self());
+  const test::TrainedRun first = test::train_keeping_weights(test::tiny_run(dir, resume_args({"--train.exit_after=4"})), Communicator::self());
   std::filesystem::resize_file(first.last_checkpoint, 4096);
   EXPECT_THROW(train(test::tiny_run(dir, resume_args()), Communicator::self(), first.last_checkpoint), CheckpointError);
   std::filesystem::remove_all(dir);
@@ -56,7 +56,7 @@ TEST(Resume, ADamagedExplicitCheckpointIsRefused) {
 
 TEST(Resume, AnotherArchitectureIsRefusedNamingTheField) {
   const std::string dir = test::temp_run_dir("arch");
-  const TrainResult first = train(test::tiny_run(dir, resume_args({"--train.exit_after=4"})), Communicator::self());
+  const test::TrainedRun first = test::train_keeping_weights(test::tiny_run(dir, resume_args({"--train.exit_after=4"})), Communicator::self());
   try {
     train(test::tiny_run(dir, resume_args({"--model.d_model=96"})), Communicator::self(), first.last_checkpoint);
     FAIL() << "expected a CheckpointError";

@@ -15,7 +15,7 @@ namespace {
 TEST(Training, TinyHybridLearnsAssociativeRecall) {
   const std::string dir = test::temp_run_dir("recall");
   // configs/tiny.ini as shipped: the README's main job, on one rank with the same global batch.
-  const TrainResult r = train(test::tiny_run(dir, {}), Communicator::self());
+  const test::TrainedRun r = test::train_keeping_weights(test::tiny_run(dir, {}), Communicator::self());
   ASSERT_FALSE(r.losses.empty());
   EXPECT_LT(r.losses.back(), 0.5 * r.losses.front());
   EXPECT_GE(r.eval_accuracy, 0.90) << "eval accuracy after " << r.steps_done << " steps";
@@ -32,8 +32,8 @@ TEST(Training, GradAccumulationMatchesALargerMicroBatch) {
     args.push_back("--train.micro_batch=" + micro);
     return test::tiny_run(dir + "/micro" + micro, args);
   };
-  const TrainResult accumulated = train(with("2"), Communicator::self());  // 4 micro-batches of 2
-  const TrainResult whole = train(with("8"), Communicator::self());        // 1 micro-batch of 8
+  const test::TrainedRun accumulated = test::train_keeping_weights(with("2"), Communicator::self());  // 4 micro-batches of 2
+  const test::TrainedRun whole = test::train_keeping_weights(with("8"), Communicator::self());        // 1 micro-batch of 8
   ASSERT_EQ(whole.losses.size(), 3u);
   ASSERT_EQ(accumulated.losses.size(), 3u);
   // The accumulated gradient's scale, which clipping and AdamW hide from the weights: a sum over

@@ -26,9 +26,9 @@ TEST(DataParallel, RanksSplittingTheGlobalBatchMatchOneRank) {
     args.push_back("--train.micro_batch=" + micro);
     return test::tiny_run(run_dir, args);
   };
-  const TrainResult distributed = train(with(dir + "/dp", std::to_string(global / world.size())), world);
+  const test::TrainedRun distributed = test::train_keeping_weights(with(dir + "/dp", std::to_string(global / world.size())), world);
   // The single-rank reference: each process runs it alone on MPI_COMM_SELF.
-  const TrainResult single = train(with(dir + "/single", std::to_string(global)), Communicator::self());
+  const test::TrainedRun single = test::train_keeping_weights(with(dir + "/single", std::to_string(global)), Communicator::self());
 
   ASSERT_EQ(distributed.losses.size(), std::size_t(steps));
   ASSERT_EQ(single.losses.size(), std::size_t(steps));
@@ -89,26 +89,26 @@ TEST(DataParallel, CheckpointsResumeOnAnotherNumberOfRanks) {
   };
   const std::string mine = test::temp_run_dir("ranks_r" + std::to_string(world.rank()));
   // The reference: 6 steps on every rank alone (micro 2, grad_accum 4: same global batch).
-  const TrainResult single = train(with(mine + "/single", {}), Communicator::self());
+  const test::TrainedRun single = test::train_keeping_weights(with(mine + "/single", {}), Communicator::self());
 
   // N ranks for 3 steps, then 1 rank resumes from the N-rank checkpoint (root wrote it).
-  const TrainResult first = train(with(mine + "/world", {"--train.exit_after=3"}), world);
+  const test::TrainedRun first = test::train_keeping_weights(with(mine + "/world", {"--train.exit_after=3"}), world);
   std::string ckpt = first.last_checkpoint;
   std::int64_t len = std::int64_t(ckpt.size());
   world.broadcast(&len, sizeof len);
   ckpt.resize(std::size_t(len));
   world.broadcast(ckpt.data(), ckpt.size());
-  const TrainResult one = train(with(mine + "/one", {}), Communicator::self(), ckpt);
+  const test::TrainedRun one = test::train_keeping_weights(with(mine + "/one", {}), Communicator::self(), ckpt);
   ASSERT_EQ(one.first_step, 3);
 
   // 1 rank for 3 steps (rank 0's run), then N ranks resume from it.
-  const TrainResult alone = train(with(mine + "/alone", {"--train.exit_after=3"}), Communicator::self());
+  const test::TrainedRun alone = test::train_keeping_weights(with(mine + "/alone", {"--train.exit_after=3"}), Communicator::self());
   std::string ckpt1 = alone.last_checkpoint;
   len = std::int64_t(ckpt1.size());
   world.broadcast(&len, sizeof len);
   ckpt1.resize(std::size_t(len));
   world.broadcast(ckpt1.data(), ckpt1.size());
-  const TrainResult many = train(with(mine + "/many", {}), world, ckpt1);
+  const test::TrainedRun many = test::train_keeping_weights(with(mine + "/many", {}), world, ckpt1);
   ASSERT_EQ(many.first_step, 3);
 
   ASSERT_EQ(single.losses.size(), 6u);
@@ -166,16 +166,16 @@ TEST(ContextParallel, TrainingFollowsOneRankAndCheckpointsMoveBetweenLayouts) {
     return test::tiny_run(dir, a);
   };
   const std::string mine = test::temp_run_dir("cp_r" + std::to_string(world.rank()));
-  const TrainResult single = train(with(mine + "/single", false, {}), Communicator::self());
-  const TrainResult sharded = train(with(mine + "/sharded", true, {}), world);
+  const test::TrainedRun single = test::train_keeping_weights(with(mine + "/single", false, {}), Communicator::self());
+  const test::TrainedRun sharded = test::train_keeping_weights(with(mine + "/sharded", true, {}), world);
 
   // cp 2 -> 1: the sharded layout for 3 steps, then one rank alone.
-  const TrainResult first = train(with(mine + "/a", true, {"--train.exit_after=3"}), world);
-  const TrainResult one = train(with(mine + "/b", false, {}), Communicator::self(),
+  const test::TrainedRun first = test::train_keeping_weights(with(mine + "/a", true, {"--train.exit_after=3"}), world);
+  const test::TrainedRun one = test::train_keeping_weights(with(mine + "/b", false, {}), Communicator::self(),
                                 broadcast_string(world, first.last_checkpoint));
   // cp 1 -> 2.
-  const TrainResult alone = train(with(mine + "/c", false, {"--train.exit_after=3"}), Communicator::self());
-  const TrainResult many = train(with(mine + "/d", true, {}), world, broadcast_string(world, alone.last_checkpoint));
+  const test::TrainedRun alone = test::train_keeping_weights(with(mine + "/c", false, {"--train.exit_after=3"}), Communicator::self());
+  const test::TrainedRun many = test::train_keeping_weights(with(mine + "/d", true, {}), world, broadcast_string(world, alone.last_checkpoint));
   ASSERT_EQ(one.first_step, 3);
   ASSERT_EQ(many.first_step, 3);
   ASSERT_EQ(single.losses.size(), 6u);
