@@ -208,6 +208,38 @@ void require_run_fits(const RunOptions& o, const BatchLayout& layout, idx local_
   throw OptionsError(shortfall.empty() ? "the memory check failed on another rank (see its message)" : shortfall);
 }
 
+// One optimizer step. evaluate + differentiate: every micro-batch adds its summed-loss gradient to
+// the deltas; integrate: sum over the world's data plane, normalise by the global target count,
+// clip, AdamW -- unless the loss or the gradient norm is not finite (the step is then skipped).
+struct StepOutcome {
+  double loss = 0, grad_norm = 0;
+  bool applied = false;
+};
+StepOutcome train_step(Model<float>& model, AdamW& optimizer, DataLoader& data, LocalBatch& local, Batch& batch,
+                       idx grad_accum, const DataPlane& world, double grad_clip, double lr, idx step) {
+  const idx n = model.num_params();
+  model.zero_deltas();
+  double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
+  for (idx micro = 0; micro < grad_accum; ++micro) {
+    data.next(batch);
+    local.take(batch);
+    const LossSum l = model.forward(local.tokens(), local.targets());
+    model.backward(1.0);
+    totals[0] += l.sum;
+    totals[1] += double(l.count);
+  }
+  world.allreduce_sum(model.deltas(), n);
+  world.allreduce_sum(totals, 2);
+  if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
+  scale_inplace(model.exec(), model.deltas(), n, float(1.0 / totals[1]));
+  StepOutcome out;
+  out.loss = totals[0] / totals[1];
+  out.grad_norm = clip_grad_norm(model.exec(), model.deltas(), n, grad_clip);
+  out.applied = std::isfinite(out.loss) && std::isfinite(out.grad_norm);
+  if (out.applied) optimizer.step(model.exec(), model.params(), model.deltas(), lr);
+  return out;
+}
+
 }  // namespace
 
 TrainResult train(const RunOptions& o, const Communicator& comm, const std::string& resume,
@@ -283,27 +315,11 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       break;
     }
     const auto start = std::chrono::steady_clock::now();
-    // evaluate + differentiate: every micro-batch adds its summed-loss gradient to the deltas.
-    model.zero_deltas();
-    double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
-    for (idx micro = 0; micro < layout.grad_accum; ++micro) {
-      train_data.next(batch);
-      local.take(batch);
-      const LossSum l = model.forward(local.tokens(), local.targets());
-      model.backward(1.0);
-      totals[0] += l.sum;
-      totals[1] += double(l.count);
-    }
-    // integrate: sum over ranks, normalise by the global target count, clip, AdamW.
-    comm.allreduce_sum(model.deltas(), n);
-    comm.allreduce_sum(totals, 2);
-    if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
-    scale_inplace(model.exec(), model.deltas(), n, float(1.0 / totals[1]));
-    const double loss = totals[0] / totals[1];
-    const double grad_norm = clip_grad_norm(model.exec(), model.deltas(), n, o.optim.grad_clip);
     const double lr = learning_rate(schedule, step);
-    if (std::isfinite(loss) && std::isfinite(grad_norm)) {
-      optimizer.step(model.exec(), model.params(), model.deltas(), lr);
+    const StepOutcome out = train_step(model, optimizer, train_data, local, batch, layout.grad_accum,
+                                       mesh.world_data(), o.optim.grad_clip, lr, step);
+    const double loss = out.loss, grad_norm = out.grad_norm;
+    if (out.applied) {
       bad_in_a_row = 0;
     } else {
       ++result.bad_steps;
