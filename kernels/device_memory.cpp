@@ -2,32 +2,50 @@
 #include "kernels/device_memory.h"
 
 #include "kernels/cpu/backend.h"
+#if NEXUS_HAS_CUDA
+#include "kernels/cuda/backend.h"
+#endif
 #include "kernels/ops.h"
 
 namespace nexus {
 
 void* device_allocate(Device device, std::size_t bytes) {
   if (device == Device::cpu) return cpu::allocate_bytes(bytes);
+#if NEXUS_HAS_CUDA
+  return cuda::allocate_bytes(bytes);
+#endif
   detail::no_backend("device_allocate", device);
 }
 
 void device_free(Device device, void* p) noexcept {
   // Only memory a backend handed out reaches here, so its device has a backend in this build.
-  if (device == Device::cpu) cpu::free_bytes(p);
+  if (device == Device::cpu) return cpu::free_bytes(p);
+#if NEXUS_HAS_CUDA
+  cuda::free_bytes(p);
+#endif
 }
 
 void copy_to_device(const Exec& ex, void* device_dst, const void* host_src, std::size_t bytes) {
   if (ex.device == Device::cpu) return cpu::copy_bytes(ex, device_dst, host_src, bytes);
+#if NEXUS_HAS_CUDA
+  return cuda::copy_to_device(ex, device_dst, host_src, bytes);
+#endif
   detail::no_backend("copy_to_device", ex.device);
 }
 
 void copy_to_host(const Exec& ex, void* host_dst, const void* device_src, std::size_t bytes) {
   if (ex.device == Device::cpu) return cpu::copy_bytes(ex, host_dst, device_src, bytes);
+#if NEXUS_HAS_CUDA
+  return cuda::copy_to_host(ex, host_dst, device_src, bytes);
+#endif
   detail::no_backend("copy_to_host", ex.device);
 }
 
 void zero_device_bytes(const Exec& ex, void* device_dst, std::size_t bytes) {
   if (ex.device == Device::cpu) return cpu::zero_bytes(ex, device_dst, bytes);
+#if NEXUS_HAS_CUDA
+  return cuda::zero_bytes(ex, device_dst, bytes);
+#endif
   detail::no_backend("zero_device_bytes", ex.device);
 }
 

@@ -11,13 +11,18 @@
 // never a caller.
 //
 // A device with no backend in this build throws std::runtime_error("<op>: this build has no
-// CUDA backend") before anything touches the pointers.
+// CUDA backend") before anything touches the pointers; in a build with CUDA, an op the CUDA
+// backend does not have yet (routed by NEXUS_ROUTE, not NEXUS_ROUTE_CUDA) throws
+// "<op>: the CUDA backend has no kernel for this op yet".
 #pragma once
 
 #include <cstdint>
 #include <utility>
 
 #include "kernels/cpu/backend.h"
+#if NEXUS_HAS_CUDA
+#include "kernels/cuda/backend.h"
+#endif
 #include "kernels/shapes.h"
 #include "kernels/types.h"
 
@@ -39,6 +44,22 @@ namespace detail {
     }                                                                                \
   };                                                                                 \
   inline constexpr op##_route op {}
+
+// An op the CUDA backend has: routed to nexus::cuda::<op> in a build with CUDA (NEXUS_HAS_CUDA),
+// exactly like NEXUS_ROUTE otherwise.
+#if NEXUS_HAS_CUDA
+#define NEXUS_ROUTE_CUDA(op)                                                          \
+  struct op##_route {                                                                 \
+    template <typename... Args>                                                       \
+    decltype(auto) operator()(const Exec& ex, Args&&... args) const {                 \
+      if (ex.device == Device::cpu) return cpu::op(ex, std::forward<Args>(args)...);  \
+      return cuda::op(ex, std::forward<Args>(args)...);                               \
+    }                                                                                 \
+  };                                                                                  \
+  inline constexpr op##_route op {}
+#else
+#define NEXUS_ROUTE_CUDA(op) NEXUS_ROUTE(op)
+#endif
 
 NEXUS_ROUTE(embedding_forward);
 NEXUS_ROUTE(embedding_backward);
@@ -64,21 +85,22 @@ NEXUS_ROUTE(gated_rmsnorm_forward);
 NEXUS_ROUTE(gated_rmsnorm_backward);
 NEXUS_ROUTE(cross_entropy_forward);
 NEXUS_ROUTE(cross_entropy_backward);
-NEXUS_ROUTE(count_targets);
-NEXUS_ROUTE(fill_constant);
-NEXUS_ROUTE(copy_values);
-NEXUS_ROUTE(scale_inplace);
-NEXUS_ROUTE(axpy);
+NEXUS_ROUTE_CUDA(count_targets);
+NEXUS_ROUTE_CUDA(fill_constant);
+NEXUS_ROUTE_CUDA(copy_values);
+NEXUS_ROUTE_CUDA(scale_inplace);
+NEXUS_ROUTE_CUDA(axpy);
 NEXUS_ROUTE(copy_strided);
 NEXUS_ROUTE(add_strided);
-NEXUS_ROUTE(sum_of_squares);
-NEXUS_ROUTE(all_finite);
-NEXUS_ROUTE(adamw_update);
+NEXUS_ROUTE_CUDA(sum_of_squares);
+NEXUS_ROUTE_CUDA(all_finite);
+NEXUS_ROUTE_CUDA(adamw_update);
 NEXUS_ROUTE(conv1d_silu_step);
 NEXUS_ROUTE(ssd_step);
 NEXUS_ROUTE(attention_decode_paged);
 
 #undef NEXUS_ROUTE
+#undef NEXUS_ROUTE_CUDA
 
 // Scratch of ssd_forward / ssd_backward in elements of T: a property of the shape (every backend
 // sizes its workspace to fit this), so a host query, not an op.

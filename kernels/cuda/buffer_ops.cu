@@ -1,0 +1,151 @@
+// Whole-buffer ops on the GPU: fills, copies, scale, axpy (grid-stride elementwise loops) and the
+// reductions the trainer reads on the host (sum of squares, all finite, counting targets). Same
+// contracts as kernels/cpu/buffer_ops.cpp; the sum of squares keeps the CPU's fixed 2^15-element
+// blocks added in block order, so its result is deterministic (and equal on every replica).
+#include <cmath>
+
+#include "kernels/cuda/backend.h"
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/scratch.cuh"
+
+namespace nexus::cuda {
+
+namespace {
+
+constexpr unsigned kThreads = 256;
+constexpr idx kReduceBlock = idx{1} << 15;  // as the CPU backend
+
+template <typename T>
+__global__ void fill_kernel(T* x, idx n, T value) {
+  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x) x[i] = value;
+}
+
+template <typename T>
+__global__ void scale_kernel(T* x, idx n, T factor) {
+  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x) x[i] *= factor;
+}
+
+// y + a*x rounded twice, as the CPU computes it (ISO C++ builds do not contract into an FMA;
+// nvcc would): the GPU's axpy then equals the CPU's bit for bit.
+__device__ inline float add_product_rn(float y, float a, float x) { return __fadd_rn(y, __fmul_rn(a, x)); }
+__device__ inline double add_product_rn(double y, double a, double x) { return __dadd_rn(y, __dmul_rn(a, x)); }
+
+template <typename T>
+__global__ void axpy_kernel(T* __restrict__ y, const T* __restrict__ x, idx n, T alpha) {
+  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x)
+    y[i] = add_product_rn(y[i], alpha, x[i]);
+}
+
+// One CUDA block per reduction block: each thread sums a strided share in double, then a fixed
+// shared-memory tree; partial[b] = the block's sum. The order is fixed by the launch shape alone.
+template <typename T>
+__global__ void sum_of_squares_blocks(const T* __restrict__ x, idx n, double* __restrict__ partial) {
+  __shared__ double lane[kThreads];
+  const idx start = blockIdx.x * kReduceBlock;
+  const idx len = n - start < kReduceBlock ? n - start : kReduceBlock;
+  double sum = 0.0;
+  for (idx i = threadIdx.x; i < len; i += kThreads) {
+    const double v = static_cast<double>(x[start + i]);
+    sum += v * v;
+  }
+  lane[threadIdx.x] = sum;
+  __syncthreads();
+  for (unsigned half = kThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) lane[threadIdx.x] += lane[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = lane[0];
+}
+
+// The block sums added in block order by one thread, as the CPU adds them.
+__global__ void sum_in_order(const double* __restrict__ partial, idx blocks, double* __restrict__ total) {
+  double s = 0.0;
+  for (idx b = 0; b < blocks; ++b) s += partial[b];
+  *total = s;
+}
+
+template <typename T>
+__global__ void any_not_finite(const T* __restrict__ x, idx n, unsigned* __restrict__ bad) {
+  unsigned mine = 0;
+  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x)
+    mine |= !isfinite(x[i]);
+  if (mine) atomicOr(bad, 1u);  // an OR: the order of arrival cannot change the result
+}
+
+__global__ void count_nonnegative(const std::int32_t* __restrict__ targets, idx n, unsigned long long* __restrict__ count) {
+  unsigned long long mine = 0;
+  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x)
+    mine += targets[i] >= 0;
+  if (mine) atomicAdd(count, mine);  // integer sums are exact in any order
+}
+
+}  // namespace
+
+template <typename T>
+void fill_constant(const Exec& ex, T* x, idx n, T value) {
+  launch_over<kThreads>(ex, n, fill_kernel<T>, x, n, value);
+}
+
+template <typename T>
+void copy_values(const Exec& ex, T* dst, const T* src, idx n) {
+  if (n > 0)
+    NEXUS_CUDA_CHECK(cudaMemcpyAsync(dst, src, std::size_t(n) * sizeof(T), cudaMemcpyDeviceToDevice, stream_of(ex)));
+}
+
+template <typename T>
+void scale_inplace(const Exec& ex, T* x, idx n, T factor) {
+  launch_over<kThreads>(ex, n, scale_kernel<T>, x, n, factor);
+}
+
+template <typename T>
+void axpy(const Exec& ex, T* y, const T* x, idx n, T alpha) {
+  launch_over<kThreads>(ex, n, axpy_kernel<T>, y, x, n, alpha);
+}
+
+template <typename T>
+double sum_of_squares(const Exec& ex, const T* x, idx n) {
+  if (n <= 0) return 0.0;
+  const idx blocks = (n + kReduceBlock - 1) / kReduceBlock;
+  auto* partial = static_cast<double*>(reduction_scratch(ex, std::size_t(blocks + 1) * sizeof(double)));
+  sum_of_squares_blocks<<<static_cast<unsigned>(blocks), kThreads, 0, stream_of(ex)>>>(x, n, partial);
+  NEXUS_CUDA_CHECK_LAUNCH();
+  sum_in_order<<<1, 1, 0, stream_of(ex)>>>(partial, blocks, partial + blocks);
+  NEXUS_CUDA_CHECK_LAUNCH();
+  double total = 0.0;
+  copy_to_host(ex, &total, partial + blocks, sizeof total);
+  return total;
+}
+
+template <typename T>
+bool all_finite(const Exec& ex, const T* x, idx n) {
+  if (n <= 0) return true;
+  auto* bad = static_cast<unsigned*>(reduction_scratch(ex, sizeof(unsigned)));
+  NEXUS_CUDA_CHECK(cudaMemsetAsync(bad, 0, sizeof(unsigned), stream_of(ex)));
+  launch_over<kThreads>(ex, n, any_not_finite<T>, x, n, bad);
+  unsigned host = 0;
+  copy_to_host(ex, &host, bad, sizeof host);
+  return host == 0;
+}
+
+idx count_targets(const Exec& ex, const std::int32_t* targets, idx N) {
+  if (N <= 0) return 0;
+  auto* count = static_cast<unsigned long long*>(reduction_scratch(ex, sizeof(unsigned long long)));
+  NEXUS_CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof(unsigned long long), stream_of(ex)));
+  launch_over<kThreads>(ex, N, count_nonnegative, targets, N, count);
+  unsigned long long host = 0;
+  copy_to_host(ex, &host, count, sizeof host);
+  return static_cast<idx>(host);
+}
+
+#define NEXUS_INSTANTIATE(T)                                    \
+  template void fill_constant<T>(const Exec&, T*, idx, T);      \
+  template void copy_values<T>(const Exec&, T*, const T*, idx); \
+  template void scale_inplace<T>(const Exec&, T*, idx, T);      \
+  template void axpy<T>(const Exec&, T*, const T*, idx, T);     \
+  template double sum_of_squares<T>(const Exec&, const T*, idx); \
+  template bool all_finite<T>(const Exec&, const T*, idx);
+NEXUS_INSTANTIATE(float)
+NEXUS_INSTANTIATE(double)
+#undef NEXUS_INSTANTIATE
+
+}  // namespace nexus::cuda
