@@ -14,7 +14,7 @@
 #include "model/memory_need.h"
 #include "model/model.h"
 #include "optim/adamw.h"
-#include "optim/grad.h"
+#include "optim/distributed_adamw.h"
 #include "optim/schedule.h"
 #include "parallel/mesh.h"
 #include "trainer/checkpoint.h"
@@ -119,11 +119,14 @@ struct RunState {
 };
 
 // Root writes; every rank learns whether it worked, so a failed save stops the whole job with
-// root's message instead of leaving other ranks training on.
-std::string save(const RunOptions& o, const RunState& st, const Model<float>& model, const AdamW& opt,
+// root's message instead of leaving other ranks training on. Under zero 1 the moment shards are
+// gathered to the root first (a transient full-size staging there, see DistributedAdamW).
+std::string save(const RunOptions& o, const RunState& st, const Model<float>& model, DistributedAdamW& opt,
                  const DataLoader& data, const Communicator& comm, MetricsLog& log) {
   std::string path, error;
+  opt.gather_moments(0);
   if (comm.is_root()) {
+    const DistributedAdamW::FullMoments moments = opt.full_moments(true);
     CheckpointMeta meta;
     meta.step = st.step;
     meta.tokens_seen = st.tokens_seen;
@@ -133,28 +136,31 @@ std::string save(const RunOptions& o, const RunState& st, const Model<float>& mo
     meta.optimizer_steps = opt.steps();
     meta.bad_steps = st.bad_steps;
     try {
-      path = save_checkpoint(o.checkpoint.dir, meta, model.table(), model.params(), opt.exp_avg().data(),
-                             opt.exp_avg_sq().data(), o.checkpoint.keep, [] { return !launcher_gone(); });
+      path = save_checkpoint(o.checkpoint.dir, meta, model.table(), model.params(), moments.exp_avg,
+                             moments.exp_avg_sq, o.checkpoint.keep, [] { return !launcher_gone(); });
       log.note("checkpoint: " + path);
     } catch (const std::exception& e) {
       error = e.what();
     }
   }
+  opt.release_full_moments();
   if (!comm.all(error.empty())) throw CheckpointError(comm.is_root() ? error : "checkpoint save failed on rank 0");
   return path;
 }
 
 // Root reads and verifies the checkpoint, then broadcasts it: one reader, whatever the world size.
-void restore(const std::string& resume, const RunOptions& o, RunState& st, Model<float>& model, AdamW& opt,
-             DataLoader& data, const Communicator& comm, MetricsLog& log) {
+// The moments are whole in the file; under zero 1 each rank then takes its shard from the root.
+void restore(const std::string& resume, const RunOptions& o, RunState& st, Model<float>& model,
+             DistributedAdamW& opt, DataLoader& data, const Communicator& comm, MetricsLog& log) {
   std::string path, error;
   CheckpointMeta meta;
+  const DistributedAdamW::FullMoments moments = opt.full_moments(comm.is_root());
   if (comm.is_root()) {
     try {
       std::vector<std::string> notes;
       try {
         path = resume_checkpoint(resume, o.checkpoint.dir, o.model, model.table(), model.params(),
-                                 opt.exp_avg().data(), opt.exp_avg_sq().data(), meta, notes);
+                                 moments.exp_avg, moments.exp_avg_sq, meta, notes);
       } catch (...) {
         for (const std::string& n : notes) log.note(n);  // which files were tried, before the error
         throw;
@@ -168,6 +174,7 @@ void restore(const std::string& resume, const RunOptions& o, RunState& st, Model
   std::int64_t found = comm.is_root() && !path.empty() ? 1 : 0;
   comm.broadcast(&found, sizeof found);
   if (!found) {
+    opt.release_full_moments();
     // Only "latest" means "resume if there is anything": an explicit directory that holds no
     // checkpoint is a wrong path, and training from scratch into it would hide the mistake.
     if (resume != "latest")
@@ -184,8 +191,12 @@ void restore(const std::string& resume, const RunOptions& o, RunState& st, Model
   position.resize(std::size_t(header[4]));
   comm.broadcast(position.data(), position.size());
   comm.broadcast(model.params(), std::size_t(model.num_params()) * sizeof(float));
-  comm.broadcast(opt.exp_avg().data(), opt.exp_avg().size_bytes());
-  comm.broadcast(opt.exp_avg_sq().data(), opt.exp_avg_sq().size_bytes());
+  if (opt.sharded()) {
+    opt.scatter_moments(0);
+  } else {
+    comm.broadcast(moments.exp_avg, std::size_t(model.num_params()) * sizeof(float));
+    comm.broadcast(moments.exp_avg_sq, std::size_t(model.num_params()) * sizeof(float));
+  }
   st.step = header[0];
   st.tokens_seen = header[1];
   opt.set_steps(header[2]);
@@ -198,9 +209,15 @@ void restore(const std::string& resume, const RunOptions& o, RunState& st, Model
 // Refuses, on every rank, a run whose model, optimizer and activations do not fit in the memory
 // this machine has left, before any of it is allocated. Every rank on a machine allocates the same.
 void require_run_fits(const RunOptions& o, const BatchLayout& layout, idx local_len, const Communicator& comm) {
-  MemoryNeed need = training_memory_need(o.model, BatchShape{layout.micro_batch, local_len}, int(layout.cp));
+  const bool sharded = o.parallel.zero == 1 && comm.size() > 1;  // as DistributedAdamW decides
+  MemoryNeed need = training_memory_need(o.model, BatchShape{layout.micro_batch, local_len}, int(layout.cp),
+                                         sharded ? comm.size() : 1);
   // The loader's batch of whole sequences (tokens and targets, int32) and its zigzag copy.
   need.other = std::size_t(layout.micro_batch) * std::size_t(o.train.seq_len) * 2 * sizeof(std::int32_t) * 2;
+  // Zero 1: while a checkpoint is saved or loaded the root stages both moments whole. Counted on
+  // the root only, though the check below multiplies it by the processes on the root's machine:
+  // conservative there by (processes - 1) x that staging, exact on every other machine.
+  if (sharded && comm.is_root()) need.other += std::size_t(weights_memory_need(o.model).parameters) * 2;
   const std::string shortfall = memory_shortfall("this run", need, comm.local_size(), available_memory());
   if (comm.all(shortfall.empty())) return;
   // Machines may differ: a rank other than the root reports its own shortfall itself.
@@ -209,15 +226,15 @@ void require_run_fits(const RunOptions& o, const BatchLayout& layout, idx local_
 }
 
 // One optimizer step. evaluate + differentiate: every micro-batch adds its summed-loss gradient to
-// the deltas; integrate: sum over the world's data plane, normalise by the global target count,
-// clip, AdamW -- unless the loss or the gradient norm is not finite (the step is then skipped).
+// the deltas; integrate (DistributedAdamW, over the world's data plane): sum, normalise by the
+// global target count, clip, AdamW -- unless the loss or the gradient norm is not finite (the
+// step is then skipped).
 struct StepOutcome {
   double loss = 0, grad_norm = 0;
   bool applied = false;
 };
-StepOutcome train_step(Model<float>& model, AdamW& optimizer, DataLoader& data, LocalBatch& local, Batch& batch,
-                       idx grad_accum, const DataPlane& world, double grad_clip, double lr, idx step) {
-  const idx n = model.num_params();
+StepOutcome train_step(Model<float>& model, DistributedAdamW& optimizer, DataLoader& data, LocalBatch& local,
+                       Batch& batch, idx grad_accum, const DataPlane& world, double grad_clip, double lr, idx step) {
   model.zero_deltas();
   double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
   for (idx micro = 0; micro < grad_accum; ++micro) {
@@ -228,15 +245,14 @@ StepOutcome train_step(Model<float>& model, AdamW& optimizer, DataLoader& data, 
     totals[0] += l.sum;
     totals[1] += double(l.count);
   }
-  world.allreduce_sum(model.deltas(), n);
   world.allreduce_sum(totals, 2);
   if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
-  scale_inplace(model.exec(), model.deltas(), n, float(1.0 / totals[1]));
   StepOutcome out;
   out.loss = totals[0] / totals[1];
-  out.grad_norm = clip_grad_norm(model.exec(), model.deltas(), n, grad_clip);
-  out.applied = std::isfinite(out.loss) && std::isfinite(out.grad_norm);
-  if (out.applied) optimizer.step(model.exec(), model.params(), model.deltas(), lr);
+  const DistributedAdamW::Outcome integrated = optimizer.step(model.exec(), model.params(), model.deltas(),
+                                                              float(1.0 / totals[1]), out.loss, grad_clip, lr);
+  out.grad_norm = integrated.grad_norm;
+  out.applied = integrated.applied;
   return out;
 }
 
@@ -277,7 +293,8 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
 
   Model<float> model(o.model, BatchShape{layout.micro_batch, local_len}, &mesh.cp_data());
   model.init(t.seed);  // same seed on every rank: identical weights without a broadcast
-  AdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()));
+  DistributedAdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()), mesh.world_data(),
+                             int(o.parallel.zero));
   const ScheduleConfig schedule = o.schedule_config();
   // Every rank measures its GEMM peak at the same time, so the sum is the job's real peak.
   const double peak_gflops = comm.sum(measure_gemm_peak_gflops(512, 0.2));
@@ -286,6 +303,15 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
     log.note("model: " + std::to_string(model.num_params()) + " parameters, activation arena " +
              std::to_string(model.arena_bytes() >> 20) + " MiB per rank, GEMM peak " +
              std::to_string(int(peak_gflops)) + " GFLOP/s (all ranks)");
+  if (comm.is_root()) {
+    // The optimizer state each rank holds (the last rank's shard is the largest).
+    const std::size_t moments = 2 * std::size_t(largest_flat_shard(model.num_params(),
+                                                                   optimizer.sharded() ? comm.size() : 1)) * sizeof(float);
+    log.note("AdamW moments: " + std::to_string(moments >> 10) + " KiB per rank" +
+             (optimizer.sharded() ? " (parallel.zero = 1: sharded over " + std::to_string(comm.size()) + " ranks)"
+              : o.parallel.zero == 1 ? " (parallel.zero = 1 on one rank: nothing to shard, as zero = 0)"
+                                     : ""));
+  }
 
   RunState st;
   if (!resume.empty()) restore(resume, o, st, model, optimizer, train_data, comm, log);
