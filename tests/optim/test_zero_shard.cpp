@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "model/memory_need.h"
 #include "optim/distributed_adamw.h"
 #include "parallel/flat_shard.h"
 #include "support/check.h"
@@ -100,6 +101,54 @@ TEST(ShardDecayRanges, AdamWOverTheShardsEqualsAdamWOverTheWhole) {
       }
     }
   }
+}
+
+// The place of one rank in a group, without MPI: constructing a DistributedAdamW asks no more.
+class PlaceOnly final : public DataPlane {
+ public:
+  PlaceOnly(int size, int rank) : size_(size), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+ private:
+  [[noreturn]] static void no_transfers() { throw std::logic_error("PlaceOnly moves no data"); }
+  void do_allreduce_sum(void*, idx, DType) const override { no_transfers(); }
+  void do_allgather(const void*, void*, idx, DType) const override { no_transfers(); }
+  void do_reduce_scatter_sum(const void*, void*, idx, DType) const override { no_transfers(); }
+  Request do_isend(const void*, idx, DType, int, int) const override { no_transfers(); }
+  Request do_irecv(void*, idx, DType, int, int) const override { no_transfers(); }
+  int size_, rank_;
+};
+
+// The memory check counts, per rank, the moments of the largest shard that any rank's
+// DistributedAdamW allocates, and the shard's reduce-scatter buffer beside the deltas.
+TEST(ShardDecayRanges, MemoryNeedCountsTheMomentsOfTheLargestShard) {
+  ModelConfig c;
+  c.vocab_size = 97;
+  c.d_model = 64;
+  c.n_layers = 6;
+  c.mlp_hidden = 96;
+  const ParamTable table(c);
+  const idx n = table.total();
+  const MemoryNeed whole = training_memory_need(c, BatchShape{1, 8});
+  EXPECT_EQ(training_memory_need(c, BatchShape{1, 8}, 1, 1).total(), whole.total());
+  for (const int ranks : {2, 3, 4}) {
+    const MemoryNeed need = training_memory_need(c, BatchShape{1, 8}, 1, ranks);
+    idx largest = 0;
+    for (int r = 0; r < ranks; ++r) {
+      const PlaceOnly place(ranks, r);  // outlives the optimizer, which keeps a reference
+      const DistributedAdamW opt(n, AdamWHyper{}, decay_ranges(table), place, 1);
+      ASSERT_TRUE(opt.sharded());
+      largest = std::max(largest, opt.local().size());
+    }
+    EXPECT_EQ(need.optimizer, 2 * std::size_t(largest) * sizeof(float)) << ranks << " ranks";
+    EXPECT_EQ(need.deltas, whole.deltas + std::size_t(largest) * sizeof(float)) << ranks << " ranks";
+    EXPECT_LT(need.optimizer, whole.optimizer / std::size_t(ranks) + 2 * std::size_t(ranks) * sizeof(float));
+  }
+  // Zero 1 on one rank shards nothing.
+  const PlaceOnly alone(1, 0), first_of_two(2, 0);
+  EXPECT_FALSE(DistributedAdamW(n, AdamWHyper{}, decay_ranges(table), alone, 1).sharded());
+  EXPECT_THROW(DistributedAdamW(n, AdamWHyper{}, decay_ranges(table), first_of_two, 2), std::invalid_argument);
 }
 
 }  // namespace
