@@ -3,9 +3,12 @@
 // checkpoints that move between zero settings and world sizes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "e2e/logged_steps.h"
 #include "e2e/run_options.h"

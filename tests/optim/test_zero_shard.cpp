@@ -3,6 +3,7 @@
 // tested under mpirun (tests/mpi/test_zero1.cpp).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <vector>
 
