@@ -11,6 +11,7 @@
 
 #include "model/checked_math.h"
 #include "model/params.h"
+#include "parallel/flat_shard.h"
 
 namespace nexus {
 
@@ -95,10 +96,17 @@ MemoryNeed weights_memory_need(const ModelConfig& config, int copies) {
   return need;
 }
 
-MemoryNeed training_memory_need(const ModelConfig& config, BatchShape shape, int cp_size) {
+MemoryNeed training_memory_need(const ModelConfig& config, BatchShape shape, int cp_size, int optimizer_shards) {
   MemoryNeed need = weights_memory_need(config);
   need.deltas = need.parameters;                  // Model's flat delta buffer
   need.optimizer = sat_mul(need.parameters, 2);  // AdamW's exp_avg and exp_avg_sq
+  if (optimizer_shards > 1) {
+    const std::size_t shard = sat_mul(static_cast<std::size_t>(largest_flat_shard(
+                                          static_cast<idx>(need.parameters / sizeof(float)), optimizer_shards)),
+                                      sizeof(float));
+    need.optimizer = sat_mul(shard, 2);
+    need.deltas = sat_add(need.deltas, shard);
+  }
   need.activations = Model<float>::activation_bytes(config, shape, cp_size);
   return need;
 }

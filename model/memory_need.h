@@ -24,8 +24,10 @@ struct MemoryNeed {
   std::string breakdown() const;
 };
 
-// Model<float> + AdamW on one rank of a context-parallel group of `cp_size` ranks.
-MemoryNeed training_memory_need(const ModelConfig& config, BatchShape shape, int cp_size = 1);
+// Model<float> + AdamW on one rank of a context-parallel group of `cp_size` ranks. With
+// `optimizer_shards` > 1 (ZeRO-1, optim/distributed_adamw.h) the moments are this rank's shard
+// (the largest, parallel/flat_shard.h), and the deltas gain the shard's reduce-scatter buffer.
+MemoryNeed training_memory_need(const ModelConfig& config, BatchShape shape, int cp_size = 1, int optimizer_shards = 1);
 // fp32 weights of `config` (parameters only), `copies` times.
 MemoryNeed weights_memory_need(const ModelConfig& config, int copies = 1);
 

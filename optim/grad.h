@@ -21,4 +21,8 @@ double global_norm(const Exec& ex, const float* x, idx n);
 // it is; the caller skips the step.
 double clip_grad_norm(const Exec& ex, float* deltas, idx n, double max_norm);
 
+// The scaling step of clip_grad_norm with the norm already known, e.g. the global norm of deltas
+// sharded over ranks (optim/distributed_adamw.h), of which `deltas` is this rank's part.
+void clip_to_norm(const Exec& ex, float* deltas, idx n, double norm, double max_norm);
+
 }  // namespace nexus

@@ -8,12 +8,15 @@
 
 namespace nexus {
 
-std::string CheckpointCadence::save(const RunState& st, const Model<float>& model, const AdamW& opt,
+std::string CheckpointCadence::save(const RunState& st, const Model<float>& model, DistributedAdamW& opt,
                                     const DataLoader& data) {
   const RunOptions& o = o_;
   const Communicator& comm = comm_;
   std::string path, error;
+  opt.gather_moments(0);
   if (comm.is_root()) {
+    // Host memory on the CPU backend: the optimizer's own buffers (zero 0) or the staging (zero 1).
+    const DistributedAdamW::FullMoments moments = opt.full_moments(true);
     CheckpointMeta meta;
     meta.step = st.step;
     meta.tokens_seen = st.tokens_seen;
@@ -26,22 +29,22 @@ std::string CheckpointCadence::save(const RunState& st, const Model<float>& mode
       // The checkpoint is written from host memory: the buffers themselves on the CPU.
       const Exec& ex = model.exec();
       const idx n = model.num_params();
-      const HostMirror<const float> params(ex, model.params(), n), m(ex, opt.exp_avg().data(), n),
-          v(ex, opt.exp_avg_sq().data(), n);
-      path = save_checkpoint(o.checkpoint.dir, meta, model.table(), params.data(), m.data(), v.data(),
-                             o.checkpoint.keep, [] { return !launcher_gone(); });
+      const HostMirror<const float> params(ex, model.params(), n);
+      path = save_checkpoint(o.checkpoint.dir, meta, model.table(), params.data(), moments.exp_avg,
+                             moments.exp_avg_sq, o.checkpoint.keep, [] { return !launcher_gone(); });
       log_.note("checkpoint: " + path);
     } catch (const std::exception& e) {
       error = e.what();
     }
   }
+  opt.release_full_moments();
   if (!comm.all(error.empty())) throw CheckpointError(comm.is_root() ? error : "checkpoint save failed on rank 0");
   saved_step_ = st.step;
   return path;
 }
 
-void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<float>& model, AdamW& opt,
-                                DataLoader& data) {
+void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<float>& model,
+                                DistributedAdamW& opt, DataLoader& data) {
   const RunOptions& o = o_;
   const Communicator& comm = comm_;
   MetricsLog& log = log_;
@@ -50,14 +53,14 @@ void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<f
   // Root reads into host memory and broadcasts from it; every rank then stores it on its device.
   const Exec& ex = model.exec();
   const idx n = model.num_params();
-  HostMirror<float> params(ex, model.params(), n, false), m(ex, opt.exp_avg().data(), n, false),
-      v(ex, opt.exp_avg_sq().data(), n, false);
+  HostMirror<float> params(ex, model.params(), n, false);
+  const DistributedAdamW::FullMoments moments = opt.full_moments(comm.is_root());
   if (comm.is_root()) {
     try {
       std::vector<std::string> notes;
       try {
-        path = resume_checkpoint(resume, o.checkpoint.dir, o.model, model.table(), params.data(), m.data(),
-                                 v.data(), meta, notes);
+        path = resume_checkpoint(resume, o.checkpoint.dir, o.model, model.table(), params.data(),
+                                 moments.exp_avg, moments.exp_avg_sq, meta, notes);
       } catch (...) {
         for (const std::string& note : notes) log.note(note);  // which files were tried, before the error
         throw;
@@ -71,6 +74,7 @@ void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<f
   std::int64_t found = comm.is_root() && !path.empty() ? 1 : 0;
   comm.broadcast(&found, sizeof found);
   if (!found) {
+    opt.release_full_moments();
     // Only "latest" means "resume if there is anything": an explicit directory that holds no
     // checkpoint is a wrong path, and training from scratch into it would hide the mistake.
     if (resume != "latest")
@@ -86,9 +90,13 @@ void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<f
   comm.broadcast(header, sizeof header);
   position.resize(std::size_t(header[4]));
   comm.broadcast(position.data(), position.size());
-  for (HostMirror<float>* buffer : {&params, &m, &v}) {
-    comm.broadcast(buffer->data(), std::size_t(n) * sizeof(float));
-    buffer->store();
+  comm.broadcast(params.data(), std::size_t(n) * sizeof(float));
+  params.store();
+  if (opt.sharded()) {
+    opt.scatter_moments(0);
+  } else {
+    comm.broadcast(moments.exp_avg, std::size_t(n) * sizeof(float));
+    comm.broadcast(moments.exp_avg_sq, std::size_t(n) * sizeof(float));
   }
   st.step = header[0];
   st.tokens_seen = header[1];

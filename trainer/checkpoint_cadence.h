@@ -8,7 +8,7 @@
 
 #include "data/loader.h"
 #include "model/model.h"
-#include "optim/adamw.h"
+#include "optim/distributed_adamw.h"
 #include "parallel/communicator.h"
 #include "trainer/metrics.h"
 #include "trainer/options.h"
@@ -30,7 +30,9 @@ class CheckpointCadence {
   // `resume` ("latest", a checkpoint directory or file) into the weights, moments, run state and
   // data position; "latest" with nothing there starts fresh (with a note). Throws CheckpointError
   // (on every rank, with rank 0's message) or OptionsError for an explicit path with nothing there.
-  void restore(const std::string& resume, RunState& st, Model<float>& model, AdamW& opt, DataLoader& data);
+  // The moments are whole in the file; under ZeRO-1 each rank then takes its shard from rank 0.
+  void restore(const std::string& resume, RunState& st, Model<float>& model, DistributedAdamW& opt,
+               DataLoader& data);
 
   // After `steps_done` steps: every checkpoint.every steps and after the last (when checkpoints
   // are on), and always when the run exits at train.exit_after.
@@ -43,8 +45,9 @@ class CheckpointCadence {
 
   // Writes the checkpoint of `st`; returns its path on rank 0 (empty elsewhere). A failed save
   // throws CheckpointError on every rank, so the job stops with rank 0's message instead of other
-  // ranks training on.
-  std::string save(const RunState& st, const Model<float>& model, const AdamW& opt, const DataLoader& data);
+  // ranks training on. Under ZeRO-1 the moment shards are gathered to rank 0 first (a transient
+  // full-size staging there, see DistributedAdamW). Collective.
+  std::string save(const RunState& st, const Model<float>& model, DistributedAdamW& opt, const DataLoader& data);
 
  private:
   const RunOptions& o_;

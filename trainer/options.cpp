@@ -86,6 +86,8 @@ void for_each_option(Options& o, F&& f) {
   f("checkpoint.dir", ck.dir, "checkpoint directory; empty: <train.out_dir>/checkpoints");
   f("checkpoint.keep", ck.keep, "checkpoints kept; 0: all");
   f("parallel.cp", o.parallel.cp, "context-parallel group size; dp = world size / cp");
+  f("parallel.zero", o.parallel.zero,
+    "0: every rank holds the whole AdamW state; 1: ZeRO-1, the AdamW moments sharded over all ranks (dp x cp)");
   auto& rt = o.runtime;
   f("runtime.device", rt.device, "cpu | cuda");
   f("runtime.dtype", rt.dtype, "fp32 | bf16 (activations and compute weights; bf16 needs runtime.device = cuda)");
@@ -364,6 +366,9 @@ void finalize(RunOptions& o) {
   require(d.mqar_pairs > 0, kv("data.mqar_pairs", d.mqar_pairs) + " must be positive");
   require(d.mqar_queries > 0, kv("data.mqar_queries", d.mqar_queries) + " must be positive");
   require(o.parallel.cp > 0, kv("parallel.cp", o.parallel.cp) + " must be positive");
+  require(o.parallel.zero == 0 || o.parallel.zero == 1,
+          kv("parallel.zero", o.parallel.zero) +
+              " is not one of 0 (replicated optimizer state), 1 (ZeRO-1: AdamW moments sharded over the ranks)");
   require(rt.device == "cpu" || rt.device == "cuda", "runtime.device = \"" + rt.device + "\" is not one of cpu, cuda");
   require(rt.dtype == "fp32" || rt.dtype == "bf16", "runtime.dtype = \"" + rt.dtype + "\" is not one of fp32, bf16");
   require(rt.dtype != "bf16" || rt.device == "cuda",

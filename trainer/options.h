@@ -97,6 +97,7 @@ struct DataOptions {
 
 struct ParallelOptions {
   idx cp = 1;  // context-parallel group size; dp = world / cp
+  idx zero = 0;  // 0: every rank holds the whole AdamW state; 1: ZeRO-1, the moments sharded over the ranks
   bool operator==(const ParallelOptions&) const = default;
 };
 

@@ -13,7 +13,7 @@
 #include "model/memory_need.h"
 #include "model/model.h"
 #include "optim/adamw.h"
-#include "optim/grad.h"
+#include "optim/distributed_adamw.h"
 #include "optim/schedule.h"
 #include "parallel/mesh.h"
 #include "trainer/checkpoint_cadence.h"
@@ -55,9 +55,15 @@ namespace {
 // Refuses, on every rank, a run whose model, optimizer and activations do not fit in the memory
 // this machine has left, before any of it is allocated. Every rank on a machine allocates the same.
 void require_run_fits(const RunOptions& o, const BatchLayout& layout, idx local_len, const Communicator& comm) {
-  MemoryNeed need = training_memory_need(o.model, BatchShape{layout.micro_batch, local_len}, int(layout.cp));
+  const bool sharded = o.parallel.zero == 1 && comm.size() > 1;  // as DistributedAdamW decides
+  MemoryNeed need = training_memory_need(o.model, BatchShape{layout.micro_batch, local_len}, int(layout.cp),
+                                         sharded ? comm.size() : 1);
   // The loader's batch of whole sequences (tokens and targets, int32) and its zigzag copy.
   need.other = std::size_t(layout.micro_batch) * std::size_t(o.train.seq_len) * 2 * sizeof(std::int32_t) * 2;
+  // Zero 1: while a checkpoint is saved or loaded the root stages both moments whole. Counted on
+  // the root only, though the check below multiplies it by the processes on the root's machine:
+  // conservative there by (processes - 1) x that staging, exact on every other machine.
+  if (sharded && comm.is_root()) need.other += std::size_t(weights_memory_need(o.model).parameters) * 2;
   const std::string shortfall = memory_shortfall("this run", need, comm.local_size(), available_memory());
   if (comm.all(shortfall.empty())) return;
   // Machines may differ: a rank other than the root reports its own shortfall itself.
@@ -66,15 +72,15 @@ void require_run_fits(const RunOptions& o, const BatchLayout& layout, idx local_
 }
 
 // One optimizer step. evaluate + differentiate: every micro-batch adds its summed-loss gradient to
-// the deltas; integrate: sum over the world's data plane, normalise by the global target count,
-// clip, AdamW -- unless the loss or the gradient norm is not finite (the step is then skipped).
+// the deltas; integrate (DistributedAdamW, over the world's data plane): sum, normalise by the
+// global target count, clip, AdamW -- unless the loss or the gradient norm is not finite (the
+// step is then skipped).
 struct StepOutcome {
   double loss = 0, grad_norm = 0;
   bool applied = false;
 };
-StepOutcome train_step(Model<float>& model, AdamW& optimizer, DataLoader& data, LocalBatch& local, Batch& batch,
-                       idx grad_accum, const DataPlane& world, double grad_clip, double lr, idx step) {
-  const idx n = model.num_params();
+StepOutcome train_step(Model<float>& model, DistributedAdamW& optimizer, DataLoader& data, LocalBatch& local,
+                       Batch& batch, idx grad_accum, const DataPlane& world, double grad_clip, double lr, idx step) {
   model.zero_deltas();
   double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
   for (idx micro = 0; micro < grad_accum; ++micro) {
@@ -85,15 +91,14 @@ StepOutcome train_step(Model<float>& model, AdamW& optimizer, DataLoader& data, 
     totals[0] += l.sum;
     totals[1] += double(l.count);
   }
-  world.allreduce_sum(model.deltas(), n);
   world.allreduce_sum(totals, 2);
   if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
-  scale_inplace(model.exec(), model.deltas(), n, float(1.0 / totals[1]));
   StepOutcome out;
   out.loss = totals[0] / totals[1];
-  out.grad_norm = clip_grad_norm(model.exec(), model.deltas(), n, grad_clip);
-  out.applied = std::isfinite(out.loss) && std::isfinite(out.grad_norm);
-  if (out.applied) optimizer.step(model.params(), model.deltas(), lr);
+  const DistributedAdamW::Outcome integrated =
+      optimizer.step(model.params(), model.deltas(), float(1.0 / totals[1]), out.loss, grad_clip, lr);
+  out.grad_norm = integrated.grad_norm;
+  out.applied = integrated.applied;
   return out;
 }
 
@@ -125,7 +130,8 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
 
   Model<float> model(o.model, BatchShape{layout.micro_batch, local_len}, &mesh.cp_data());
   model.init(t.seed);  // same seed on every rank: identical weights without a broadcast
-  AdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()), model.exec());
+  DistributedAdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()), mesh.world_data(),
+                             int(o.parallel.zero), model.exec());
   const ScheduleConfig schedule = o.schedule_config();
   // Every rank measures its GEMM peak at the same time, so the sum is the job's real peak.
   const double peak_gflops = comm.sum(measure_gemm_peak_gflops(512, 0.2));
@@ -134,6 +140,15 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
     log.note("model: " + std::to_string(model.num_params()) + " parameters, activation arena " +
              std::to_string(model.arena_bytes() >> 20) + " MiB per rank, GEMM peak " +
              std::to_string(int(peak_gflops)) + " GFLOP/s (all ranks)");
+  if (comm.is_root()) {
+    // The optimizer state each rank holds (the last rank's shard is the largest).
+    const std::size_t moments = 2 * std::size_t(largest_flat_shard(model.num_params(),
+                                                                   optimizer.sharded() ? comm.size() : 1)) * sizeof(float);
+    log.note("AdamW moments: " + std::to_string(moments >> 10) + " KiB per rank" +
+             (optimizer.sharded() ? " (parallel.zero = 1: sharded over " + std::to_string(comm.size()) + " ranks)"
+              : o.parallel.zero == 1 ? " (parallel.zero = 1 on one rank: nothing to shard, as zero = 0)"
+                                     : ""));
+  }
 
   RunState st;
   CheckpointCadence checkpoints(o, comm, log);

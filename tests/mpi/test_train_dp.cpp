@@ -93,21 +93,13 @@ TEST(DataParallel, CheckpointsResumeOnAnotherNumberOfRanks) {
 
   // N ranks for 3 steps, then 1 rank resumes from the N-rank checkpoint (root wrote it).
   const test::TrainedRun first = test::train_keeping_weights(with(mine + "/world", {"--train.exit_after=3"}), world);
-  std::string ckpt = first.last_checkpoint;
-  std::int64_t len = std::int64_t(ckpt.size());
-  world.broadcast(&len, sizeof len);
-  ckpt.resize(std::size_t(len));
-  world.broadcast(ckpt.data(), ckpt.size());
+  const std::string ckpt = test::broadcast_string(world, first.last_checkpoint);
   const test::TrainedRun one = test::train_keeping_weights(with(mine + "/one", {}), Communicator::self(), ckpt);
   ASSERT_EQ(one.first_step, 3);
 
   // 1 rank for 3 steps (rank 0's run), then N ranks resume from it.
   const test::TrainedRun alone = test::train_keeping_weights(with(mine + "/alone", {"--train.exit_after=3"}), Communicator::self());
-  std::string ckpt1 = alone.last_checkpoint;
-  len = std::int64_t(ckpt1.size());
-  world.broadcast(&len, sizeof len);
-  ckpt1.resize(std::size_t(len));
-  world.broadcast(ckpt1.data(), ckpt1.size());
+  const std::string ckpt1 = test::broadcast_string(world, alone.last_checkpoint);
   const test::TrainedRun many = test::train_keeping_weights(with(mine + "/many", {}), world, ckpt1);
   ASSERT_EQ(many.first_step, 3);
 
@@ -142,13 +134,7 @@ TEST(DataParallel, CheckpointsResumeOnAnotherNumberOfRanks) {
 namespace nexus {
 namespace {
 
-std::string broadcast_string(const Communicator& world, std::string s) {
-  std::int64_t len = std::int64_t(s.size());
-  world.broadcast(&len, sizeof len);
-  s.resize(std::size_t(len));
-  world.broadcast(s.data(), s.size());
-  return s;
-}
+using test::broadcast_string;
 
 // Context parallelism (cp 2, and dp 2 x cp 2 on 4 ranks) trains the same model as one rank, and
 // its checkpoints continue on the other layout in both directions.

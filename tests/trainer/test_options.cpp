@@ -27,7 +27,8 @@ const std::vector<std::string> kAllKeys = {
     "optim.grad_clip", "train.max_bad_steps", "train.eval_every", "train.eval_batches", "train.log_every",
     "train.out_dir", "checkpoint.every", "checkpoint.dir", "checkpoint.keep", "train.exit_after", "data.source",
     "data.path",
-    "data.mqar_pairs", "data.mqar_queries", "data.val_path", "parallel.cp", "runtime.device", "runtime.dtype",
+    "data.mqar_pairs", "data.mqar_queries", "data.val_path", "parallel.cp", "parallel.zero", "runtime.device",
+    "runtime.dtype",
     "runtime.threads"};
 
 // A scratch INI file removed at the end of the test.
@@ -197,6 +198,10 @@ TEST(Options, ImpossibleCombinationsNameTheValues) {
   EXPECT_CONTAINS(msg, "data.path");
   msg = msg_of({"--data.source=parquet"});
   EXPECT_CONTAINS(msg, "parquet");
+  msg = msg_of({"--parallel.zero=2"});
+  EXPECT_CONTAINS(msg, "parallel.zero = 2 is not one of 0");
+  EXPECT_CONTAINS(msg, "1 (ZeRO-1");
+  EXPECT_EQ(parse_command_line(std::vector<std::string>{"--parallel.zero=1"}).options.parallel.zero, 1);
 }
 
 TEST(Options, AbsurdSizesAreRefusedWithTheirRange) {

@@ -1,0 +1,98 @@
+// AdamW over data-parallel replicas: every rank of `group` (the run's world data plane, dp x cp)
+// holds a share of the global batch's deltas; the step sums them over the group, normalises,
+// clips to the global norm and integrates.
+//
+//   zero 0: all-reduce the whole delta buffer; every rank runs AdamW on all of it and holds both
+//           moments whole (replicated optimizer state).
+//   zero 1: reduce-scatter the deltas, so each rank receives the summed deltas of its own shard
+//           (parallel/flat_shard.h) only; it runs AdamW on that shard with the moments of that
+//           shard only, then all-gathers the updated weights. Optimizer state per rank: 2 n / S
+//           instead of 2 n floats, for the same communication volume (an all-reduce is a
+//           reduce-scatter plus an all-gather).
+//
+// Why the shards span the whole world (dp x cp) and not the dp group alone: the cp ranks of one
+// replica hold partial deltas of the same replica (their parts of the same sequences), so the
+// deltas must be summed over cp as well as over dp. One reduce-scatter over the world does both
+// sums at once, where "all-reduce over cp, then reduce-scatter over dp" would move the cp sum
+// twice and leave the cp ranks of a replica holding identical copies of the same shard (Megatron's
+// distributed optimizer shards over data-parallel x context-parallel for the same reason). With cp
+// = 1 the world is the dp group.
+//
+// fp32 on CPU: the master weights are the compute weights, so the shard of the weights being
+// integrated is this rank's slice of the parameter buffer; there is no separate master copy.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "optim/adamw.h"
+#include "parallel/data_plane.h"
+#include "parallel/flat_shard.h"
+
+namespace nexus {
+
+// `ranges` (tiling [0, n), in any order) intersected with the shard [offset, offset + numel),
+// shifted to offsets relative to the shard: the decay ranges of an AdamW over the shard alone.
+// Empty pieces are dropped, so the result tiles [0, numel).
+std::vector<DecayRange> shard_decay_ranges(const std::vector<DecayRange>& ranges, idx offset, idx numel);
+
+class DistributedAdamW {
+ public:
+  // zero: 0 or 1 (parallel.zero). With zero 1 on a group of one rank there is nothing to shard:
+  // it runs as zero 0 (sharded() is false). Collectives run on `group` (borrowed: it must outlive
+  // this object), in the same order on every rank.
+  // The moments and the shard buffers live on ex's device, where every step runs.
+  DistributedAdamW(idx n, const AdamWHyper& hyper, const std::vector<DecayRange>& ranges, const DataPlane& group,
+                   int zero, const Exec& ex = {});
+
+  struct Outcome {
+    double grad_norm = 0;  // global norm of the normalised deltas, before clipping
+    bool applied = false;  // false: loss or norm not finite, weights and moments untouched
+  };
+  // deltas[n]: this rank's summed-loss gradient; consumed (overwritten). `scale` normalises the
+  // group's sum (1 / the global target count), `loss` is the step's global mean loss (the step is
+  // skipped when it is not finite, as when the norm is not). params[n] ends identical on every
+  // rank. Collective over the group.
+  Outcome step(float* params, float* deltas, float scale, double loss, double grad_clip, double lr);
+
+  bool sharded() const { return sharded_; }
+  // This rank's part of the flat buffer: all of it ({0, n}) unless sharded.
+  const FlatShard& shard() const { return shard_; }
+  // The optimizer over this rank's shard: its moments have shard().numel elements.
+  const AdamW& local() const { return local_; }
+  std::int64_t steps() const { return local_.steps(); }
+  void set_steps(std::int64_t steps) { local_.set_steps(steps); }
+
+  // Checkpoints hold the moments whole (their logical shapes). full_moments(root) gives the [n]
+  // exp_avg and exp_avg_sq that checkpoint I/O reads or writes on the root rank: under zero 0 the
+  // optimizer's own buffers (every rank); under zero 1 a staging copy of 2 n floats allocated on
+  // the root only (nullptr elsewhere) and held until release_full_moments(). That staging is the
+  // price of a file that loads on any number of ranks under either setting: while a checkpoint is
+  // written or read, the root holds as much optimizer state as under zero 0.
+  struct FullMoments {
+    float* exp_avg = nullptr;
+    float* exp_avg_sq = nullptr;
+  };
+  FullMoments full_moments(bool root);
+  // Zero 1, collective: the root's staging receives every rank's shards (before a save). Zero 0:
+  // nothing to do, the root's own moments are whole.
+  void gather_moments(int root);
+  // Zero 1, collective: every rank takes its shard of the root's staging (after a load) and the
+  // staging is released. Zero 0: nothing here, the caller broadcasts the whole moments (one tree
+  // broadcast beats a message per rank).
+  void scatter_moments(int root);
+  void release_full_moments();
+
+ private:
+  idx n_;
+  const DataPlane& group_;
+  bool sharded_;
+  FlatShard shard_;
+  AdamW local_;                     // over shard_ (all of [0, n) unless sharded)
+  DeviceBuffer<float> grad_shard_;   // [shard_.numel] summed deltas of this shard; the all-gather's send block
+  DeviceBuffer<float> tail_gather_;  // [S * tail] the all-gathered tail, of which the last rank's block counts
+  std::vector<double> norm_parts_;  // [S] every rank's sum of squares, summed in rank order
+  std::vector<float> staging_;      // [2 n] on the root while a checkpoint moves (zero 1), else empty
+};
+
+}  // namespace nexus
