@@ -3,6 +3,10 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <utility>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
@@ -62,7 +66,38 @@ std::optional<std::size_t> headroom(const std::string& limit_file, const std::st
   return *limit > u ? *limit - u : 0;
 }
 
+// runtime.memory_limit, set once at startup before any check reads it.
+MemoryAvailable& memory_cap() {
+  static MemoryAvailable cap;
+  return cap;
+}
+
 }  // namespace
+
+void set_memory_limit(std::size_t bytes, const std::string& source) {
+  memory_cap() = bytes ? MemoryAvailable{bytes, source} : MemoryAvailable{};
+}
+
+std::optional<std::size_t> parse_bytes(const std::string& text) {
+  static constexpr std::pair<const char*, double> kUnits[] = {
+      {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0},
+      {"KB", 1e3},     {"MB", 1e6},        {"GB", 1e9},           {"TB", 1e12},
+      {"B", 1.0},      {"", 1.0}};
+  std::size_t digits = 0;
+  while (digits < text.size() && (std::isdigit(static_cast<unsigned char>(text[digits])) || text[digits] == '.'))
+    ++digits;
+  if (digits == 0) return std::nullopt;
+  double value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + digits, value);
+  if (ec != std::errc() || end != text.data() + digits) return std::nullopt;
+  for (const auto& [unit, scale] : kUnits)
+    if (text.compare(digits, std::string::npos, unit) == 0) {
+      const double bytes = std::round(value * scale);
+      if (!(bytes >= 1) || bytes >= double(SIZE_MAX)) return std::nullopt;
+      return static_cast<std::size_t>(bytes);
+    }
+  return std::nullopt;
+}
 
 std::size_t MemoryNeed::total() const {
   return sat_add(sat_add(sat_add(parameters, deltas), sat_add(optimizer, activations)), other);
@@ -104,7 +139,7 @@ MemoryNeed training_memory_need(const ModelConfig& config, BatchShape shape, int
 }
 
 MemoryAvailable available_memory() {
-  MemoryAvailable best;
+  MemoryAvailable best = memory_cap();
   consider(best, read_kib_field("/proc/meminfo", "MemAvailable:"), "MemAvailable in /proc/meminfo");
   if (const std::string dir = cgroup_v2_dir(); !dir.empty())
     consider(best, headroom(dir + "/memory.max", dir + "/memory.current"), "cgroup limit " + dir + "/memory.max");
