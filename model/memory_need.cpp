@@ -20,11 +20,6 @@ namespace nexus {
 
 namespace {
 
-std::size_t sat_add(std::size_t a, std::size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
-std::size_t sat_mul(std::size_t a, std::size_t b) {
-  std::size_t out = 0;
-  return __builtin_mul_overflow(a, b, &out) ? SIZE_MAX : out;
-}
 
 // The first number after `key` in a "key: value kB" file such as /proc/meminfo, in bytes.
 std::optional<std::size_t> read_kib_field(const char* file, const std::string& key) {
@@ -33,7 +28,7 @@ std::optional<std::size_t> read_kib_field(const char* file, const std::string& k
     if (line.rfind(key, 0) == 0) {
       std::istringstream fields(line.substr(key.size()));
       unsigned long long kib = 0;
-      if (fields >> kib) return sat_mul(static_cast<std::size_t>(kib), 1024);
+      if (fields >> kib) return saturating_mul(static_cast<std::size_t>(kib), 1024);
     }
   return std::nullopt;
 }
@@ -99,8 +94,11 @@ std::optional<std::size_t> parse_bytes(const std::string& text) {
   return std::nullopt;
 }
 
+std::size_t resident_bytes() { return read_kib_field("/proc/self/status", "VmRSS:").value_or(0); }
+std::size_t peak_resident_bytes() { return read_kib_field("/proc/self/status", "VmHWM:").value_or(0); }
+
 std::size_t MemoryNeed::total() const {
-  return sat_add(sat_add(sat_add(parameters, deltas), sat_add(optimizer, activations)), other);
+  return saturating_add(saturating_add(saturating_add(parameters, deltas), saturating_add(optimizer, activations)), other);
 }
 
 std::string gib(std::size_t bytes) {
@@ -125,21 +123,26 @@ std::string MemoryNeed::breakdown() const {
 MemoryNeed weights_memory_need(const ModelConfig& config, int copies) {
   const ParamTable table(config);  // validates; small (one entry per tensor)
   MemoryNeed need;
-  need.parameters = sat_mul(static_cast<std::size_t>(table.total()), sizeof(float));
-  need.other = sat_mul(need.parameters, static_cast<std::size_t>(std::max(copies, 1) - 1));
+  need.parameters = saturating_mul(static_cast<std::size_t>(table.total()), sizeof(float));
+  need.other = saturating_mul(need.parameters, static_cast<std::size_t>(std::max(copies, 1) - 1));
   return need;
 }
 
 MemoryNeed training_memory_need(const ModelConfig& config, BatchShape shape, int cp_size) {
   MemoryNeed need = weights_memory_need(config);
   need.deltas = need.parameters;                  // Model's flat delta buffer
-  need.optimizer = sat_mul(need.parameters, 2);  // AdamW's exp_avg and exp_avg_sq
+  need.optimizer = saturating_mul(need.parameters, 2);  // AdamW's exp_avg and exp_avg_sq
   need.activations = Model<float>::activation_bytes(config, shape, cp_size);
   return need;
 }
 
 MemoryAvailable available_memory() {
-  MemoryAvailable best = memory_cap();
+  MemoryAvailable best;
+  if (const MemoryAvailable& cap = memory_cap(); cap.bytes != SIZE_MAX) {
+    // The cap covers the whole process: what it already holds (libraries, MPI, BLAS) counts.
+    const std::size_t held = resident_bytes();
+    consider(best, cap.bytes > held ? cap.bytes - held : 0, cap.source + " minus " + gib(held) + " resident");
+  }
   consider(best, read_kib_field("/proc/meminfo", "MemAvailable:"), "MemAvailable in /proc/meminfo");
   if (const std::string dir = cgroup_v2_dir(); !dir.empty())
     consider(best, headroom(dir + "/memory.max", dir + "/memory.current"), "cgroup limit " + dir + "/memory.max");
@@ -157,7 +160,7 @@ MemoryAvailable available_memory() {
 std::string memory_shortfall(const std::string& what, const MemoryNeed& need, int processes,
                              const MemoryAvailable& available) {
   const std::size_t each = need.total();
-  const std::size_t all = sat_mul(each, static_cast<std::size_t>(std::max(processes, 1)));
+  const std::size_t all = saturating_mul(each, static_cast<std::size_t>(std::max(processes, 1)));
   if (all <= available.bytes) return "";
   std::string message = what + " needs " + (each == SIZE_MAX ? "more than 16 EiB" : gib(each));
   if (processes > 1) message += " per process x " + std::to_string(processes) + " processes on this machine = " + gib(all);

@@ -326,5 +326,6 @@ template class Model<float>;
 template class Model<double>;
 // Measuring only (nexus plan): the layout a bf16 run carves. Nothing else of Model<bf16> is built.
 template ArenaBreakdown Model<bf16>::activation_breakdown(const ModelConfig&, BatchShape, int);
+template std::size_t Model<bf16>::activation_bytes(const ModelConfig&, BatchShape, int);
 
 }  // namespace nexus

@@ -19,6 +19,7 @@
 #include "parallel/mesh.h"
 #include "trainer/checkpoint.h"
 #include "trainer/metrics.h"
+#include "trainer/plan.h"
 #include "trainer/signals.h"
 
 namespace nexus {
@@ -197,10 +198,8 @@ void restore(const std::string& resume, const RunOptions& o, RunState& st, Model
 
 // Refuses, on every rank, a run whose model, optimizer and activations do not fit in the memory
 // this machine has left, before any of it is allocated. Every rank on a machine allocates the same.
-void require_run_fits(const RunOptions& o, const BatchLayout& layout, idx local_len, const Communicator& comm) {
-  MemoryNeed need = training_memory_need(o.model, BatchShape{layout.micro_batch, local_len}, int(layout.cp));
-  // The loader's batch of whole sequences (tokens and targets, int32) and its zigzag copy.
-  need.other = std::size_t(layout.micro_batch) * std::size_t(o.train.seq_len) * 2 * sizeof(std::int32_t) * 2;
+void require_run_fits(const RunOptions& o, const BatchLayout& layout, const Communicator& comm) {
+  const MemoryNeed need = run_memory_need(o, layout);  // what `nexus plan` prints
   const std::string shortfall = memory_shortfall("this run", need, comm.local_size(), available_memory());
   if (comm.all(shortfall.empty())) return;
   // Machines may differ: a rank other than the root reports its own shortfall itself.
@@ -259,7 +258,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
     std::ofstream(std::filesystem::path(t.out_dir) / "config.ini") << ini;
   }
   failpoint("train_setup");
-  require_run_fits(o, layout, local_len, comm);
+  require_run_fits(o, layout, comm);
 
   // One loader batch is one micro-batch on every rank: the grad_accum successive micro-batches of
   // all ranks together are exactly the global batch a single rank would read in one go.
