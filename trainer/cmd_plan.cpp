@@ -89,22 +89,17 @@ void print_training(const TrainingPlan& p, const PlanTarget& t, const std::strin
   row("total per rank", p.total(), fit_text(p.total(), t.budget));
 }
 
-// What would make a plan that does not fit fit: another recompute setting, a larger cp group, or
-// (when the model state alone is too big) sharding the optimizer state.
+// What would make a plan that does not fit fit, smallest change first: another recompute setting;
+// recompute all with a larger cp group (activations per rank shrink, the model state does not);
+// and, as an estimate, also sharding the master weights and AdamW moments over the group's ranks
+// (ZeRO-1, which does not exist yet).
 void print_remedies(const RunOptions& o, const PlanTarget& t, const TrainingPlan& p) {
   if (p.total() <= t.budget) return;
   std::printf("to fit:\n");
   const std::size_t state = p.weights + p.master + p.deltas + p.moments;
-  if (state + p.runtime > t.budget) {
-    const std::size_t room = t.budget > p.weights + p.deltas + p.runtime ? t.budget - p.weights - p.deltas - p.runtime : 0;
-    std::printf("  the model state alone (weights, master, deltas, moments: %s) exceeds the budget; sharding the "
-                "master weights and moments over data-parallel ranks (ZeRO-1, not implemented yet) needs dp >= %s "
-                "before any activation fits\n",
-                human(state).c_str(),
-                room == 0 ? "(more than any dp: weights and deltas alone are over)"
-                          : std::to_string((p.master + p.moments + room - 1) / room).c_str());
-    return;
-  }
+  if (state + p.runtime > t.budget)
+    std::printf("  the model state alone (weights, master, deltas, moments: %s) is over the budget\n",
+                human(state).c_str());
   for (const char* setting : {"mlp", "mamba", "mamba,mlp", "all"}) {
     RunOptions r = o;
     r.model.recompute = parse_recompute(setting);
@@ -114,19 +109,28 @@ void print_remedies(const RunOptions& o, const PlanTarget& t, const TrainingPlan
       return;
     }
   }
-  for (idx cp = 2 * o.parallel.cp; cp <= 1024; cp *= 2) {
-    RunOptions r = o;
-    r.model.recompute = parse_recompute("all");
-    r.parallel.cp = cp;
-    const idx T = (p.seq_len + 2 * cp - 1) / (2 * cp) * (2 * cp);
-    const TrainingPlan q = plan_training(r, t, T);
-    if (q.total() <= t.budget) {
-      std::printf("  train.recompute = all with parallel.cp = %lld (total %s per rank at seq_len %lld)\n",
-                  (long long)cp, human(q.total()).c_str(), (long long)T);
-      return;
+  bool found = false;  // the smallest cp without and with ZeRO-1, each when one exists
+  for (const bool zero1 : {false, true})
+    for (idx cp = zero1 ? o.parallel.cp : 2 * o.parallel.cp; cp <= 1024; cp *= 2) {
+      RunOptions r = o;
+      r.model.recompute = parse_recompute("all");
+      r.parallel.cp = cp;
+      const idx T = (p.seq_len + 2 * cp - 1) / (2 * cp) * (2 * cp);
+      const TrainingPlan q = plan_training(r, t, T);
+      const std::size_t sharded = (q.master + q.moments) - (q.master + q.moments) / std::size_t(cp);
+      const std::size_t total = q.total() - (zero1 ? sharded : 0);
+      if (total > t.budget) continue;
+      std::printf("  %strain.recompute = all, parallel.cp = %lld%s: total %s per rank at seq_len %lld\n",
+                  found ? "or " : "", (long long)cp,
+                  zero1 ? ", master weights and AdamW moments sharded over those ranks (ZeRO-1: not implemented "
+                          "yet; an estimate)"
+                        : "",
+                  human(total).c_str(), (long long)T);
+      found = true;
+      break;
     }
-  }
-  std::printf("  nothing up to parallel.cp = 1024 with train.recompute = all: shorten train.seq_len\n");
+  if (found) return;
+  std::printf("  nothing up to parallel.cp = 1024 with recompute all and ZeRO-1: shorten train.seq_len\n");
 }
 
 // The process's own memory as `nexus train` has it once its kernels ran: binary, libraries, MPI,
