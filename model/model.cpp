@@ -1,7 +1,9 @@
 // Forward and backward orchestration of the hybrid model. Layer i:
 //   res_in -> input_layernorm -> mixer (Mamba-2 or attention) -> + res_in = res_mid
 //   res_mid -> pre_ff_layernorm -> SwiGLU MLP -> + res_mid = next layer's res_in
-// Each residual add is fused into the RMSNorm that follows it.
+// Each residual add is fused into the RMSNorm that follows it. Under recomputation
+// (model/recompute.h) a recomputed block's buffers are one shared set that the backward rebuilds
+// by running the layer's forward calls again on the input the layer kept.
 #include "model/model.h"
 
 #include "model/mamba_layer_cp.h"

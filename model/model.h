@@ -100,6 +100,8 @@ class Model {
   double forward_flops_per_token() const;
 
  private:
+  // Per layer; under recomputation the pointers of recomputed parts all point into one shared set
+  // (res_in always stays the layer's own).
   struct LayerState {
     T* res_in;   // [N, D] residual stream entering the layer
     T* ln1;      // [N, D] input_layernorm output (the mixer's input)

@@ -7,6 +7,7 @@
 #                 runtime.memory_limit = that budget at T trains (and peaks within 5% of the budget),
 #                 and at the next valid length past 1.1 T it refuses before starting, naming the memory
 #                 it would need.
+#   MODE errors:  bad flags and values exit 2 naming the flag (or key) and the value.
 set -uo pipefail
 nexus=$1
 src=$2
@@ -59,6 +60,21 @@ elif [ "$mode" = longest ]; then
   else
     fail "T = $big: not the refusal expected:"; cat "$work/big"
   fi
+elif [ "$mode" = errors ]; then
+  check() {  # check EXPECTED_TEXT ARGS...: `nexus plan ARGS` exits 2 with the text on stderr
+    local text=$1
+    shift
+    "$nexus" plan "$config" "$@" >"$work/out" 2>"$work/err"
+    local rc=$?
+    if [ "$rc" -eq 2 ] && grep -qF -- "$text" "$work/err"; then pass "$*"; else fail "$* (exit $rc):"; cat "$work/err"; fi
+  }
+  check "--device a100 is not one of cpu, h100-80g, h200" --device a100
+  check "--memory 80gigs is not a size such as 512MiB" --memory 80gigs
+  check "--generate-batch 0 is not a positive integer" --generate-batch 0
+  check "--device needs a value" --device
+  check 'train.recompute = "attn" names '"'attn'" --train.recompute=attn
+  check "unknown option '--bogus'" --bogus
+  check "--resume does not apply" --resume latest
 else
   echo "unknown mode $mode"; exit 2
 fi
