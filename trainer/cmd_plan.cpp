@@ -139,7 +139,10 @@ void print_remedies(const RunOptions& o, const PlanTarget& t, const TrainingPlan
 // and output (the packing saturates well below 1024 of either), then read VmRSS; the warm-up's own matrices are
 // freed (unmapped) before.
 std::size_t measure_cpu_runtime(const RunOptions& o) {
-  if (o.runtime.threads > 0) omp_set_num_threads(int(o.runtime.threads));
+  // The threads one rank runs with: runtime.threads, else its share of the cores (mpirun binds
+  // the cp ranks of a group, which share a machine, to their own cores).
+  const idx threads = o.runtime.threads > 0 ? o.runtime.threads : std::max<idx>(1, omp_get_num_procs() / o.parallel.cp);
+  omp_set_num_threads(int(threads));
   measure_gemm_peak_gflops(512, 0.2);  // as train() does
   const ModelConfig& c = o.model;
   const idx rows = std::min<idx>(o.train.micro_batch * (o.train.seq_len / o.parallel.cp), idx(1) << 15);

@@ -8,6 +8,7 @@
 #                 and at the next valid length past 1.1 T it refuses before starting, naming the memory
 #                 it would need.
 #   MODE errors:  bad flags and values exit 2 naming the flag (or key) and the value.
+# NEXUS_LAUNCH (e.g. "mpirun --oversubscribe -np 2") launches the training runs (cp groups).
 set -uo pipefail
 nexus=$1
 src=$2
@@ -28,7 +29,7 @@ within_5pct() { [ $(( ($1 - $2) * 100 )) -le $(( $2 * 5 )) ] && [ $(( ($2 - $1) 
 
 if [ "$mode" = peak ]; then
   "$nexus" plan "$config" "$@" >"$work/plan" 2>&1 || { cat "$work/plan"; exit 1; }
-  "$nexus" train "$config" "$@" "${run_opts[@]}" >"$work/train" 2>&1 || { cat "$work/train"; exit 1; }
+  ${NEXUS_LAUNCH:-} "$nexus" train "$config" "$@" "${run_opts[@]}" >"$work/train" 2>&1 || { cat "$work/train"; exit 1; }
   predicted=$(field "predicted peak per rank:" "$work/plan")
   arena=$(field "activation arena:" "$work/plan")
   measured=$(field "peak memory of rank 0:" "$work/train")
