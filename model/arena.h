@@ -5,8 +5,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <memory>
 #include <new>
 
 #include "kernels/types.h"
@@ -43,16 +41,6 @@ class Arena {
   std::size_t used() const { return used_; }
   static std::size_t align_up(std::size_t n) { return n > SIZE_MAX - kAlign ? SIZE_MAX : (n + kAlign - 1) / kAlign * kAlign; }
 
-  struct Free {
-    void operator()(std::byte* p) const { std::free(p); }
-  };
-  using Block = std::unique_ptr<std::byte[], Free>;
-  static Block allocate(std::size_t bytes) {
-    const std::size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-    auto* p = static_cast<std::byte*>(std::aligned_alloc(kAlign, rounded ? rounded : kAlign));
-    if (!p) throw std::bad_alloc();
-    return Block(p);
-  }
 
  private:
   std::byte* base_ = nullptr;

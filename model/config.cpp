@@ -62,10 +62,13 @@ idx ModelConfig::attention_layer_count() const {
   return n_layers > 4 ? (n_layers - 4 + 7) / 8 : 0;
 }
 
-Neighborhood ModelConfig::neighborhood_of(idx layer) const {
-  const std::string p = layer_pattern();
-  const idx ordinal = static_cast<idx>(std::count(p.begin(), p.begin() + layer, 'A'));
-  return parse_neighborhood_list(attention_neighborhood, attention_layer_count())[static_cast<std::size_t>(ordinal)];
+std::vector<Neighborhood> ModelConfig::layer_neighborhoods() const {
+  const std::vector<Neighborhood> attention = parse_neighborhood_list(attention_neighborhood, attention_layer_count());
+  std::vector<Neighborhood> out(static_cast<std::size_t>(n_layers));
+  std::size_t ordinal = 0;
+  for (idx i = 0; i < n_layers; ++i)
+    if (is_attention(i)) out[static_cast<std::size_t>(i)] = attention[ordinal++];
+  return out;
 }
 
 void ModelConfig::validate() const {

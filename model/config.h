@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/neighborhood.h"
 #include "kernels/types.h"
@@ -61,8 +62,11 @@ struct ModelConfig {
     return pattern.empty() ? layer % 8 == 4 : pattern[static_cast<std::size_t>(layer)] == 'A';
   }
   idx attention_layer_count() const;
+  // [n_layers] every layer's neighborhood, parsed once: attention layers' from
+  // attention_neighborhood, full for Mamba layers (which have none).
+  std::vector<Neighborhood> layer_neighborhoods() const;
   // The neighborhood of attention layer `layer` (an index into the pattern; 'A' there).
-  Neighborhood neighborhood_of(idx layer) const;
+  Neighborhood neighborhood_of(idx layer) const { return layer_neighborhoods()[static_cast<std::size_t>(layer)]; }
 
   // Throws ConfigError naming the first invalid field, e.g. "model.n_heads = 6 is not a multiple
   // of model.n_kv_heads = 4" or "model.n_layers = 1000000000 is out of range: expected 1 to 1024".

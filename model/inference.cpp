@@ -43,10 +43,8 @@ InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params
   head_ = params + table_.at(c.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
   caches_.resize(sz(c.n_layers));
   idx max_sink = 0;
-  for (idx i = 0; i < c.n_layers; ++i) {
-    neighborhoods_.push_back(c.is_attention(i) ? c.neighborhood_of(i) : Neighborhood{});
-    max_sink = std::max(max_sink, neighborhoods_.back().sink);
-  }
+  neighborhoods_ = c.layer_neighborhoods();
+  for (const Neighborhood& n : neighborhoods_) max_sink = std::max(max_sink, n.sink);
   pinned_blocks_ = (max_sink + block_tokens_ - 1) / block_tokens_;
   for (idx i = 0; i < c.n_layers; ++i) {
     weights_.push_back(layer_tensors(params, table_, c, i));
@@ -159,9 +157,10 @@ PagedKvShape InferenceSession<T>::paged_shape(const Neighborhood& neighborhood) 
 template <typename T>
 idx InferenceSession<T>::bounded_blocks(const ModelConfig& c, idx block_tokens) {
   idx reach = 0, max_sink = 0;  // the longest distance back any layer reads; the largest sink
+  const std::vector<Neighborhood> neighborhoods = c.layer_neighborhoods();
   for (idx i = 0; i < c.n_layers; ++i) {
     if (!c.is_attention(i)) continue;
-    const Neighborhood n = c.neighborhood_of(i);
+    const Neighborhood& n = neighborhoods[sz(i)];
     max_sink = std::max(max_sink, n.sink);
     switch (n.kind) {
       case Neighborhood::kSliding:

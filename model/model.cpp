@@ -27,8 +27,10 @@ Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp
     throw std::invalid_argument("context parallel: the local sequence (" + std::to_string(shape.T) +
                                 " tokens) must be two zigzag chunks of at least model.mamba_d_conv - 1 = " +
                                 std::to_string(config.mamba_d_conv - 1) + " tokens each");
-  params_.assign(static_cast<std::size_t>(table_.total()), T(0));
-  deltas_.assign(static_cast<std::size_t>(table_.total()), A(0));
+  params_ = DeviceBuffer<T>(ex_, table_.total());
+  params_.zero();
+  deltas_ = DeviceBuffer<A>(ex_, table_.total());
+  deltas_.zero();
   for (idx i = 0; i < config_.n_layers; ++i) {
     weights_.push_back(layer_tensors(static_cast<const T*>(params_.data()), table_, config_, i));
     grads_.push_back(layer_tensors(deltas_.data(), table_, config_, i));
@@ -37,13 +39,12 @@ Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp
   final_norm_offset_ = table_.at("model.final_layernorm.weight").offset;
   head_offset_ = table_.at(config_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
   layers_.resize(static_cast<std::size_t>(config_.n_layers));
-  for (idx i = 0; i < config_.n_layers; ++i)
-    neighborhoods_.push_back(config_.is_attention(i) ? config_.neighborhood_of(i) : Neighborhood{});
+  neighborhoods_ = config_.layer_neighborhoods();
   Arena measure;
   carve(measure);
   arena_bytes_ = measure.used();
-  arena_block_ = Arena::allocate(arena_bytes_);
-  Arena arena(arena_block_.get(), arena_bytes_);
+  arena_memory_ = DeviceBuffer<std::byte>(ex_, idx(arena_bytes_));
+  Arena arena(arena_memory_.data(), arena_bytes_);
   carve(arena);
 }
 
@@ -55,7 +56,7 @@ Model<T>::Model(MeasureOnly, const ModelConfig& config, BatchShape shape, int cp
 
 std::size_t ArenaBreakdown::total() const {
   std::size_t sum = 0;
-  for (std::size_t part : {residuals, attention, mamba, mlp, recompute, head, backward, comm})
+  for (std::size_t part : {batch, residuals, attention, mamba, mlp, recompute, head, backward, comm})
     if (__builtin_add_overflow(sum, part, &sum)) return SIZE_MAX;
   return sum;
 }
@@ -91,6 +92,10 @@ void Model<T>::carve(Arena& a, ArenaBreakdown* parts) {
     take();
     into = a.used() == SIZE_MAX ? SIZE_MAX : into + (a.used() - before);
   };
+  section(part.batch, [&] {
+    tokens_ = a.take<std::int32_t>(N);
+    targets_ = a.take<std::int32_t>(N);
+  });
   auto take_norms = [&](LayerState& l) {
     l.ln1 = a.take<T>(N * D);
     l.rstd1 = a.take<A>(N);
@@ -177,6 +182,13 @@ void Model<T>::carve(Arena& a, ArenaBreakdown* parts) {
 }
 
 template <typename T>
+void Model<T>::init(std::uint64_t seed) {
+  HostMirror<T> host(ex_, params_.data(), params_.size(), /*fetch=*/false);
+  init_parameters(host.data(), table_, config_, seed);
+  host.store();
+}
+
+template <typename T>
 void Model<T>::zero_deltas() {
   fill_constant(ex_, deltas_.data(), num_params(), A(0));
 }
@@ -224,11 +236,12 @@ LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* target
       throw std::invalid_argument("target " + std::to_string(targets[n]) + " at batch index " +
                                   std::to_string(n) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
   }
-  tokens_ = tokens;
-  targets_ = targets;
+  copy_to_device(ex, tokens_, tokens, std::size_t(N) * sizeof(std::int32_t));
+  copy_to_device(ex, targets_, targets, std::size_t(N) * sizeof(std::int32_t));
+  has_forward_ = true;
   const T* P = params_.data();
 
-  embedding_forward(ex, layers_[0].res_in, tokens, P + embed_offset_, N, D);
+  embedding_forward(ex, layers_[0].res_in, tokens_, P + embed_offset_, N, D);
   mamba_bytes_sent_ = 0;
   ring_stats_ = {};
   const T* prev_res = layers_[0].res_in;  // residual entering layer i (before its fused add)
@@ -243,14 +256,14 @@ LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* target
   matmul_forward(ex, logits_, lnf_, P + head_offset_, N, D, V);
 
   LossSum loss;
-  loss.sum = cross_entropy_forward(ex, ce_lse_, logits_, targets, N, V);
-  loss.count = count_targets(ex, targets, N);
+  loss.sum = cross_entropy_forward(ex, ce_lse_, logits_, targets_, N, V);
+  loss.count = count_targets(ex, targets_, N);
   return loss;
 }
 
 template <typename T>
 void Model<T>::backward(double loss_scale) {
-  if (!tokens_) throw std::logic_error("Model::backward called before forward");
+  if (!has_forward_) throw std::logic_error("Model::backward called before forward");
   const Exec& ex = ex_;
   const ModelConfig& c = config_;
   const idx B = shape_.B, Tn = shape_.T, N = B * Tn, D = c.d_model, V = c.vocab_size;
@@ -292,7 +305,7 @@ void Model<T>::backward(double loss_scale) {
     rmsnorm_backward(ex, d_res_, g.input_norm, d_ln_, l.res_in, w.input_norm, l.rstd1, N, D);
   }
   embedding_backward(ex, G + embed_offset_, tokens_, d_res_, N, D);
-  tokens_ = nullptr;  // logits were consumed: a second backward needs a new forward
+  has_forward_ = false;  // logits were consumed: a second backward needs a new forward
 }
 
 template <typename T>

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/device_memory.h"
 #include "model/arena.h"
 #include "model/config.h"
 #include "model/layers.h"
@@ -20,6 +21,7 @@ struct BatchShape {
 // Where the activation arena's bytes go, from the same layout pass that sizes it (what
 // `nexus plan` prints). Each part includes its alignment padding, so the parts sum to the arena.
 struct ArenaBreakdown {
+  std::size_t batch = 0;      // the batch's tokens and targets [N] (int32), copied in by forward
   std::size_t residuals = 0;  // per layer: residual stream points, norm outputs and rstd kept for the backward
   std::size_t attention = 0;  // per attention layer: q, k, v, attention output, lse (none when recomputed)
   std::size_t mamba = 0;      // per Mamba layer: in_proj, conv, SSD and gated-norm outputs (none when recomputed)
@@ -73,13 +75,15 @@ class Model {
   const A* deltas() const { return deltas_.data(); }
   idx num_params() const { return table_.total(); }
 
-  void init(std::uint64_t seed) { init_parameters(params_.data(), table_, config_, seed); }
+  // Draws the initial weights on the host and stores them on the model's device.
+  void init(std::uint64_t seed);
   void zero_deltas();
 
-  // evaluate. tokens, targets: [B, T]; a token outside [0, vocab) throws std::invalid_argument
+  // evaluate. tokens, targets: [B, T] host memory (copied to the device); a token outside [0, vocab) throws std::invalid_argument
   // naming its index and value; targets < 0 are ignored.
   LossSum forward(const std::int32_t* tokens, const std::int32_t* targets);
-  // [B*T, V] logits of the last forward; overwritten by backward (which turns them into dlogits).
+  // [B*T, V] logits of the last forward (device memory: read them on the host through a
+  // HostMirror); overwritten by backward (which turns them into dlogits).
   const T* logits() const { return logits_; }
 
   // differentiate. deltas += d(loss_scale * LossSum.sum) / d(params) for the last forward's batch.
@@ -131,19 +135,20 @@ class Model {
   std::size_t mamba_bytes_sent_ = 0;
   RingStats ring_stats_;
   std::vector<Neighborhood> neighborhoods_;  // [n_layers] each attention layer's (full for Mamba layers)
-  std::vector<T> params_;  // [num_params] every weight, carved into named views by table_
-  std::vector<A> deltas_;  // [num_params] accumulated gradients, same layout
+  DeviceBuffer<T> params_;  // [num_params] every weight, carved into named views by table_
+  DeviceBuffer<A> deltas_;  // [num_params] accumulated gradients, same layout
   // Views resolved once at construction (the buffers never move; a moved Model keeps them):
   // per layer into params_ and deltas_, and the offsets of the tensors outside the layers.
   std::vector<LayerTensors<const T*>> weights_;
   std::vector<LayerTensors<A*>> grads_;
   idx embed_offset_ = 0, final_norm_offset_ = 0, head_offset_ = 0;
 
-  Arena::Block arena_block_;
+  DeviceBuffer<std::byte> arena_memory_;  // [arena_bytes_] every activation, carved by carve()
   std::size_t arena_bytes_ = 0;
   std::vector<LayerState> layers_;
-  const std::int32_t* tokens_ = nullptr;   // the last forward's batch (borrowed, [B, T])
-  const std::int32_t* targets_ = nullptr;
+  std::int32_t* tokens_ = nullptr;   // [B, T] the last forward's batch, copied to the device
+  std::int32_t* targets_ = nullptr;  // [B, T]
+  bool has_forward_ = false;         // a forward whose logits a backward may consume
   T* res_final_ = nullptr;  // [N, D] residual stream after the last layer
   T* lnf_ = nullptr;        // [N, D] final_layernorm output
   A* rstdf_ = nullptr;      // [N]

@@ -72,9 +72,7 @@ std::vector<LayerReach> receptive_field(const ModelConfig& c, idx T, idx bins) {
   if (T < 1) throw std::invalid_argument("receptive_field: T = " + std::to_string(T) + " must be positive");
   c.validate();
   const std::string pattern = c.layer_pattern();
-  std::vector<Neighborhood> nbs(pattern.size());
-  for (idx i = 0; i < c.n_layers; ++i)
-    if (c.is_attention(i)) nbs[at(i)] = c.neighborhood_of(i);
+  const std::vector<Neighborhood> nbs = c.layer_neighborhoods();
   std::vector<LayerReach> out;
   for (idx top = 0; top < c.n_layers; ++top) {
     // From the last position down through layers top, top-1, ..., 0.

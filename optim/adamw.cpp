@@ -9,8 +9,8 @@
 
 namespace nexus {
 
-AdamW::AdamW(idx n, const AdamWHyper& hyper, std::vector<DecayRange> ranges)
-    : n_(n), hyper_(hyper), exp_avg_(static_cast<std::size_t>(n), 0.0f), exp_avg_sq_(static_cast<std::size_t>(n), 0.0f) {
+AdamW::AdamW(idx n, const AdamWHyper& hyper, std::vector<DecayRange> ranges, const Exec& ex)
+    : n_(n), hyper_(hyper) {
   std::sort(ranges.begin(), ranges.end(), [](const DecayRange& a, const DecayRange& b) { return a.offset < b.offset; });
   idx covered = 0;
   for (const DecayRange& r : ranges) {
@@ -24,9 +24,13 @@ AdamW::AdamW(idx n, const AdamWHyper& hyper, std::vector<DecayRange> ranges)
     throw std::invalid_argument("AdamW: decay ranges cover [0, " + std::to_string(covered) + ") but the buffer has " +
                                 std::to_string(n) + " elements");
   ranges_ = std::move(ranges);
+  exp_avg_ = DeviceBuffer<float>(ex, n);
+  exp_avg_.zero();
+  exp_avg_sq_ = DeviceBuffer<float>(ex, n);
+  exp_avg_sq_.zero();
 }
 
-void AdamW::step(const Exec& ex, float* params, const float* deltas, double lr) {
+void AdamW::step(float* params, const float* deltas, double lr) {
   ++steps_;
   const double t = static_cast<double>(steps_);
   // Scalars in double, as PyTorch computes them on the host; the elementwise work is fp32.
@@ -45,7 +49,7 @@ void AdamW::step(const Exec& ex, float* params, const float* deltas, double lr) 
     // Multiplying by exactly 1 leaves no-decay tensors bit-for-bit untouched by the decay.
     k.decay = r.decay ? decay_factor : 1.0f;
     // fp32 training: the master weights are the compute weights, so there is no copy to write.
-    adamw_update(ex, params + r.offset, static_cast<float*>(nullptr), deltas + r.offset, exp_avg_.data() + r.offset,
+    adamw_update(exec(), params + r.offset, static_cast<float*>(nullptr), deltas + r.offset, exp_avg_.data() + r.offset,
                  exp_avg_sq_.data() + r.offset, r.numel, k);
   }
 }

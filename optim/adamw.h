@@ -10,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/device_memory.h"
 #include "model/params.h"
 
 namespace nexus {
@@ -43,33 +44,36 @@ inline std::vector<DecayRange> decay_ranges(const ParamTable& table) {
 class AdamW {
  public:
   // `ranges` must tile [0, n) exactly (in any order, no gaps or overlaps); throws
-  // std::invalid_argument naming the offending offset otherwise.
-  AdamW(idx n, const AdamWHyper& hyper, std::vector<DecayRange> ranges);
+  // std::invalid_argument naming the offending offset otherwise. The moments live on ex's device,
+  // zero-initialised, and every step runs there.
+  AdamW(idx n, const AdamWHyper& hyper, std::vector<DecayRange> ranges, const Exec& ex = {});
 
-  // One pass of the adamw_update op over params, deltas and both moments per decay range, on `ex`.
-  // Increments the step count first, so the first call uses t = 1. `lr` is this step's learning
-  // rate (from the schedule).
-  void step(const Exec& ex, float* params, const float* deltas, double lr);
+  // One pass of the adamw_update op over params, deltas and both moments per decay range (all on
+  // the optimizer's device). Increments the step count first, so the first call uses t = 1. `lr`
+  // is this step's learning rate (from the schedule).
+  void step(float* params, const float* deltas, double lr);
 
   idx size() const { return n_; }
   const AdamWHyper& hyper() const { return hyper_; }
   void set_hyper(const AdamWHyper& hyper) { hyper_ = hyper; }
 
-  // Checkpoint state: the number of steps taken and the two moment buffers (n floats each).
+  // Checkpoint state: the number of steps taken and the two moment buffers (n floats each, device
+  // memory: read them on the host through a HostMirror).
   std::int64_t steps() const { return steps_; }
   void set_steps(std::int64_t steps) { steps_ = steps; }
-  std::span<float> exp_avg() { return exp_avg_; }
-  std::span<const float> exp_avg() const { return exp_avg_; }
-  std::span<float> exp_avg_sq() { return exp_avg_sq_; }
-  std::span<const float> exp_avg_sq() const { return exp_avg_sq_; }
+  const Exec& exec() const { return exp_avg_.exec(); }
+  std::span<float> exp_avg() { return {exp_avg_.data(), std::size_t(n_)}; }
+  std::span<const float> exp_avg() const { return {exp_avg_.data(), std::size_t(n_)}; }
+  std::span<float> exp_avg_sq() { return {exp_avg_sq_.data(), std::size_t(n_)}; }
+  std::span<const float> exp_avg_sq() const { return {exp_avg_sq_.data(), std::size_t(n_)}; }
 
  private:
   idx n_;
   AdamWHyper hyper_;
   std::vector<DecayRange> ranges_;  // sorted by offset, tiling [0, n)
   std::int64_t steps_ = 0;
-  std::vector<float> exp_avg_;
-  std::vector<float> exp_avg_sq_;
+  DeviceBuffer<float> exp_avg_;     // [n] first moment, parameter-table layout
+  DeviceBuffer<float> exp_avg_sq_;  // [n] second moment
 };
 
 }  // namespace nexus

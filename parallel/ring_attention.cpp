@@ -126,6 +126,20 @@ bool post_kv(std::array<Request, 4>& transfers, const DataPlane& cp, const RingS
   return true;
 }
 
+// What both passes start from: the checked shape's sizes, this rank's place in the ring, the
+// statistics to count into, and the two KV receive buffers at the front of the workspace.
+template <typename T>
+struct RingPass {
+  RingPass(const RingShape& s, const DataPlane& cp, T* workspace, RingStats* stats)
+      : z((check_shape(s), sizes_of(s))), P(cp.size()), r(cp.rank()), st(stats ? *stats : own),
+        ring{workspace, workspace + 2 * z.kv} {}
+  Sizes z;
+  int P, r;
+  RingStats own;  // counted into when the caller wants no statistics
+  RingStats& st;
+  T* ring[2];  // [k | v], each [B,2c,Hkv,hd]: receive buffers, alternating
+};
+
 }  // namespace
 
 idx ring_attention_workspace(const RingShape& s) {
@@ -139,12 +153,11 @@ idx ring_attention_workspace(const RingShape& s) {
 template <typename T>
 void ring_attention_forward(const Exec& ex, T* out, accum_t<T>* lse, const T* q, const T* k, const T* v,
                             const RingShape& s, const DataPlane& cp, T* workspace, RingStats* stats) {
-  check_shape(s);
-  const Sizes z = sizes_of(s);
-  const int P = cp.size(), r = cp.rank();
-  RingStats local;
-  RingStats& st = stats ? *stats : local;
-  T* ring[2] = {workspace, workspace + 2 * z.kv};  // [k | v], each [B,2c,Hkv,hd]: receive buffers, alternating
+  RingPass<T> pass(s, cp, workspace, stats);
+  const Sizes& z = pass.z;
+  const int P = pass.P, r = pass.r;
+  RingStats& st = pass.st;
+  T* const* ring = pass.ring;
   T* part_out = workspace + 4 * z.kv;              // [c,Hq,hd]: one block's partial output
   T* part_lse = part_out + z.q_chunk;              // [c,Hq]: its lse
   bool have[2] = {false, false};  // out/lse of local query chunk 0 / 1 already hold a partial result
@@ -192,12 +205,11 @@ template <typename T>
 void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                              const T* out, const accum_t<T>* lse, const RingShape& s, const DataPlane& cp,
                              T* workspace, RingStats* stats) {
-  check_shape(s);
-  const Sizes z = sizes_of(s);
-  const int P = cp.size(), r = cp.rank();
-  RingStats local;
-  RingStats& st = stats ? *stats : local;
-  T* ring[2] = {workspace, workspace + 2 * z.kv};  // [k | v], each [B,2c,Hkv,hd]: receive buffers, alternating
+  RingPass<T> pass(s, cp, workspace, stats);
+  const Sizes& z = pass.z;
+  const int P = pass.P, r = pass.r;
+  RingStats& st = pass.st;
+  T* const* ring = pass.ring;
   T* acc[2] = {workspace + 4 * z.kv, workspace + 6 * z.kv};  // [dk | dv]: a step's contribution, in flight alternately
   T* arrived = workspace + 8 * z.kv;                         // [dk | dv]: a contribution to this rank's K/V
   T* summed = workspace + 10 * z.kv;                         // [dk | dv]: the sum of the arrived ones

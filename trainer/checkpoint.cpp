@@ -1,19 +1,11 @@
 #include "trainer/checkpoint.h"
 
-#include <fcntl.h>
 #include <hdf5.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <bit>
-#include <cerrno>
 #include <charconv>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -21,6 +13,8 @@
 #include <utility>
 
 #include "trainer/crc32.h"
+#include "trainer/durable_file.h"
+#include "trainer/hdf5_io.h"
 #include "trainer/options.h"
 #include "trainer/signals.h"
 
@@ -33,6 +27,8 @@ namespace fs = std::filesystem;
 static_assert(std::endian::native == std::endian::little, "checkpoint CRCs assume a little-endian host");
 
 namespace {
+
+using namespace hdf5;
 
 // ---- names and small helpers -----------------------------------------------------------------
 
@@ -64,217 +60,6 @@ std::optional<idx> step_of_file_name(const std::string& name) {
 bool is_temporary_name(const std::string& name) {
   return (name.rfind("step_", 0) == 0 && name.find(".h5.tmp-") != std::string::npos) ||
          name.rfind("latest.tmp-", 0) == 0;
-}
-
-std::string temporary_name(const std::string& name) { return name + ".tmp-" + std::to_string(::getpid()); }
-
-// "checkpoint: <action> failed: <errno text>".
-std::string os_error(const std::string& action) { return "checkpoint: " + action + " failed: " + std::strerror(errno); }
-
-void fsync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-  if (fd < 0) fail(os_error("opening '" + path + "'"));
-  if (::fsync(fd) != 0) {
-    const std::string message = os_error("fsync of '" + path + "'");
-    ::close(fd);
-    fail(message);
-  }
-  ::close(fd);
-}
-
-void rename_durably(const fs::path& from, const fs::path& to) {
-  if (std::rename(from.c_str(), to.c_str()) != 0)
-    fail(os_error("renaming '" + from.string() + "' to '" + to.string() + "'"));
-  fsync_path(to.parent_path().empty() ? "." : to.parent_path().string(), true);
-}
-
-// Replaces `path` with `text` atomically: temporary file, fsync, rename, fsync of the directory.
-void write_text_durably(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.parent_path() / temporary_name(path.filename().string());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) fail(os_error("creating '" + tmp.string() + "'"));
-  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-  const std::string message = ok ? "" : os_error("writing '" + tmp.string() + "'");
-  ::close(fd);
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    fail(message);
-  }
-  rename_durably(tmp, path);
-}
-
-// ---- HDF5 plumbing ---------------------------------------------------------------------------
-
-// An HDF5 id closed on scope exit.
-class Hid {
- public:
-  Hid() = default;
-  Hid(hid_t id, herr_t (*closer)(hid_t)) : id_(id), close_(closer) {}
-  Hid(Hid&& o) noexcept : id_(std::exchange(o.id_, -1)), close_(o.close_) {}
-  Hid& operator=(Hid&& o) noexcept {
-    if (this != &o) {
-      reset();
-      id_ = std::exchange(o.id_, -1);
-      close_ = o.close_;
-    }
-    return *this;
-  }
-  Hid(const Hid&) = delete;
-  Hid& operator=(const Hid&) = delete;
-  ~Hid() { reset(); }
-  hid_t get() const { return id_; }
-  // Closes now and reports whether the close succeeded (it is where a file's data is written).
-  bool close() {
-    const bool ok = id_ < 0 || close_(id_) >= 0;
-    id_ = -1;
-    return ok;
-  }
-
- private:
-  void reset() {
-    if (id_ >= 0) close_(id_);
-    id_ = -1;
-  }
-  hid_t id_ = -1;
-  herr_t (*close_)(hid_t) = nullptr;
-};
-
-// Silences HDF5's error printing while a checkpoint is read or written: its errors become
-// CheckpointError messages instead. The caller's handler is restored when the scope ends
-// normally, but not when it ends with an exception: HDF5 1.10 leaks internal blocks when a damaged
-// object header fails to load (HDFGroup/hdf5#3790, fixed in 1.14.5), and with a handler installed
-// it then prints "HDF5: infinite loop closing library" at exit, which would look like a failure
-// after a damaged checkpoint has been cleanly refused.
-class QuietHdf5 {
- public:
-  QuietHdf5() {
-#if !H5_VERSION_GE(1, 10, 7)
-    // No per-file switch before 1.10.7: checkpoints must not depend on a lock-capable filesystem.
-    ::setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
-#endif
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~QuietHdf5() {
-    if (std::uncaught_exceptions() == exceptions_) H5Eset_auto2(H5E_DEFAULT, func_, data_);
-  }
-  QuietHdf5(const QuietHdf5&) = delete;
-  QuietHdf5& operator=(const QuietHdf5&) = delete;
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-  int exceptions_ = std::uncaught_exceptions();
-};
-
-herr_t collect_error(unsigned, const H5E_error2_t* e, void* out) {
-  auto* reasons = static_cast<std::vector<std::string>*>(out);
-  if (e->desc && *e->desc && reasons->size() < 2) reasons->emplace_back(e->desc);
-  return 0;
-}
-
-// The innermost messages of HDF5's current error stack (the specific cause), then clears it.
-std::string hdf5_reason() {
-  std::vector<std::string> reasons;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_error, &reasons);
-  H5Eclear2(H5E_DEFAULT);
-  std::string s;
-  for (const auto& r : reasons) s += (s.empty() ? "" : "; ") + r;
-  return s.empty() ? "" : " (HDF5: " + s + ")";
-}
-
-hid_t file_access_plist() {
-  const hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-  if (fapl < 0) return fapl;
-#if H5_VERSION_GE(1, 10, 7)
-  H5Pset_file_locking(fapl, false, true);
-#endif
-  // The 1.10 file format (readable by HDF5 >= 1.10, h5py >= 2.8): superblock v3, object header
-  // v2 and the single-chunk / fixed-array chunk indexes all carry checksums, unlike the 1.8 v1
-  // B-tree chunk index, which is also a 2 KiB node per dataset. Pinned (not LATEST) so that a
-  // newer library still writes files that 1.10 reads.
-  H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
-  return fapl;
-}
-
-// ---- attributes ------------------------------------------------------------------------------
-
-// Raises CheckpointError "<path>: <what><HDF5 reason>" when `status` is negative.
-template <typename T>
-T check(T status, const std::string& path, const std::string& what) {
-  if (status < 0) fail("checkpoint " + path + ": " + what + hdf5_reason());
-  return status;
-}
-
-template <typename T>
-void write_scalar_attr(hid_t obj, const char* name, hid_t file_type, hid_t mem_type, T value, const std::string& path) {
-  Hid space(check(H5Screate(H5S_SCALAR), path, "creating a dataspace"), H5Sclose);
-  Hid attr(check(H5Acreate2(obj, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), path,
-                 std::string("creating attribute '") + name + "'"),
-           H5Aclose);
-  check(H5Awrite(attr.get(), mem_type, &value), path, std::string("writing attribute '") + name + "'");
-}
-
-void write_i64(hid_t obj, const char* name, std::int64_t v, const std::string& path) {
-  write_scalar_attr(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, v, path);
-}
-void write_u64(hid_t obj, const char* name, std::uint64_t v, const std::string& path) {
-  write_scalar_attr(obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, v, path);
-}
-void write_u32(hid_t obj, const char* name, std::uint32_t v, const std::string& path) {
-  write_scalar_attr(obj, name, H5T_STD_U32LE, H5T_NATIVE_UINT32, v, path);
-}
-
-// Fixed-length, null-padded UTF-8 string of exactly the text's size (at least 1 byte).
-void write_string_attr(hid_t obj, const char* name, const std::string& text, const std::string& path) {
-  Hid type(check(H5Tcopy(H5T_C_S1), path, "creating a string type"), H5Tclose);
-  check(H5Tset_size(type.get(), std::max<std::size_t>(1, text.size())), path, "sizing a string type");
-  check(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), path, "setting string padding");
-  check(H5Tset_cset(type.get(), H5T_CSET_UTF8), path, "setting the string charset");
-  Hid space(check(H5Screate(H5S_SCALAR), path, "creating a dataspace"), H5Sclose);
-  Hid attr(check(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), path,
-                 std::string("creating attribute '") + name + "'"),
-           H5Aclose);
-  std::string buffer = text;
-  buffer.resize(std::max<std::size_t>(1, text.size()), '\0');
-  check(H5Awrite(attr.get(), type.get(), buffer.data()), path, std::string("writing attribute '") + name + "'");
-}
-
-Hid open_attr(hid_t obj, const char* name, const std::string& path, const std::string& where) {
-  const htri_t exists = H5Aexists(obj, name);
-  if (exists < 0)
-    fail("checkpoint " + path + ": damaged metadata: cannot read the attributes of " + where + hdf5_reason());
-  if (exists == 0) fail("checkpoint " + path + ": missing attribute '" + name + "' on " + where);
-  return Hid(check(H5Aopen(obj, name, H5P_DEFAULT), path, "opening attribute '" + std::string(name) + "' on " + where),
-             H5Aclose);
-}
-
-// Reads a scalar integer attribute, converted by HDF5 to `mem_type` (range-checked).
-template <typename T>
-T read_scalar_attr(hid_t obj, const char* name, hid_t mem_type, const std::string& path, const std::string& where) {
-  Hid attr = open_attr(obj, name, path, where);
-  Hid type(check(H5Aget_type(attr.get()), path, "reading attribute types"), H5Tclose);
-  Hid space(check(H5Aget_space(attr.get()), path, "reading attribute spaces"), H5Sclose);
-  if (H5Tget_class(type.get()) != H5T_INTEGER || H5Sget_simple_extent_npoints(space.get()) != 1)
-    fail("checkpoint " + path + ": attribute '" + name + "' on " + where + " is not a scalar integer");
-  T value{};
-  check(H5Aread(attr.get(), mem_type, &value), path, "reading attribute '" + std::string(name) + "' on " + where);
-  return value;
-}
-
-std::string read_string_attr(hid_t obj, const char* name, const std::string& path) {
-  Hid attr = open_attr(obj, name, path, "the file");
-  Hid type(check(H5Aget_type(attr.get()), path, "reading attribute types"), H5Tclose);
-  Hid space(check(H5Aget_space(attr.get()), path, "reading attribute spaces"), H5Sclose);
-  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) != 0 ||
-      H5Sget_simple_extent_npoints(space.get()) != 1)
-    fail("checkpoint " + path + ": attribute '" + name + "' is not a fixed-length string");
-  const std::size_t size = H5Tget_size(type.get());
-  std::string text(size, '\0');
-  check(H5Aread(attr.get(), type.get(), text.data()), path, "reading attribute '" + std::string(name) + "'");
-  const std::size_t end = text.find_last_not_of('\0');
-  text.resize(end == std::string::npos ? 0 : end + 1);
-  return text;
 }
 
 // ---- the metadata record ---------------------------------------------------------------------

@@ -27,13 +27,9 @@
 
 #include "model/config.h"
 #include "model/params.h"
+#include "trainer/checkpoint_error.h"
 
 namespace nexus {
-
-// Anything wrong with a checkpoint file; what() names the file and the problem.
-struct CheckpointError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 struct CheckpointMeta {
   int format_version = 1;

@@ -130,15 +130,16 @@ int command_eval(int argc, char** argv) {
   need.optimizer = 0;  // no optimizer; the loaded weights are already counted as in use
   require_memory("nexus eval over " + std::to_string(T) + " tokens", need);
   Model<float> model(c, BatchShape{1, T});
-  std::copy(loaded.params.begin(), loaded.params.end(), model.params());
+  copy_to_device(model.exec(), model.params(), loaded.params.data(), loaded.params.size() * sizeof(float));
   const LossSum loss = model.forward(tokens.data(), targets.data());
-  // A NaN or inf here means the weights or the arithmetic are broken; never print it as a result.
   const idx V = c.vocab_size;
+  const HostMirror<const float> logits(model.exec(), model.logits(), T * V);
+  // A NaN or inf here means the weights or the arithmetic are broken; never print it as a result.
   for (idx i = 0; i < T * V; ++i)
-    if (!std::isfinite(model.logits()[i]))
+    if (!std::isfinite(logits.data()[i]))
       throw EvalError("nexus eval: the logits of position " + std::to_string(i / V) + " (token " +
                       std::to_string(tokens[static_cast<std::size_t>(i / V)]) + ") are not finite (" +
-                      std::to_string(model.logits()[i]) + " for token id " + std::to_string(i % V) + ") in " +
+                      std::to_string(logits.data()[i]) + " for token id " + std::to_string(i % V) + ") in " +
                       loaded.description);
   if (!std::isfinite(loss.sum))
     throw EvalError("nexus eval: the loss is not finite (" + std::to_string(loss.sum) + ") in " + loaded.description);
@@ -152,7 +153,7 @@ int command_eval(int argc, char** argv) {
     std::printf("loss: n/a (one token has no next-token target)\n");
   }
   if (!logits_out.empty()) {
-    write_npy(logits_out, model.logits(), {T, c.vocab_size});
+    write_npy(logits_out, logits.data(), {T, c.vocab_size});
     std::printf("logits [%lld, %lld] float32: %s\n", (long long)T, (long long)c.vocab_size, logits_out.c_str());
   }
   return 0;

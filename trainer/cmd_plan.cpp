@@ -76,6 +76,7 @@ void print_training(const TrainingPlan& p, const PlanTarget& t, const std::strin
   row("deltas (fp32 gradients)", p.deltas);
   row("AdamW moments (fp32 x 2)", p.moments, "whole on every rank: ZeRO-1 sharding does not exist yet");
   row("activation arena", p.arena.total(), t.gpu ? "bf16 activations, fp32 statistics" : "fp32");
+  row("  the batch (int32 tokens, targets)", p.arena.batch);
   row("  residual stream and norm outputs", p.arena.residuals);
   row("  attention layers' activations", p.arena.attention);
   row("  Mamba layers' activations", p.arena.mamba);
@@ -163,9 +164,11 @@ int command_plan(int argc, char** argv) {
   std::string device = "cpu", memory;
   idx gen_context = 0, gen_batch = 1;
   std::vector<std::string> rest;
+  std::string usage_suffix(1, '\n');
+  usage_suffix += kUsage;
   for (const CommandArg& a : split_command_args<OptionsError>(
            argc, argv, {"--device", "--memory", "--generate-context", "--generate-batch", "--config"},
-           "nexus plan: ", "\n" + std::string(kUsage))) {
+           "nexus plan: ", usage_suffix)) {
     if (a.key == "--help") {
       std::printf("%s", kUsage);
       return 0;

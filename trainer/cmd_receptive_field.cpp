@@ -43,9 +43,10 @@ struct ReceptiveFieldError : ConfigError {
 std::string closed_form(const ModelConfig& c, idx T, const std::vector<LayerReach>& r, bool& holds) {
   holds = true;
   if (c.attention_layer_count() != c.n_layers) return "";
-  const Neighborhood n = c.neighborhood_of(0);
-  for (idx i = 1; i < c.n_layers; ++i)
-    if (!(c.neighborhood_of(i) == n)) return "";
+  const std::vector<Neighborhood> per_layer = c.layer_neighborhoods();
+  const Neighborhood n = per_layer[0];
+  for (const Neighborhood& other : per_layer)
+    if (!(other == n)) return "";
   if (n.sink > 0) return "";
   const idx L = c.n_layers;
   switch (n.kind) {

@@ -133,7 +133,7 @@ nlohmann::ordered_json bamba_config_json(const ModelConfig& c, ExportDtype dtype
                                          bool allow_lossy) {
   c.validate();
   bool all_full = true;
-  for (idx i = 0; i < c.n_layers; ++i) all_full = all_full && (!c.is_attention(i) || c.neighborhood_of(i).is_full());
+  for (const Neighborhood& n : c.layer_neighborhoods()) all_full = all_full && n.is_full();
   if (!all_full && !allow_lossy)
     throw ExportError("cannot export: model.attention_neighborhood = \"" + c.attention_neighborhood +
                       "\" restricts which positions attention reads, which transformers' BambaForCausalLM cannot "

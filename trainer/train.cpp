@@ -8,7 +8,6 @@
 
 #include "data/mqar.h"
 #include "data/token_source.h"
-#include "data/zigzag.h"
 #include "kernels/cpu/blas_runtime.h"
 #include "kernels/ops.h"
 #include "model/memory_need.h"
@@ -17,7 +16,9 @@
 #include "optim/grad.h"
 #include "optim/schedule.h"
 #include "parallel/mesh.h"
-#include "trainer/checkpoint.h"
+#include "trainer/checkpoint_cadence.h"
+#include "trainer/eval_cadence.h"
+#include "trainer/local_batch.h"
 #include "trainer/metrics.h"
 #include "trainer/plan.h"
 #include "trainer/signals.h"
@@ -51,150 +52,6 @@ std::unique_ptr<SequenceSource> make_sequences(const RunOptions& o, bool eval) {
 }
 
 namespace {
-
-// This rank's part of a batch of whole sequences: all of it, or under context parallelism its
-// zigzag pair of chunks of every sequence (tokens and targets alike).
-class LocalBatch {
- public:
-  LocalBatch(idx cp, idx cp_rank) : cp_(cp), rank_(cp_rank) {}
-  void take(const Batch& full) {
-    if (cp_ == 1) {
-      tokens_ = full.tokens.data();
-      targets_ = full.targets.data();
-      return;
-    }
-    const idx local = full.B * full.T / cp_;
-    tokens_buf_.resize(std::size_t(local));
-    targets_buf_.resize(std::size_t(local));
-    zigzag_slice(full.tokens.data(), full.B, full.T, cp_, rank_, tokens_buf_.data());
-    zigzag_slice(full.targets.data(), full.B, full.T, cp_, rank_, targets_buf_.data());
-    tokens_ = tokens_buf_.data();
-    targets_ = targets_buf_.data();
-  }
-  const std::int32_t* tokens() const { return tokens_; }
-  const std::int32_t* targets() const { return targets_; }
-
- private:
-  idx cp_, rank_;
-  std::vector<std::int32_t> tokens_buf_, targets_buf_;  // [B, T / cp], reused
-  const std::int32_t* tokens_ = nullptr;
-  const std::int32_t* targets_ = nullptr;
-};
-
-struct Evaluation {
-  double loss = 0;
-  double accuracy = -1;
-};
-
-// Mean loss (and answer accuracy for MQAR) over the whole eval split, all ranks together.
-Evaluation evaluate(Model<float>& model, DataLoader& loader, LocalBatch& local, idx batches, bool score,
-                    const Communicator& comm) {
-  loader.reset();
-  Batch batch;
-  double totals[4] = {0, 0, 0, 0};  // loss sum, target count, correct answers, answers
-  for (idx i = 0; i < batches; ++i) {
-    loader.next(batch);
-    local.take(batch);
-    const LossSum l = model.forward(local.tokens(), local.targets());
-    totals[0] += l.sum;
-    totals[1] += double(l.count);
-    if (score) {
-      const AnswerScore s = score_answer_logits(model.logits(), model.config().vocab_size, local.targets(),
-                                                model.shape().B * model.shape().T);
-      totals[2] += double(s.correct);
-      totals[3] += double(s.total);
-    }
-  }
-  comm.allreduce_sum(totals, 4);
-  Evaluation e;
-  e.loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
-  if (score && totals[3] > 0) e.accuracy = totals[2] / totals[3];
-  return e;
-}
-
-// The state a checkpoint captures, gathered on every rank (ranks hold identical copies).
-struct RunState {
-  idx step = 0;
-  std::int64_t tokens_seen = 0;
-  idx bad_steps = 0;
-};
-
-// Root writes; every rank learns whether it worked, so a failed save stops the whole job with
-// root's message instead of leaving other ranks training on.
-std::string save(const RunOptions& o, const RunState& st, const Model<float>& model, const AdamW& opt,
-                 const DataLoader& data, const Communicator& comm, MetricsLog& log) {
-  std::string path, error;
-  if (comm.is_root()) {
-    CheckpointMeta meta;
-    meta.step = st.step;
-    meta.tokens_seen = st.tokens_seen;
-    meta.config_ini = to_ini(o);
-    meta.loader_position = data.position().to_string();
-    meta.seed = o.train.seed;
-    meta.optimizer_steps = opt.steps();
-    meta.bad_steps = st.bad_steps;
-    try {
-      path = save_checkpoint(o.checkpoint.dir, meta, model.table(), model.params(), opt.exp_avg().data(),
-                             opt.exp_avg_sq().data(), o.checkpoint.keep, [] { return !launcher_gone(); });
-      log.note("checkpoint: " + path);
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  }
-  if (!comm.all(error.empty())) throw CheckpointError(comm.is_root() ? error : "checkpoint save failed on rank 0");
-  return path;
-}
-
-// Root reads and verifies the checkpoint, then broadcasts it: one reader, whatever the world size.
-void restore(const std::string& resume, const RunOptions& o, RunState& st, Model<float>& model, AdamW& opt,
-             DataLoader& data, const Communicator& comm, MetricsLog& log) {
-  std::string path, error;
-  CheckpointMeta meta;
-  if (comm.is_root()) {
-    try {
-      std::vector<std::string> notes;
-      try {
-        path = resume_checkpoint(resume, o.checkpoint.dir, o.model, model.table(), model.params(),
-                                 opt.exp_avg().data(), opt.exp_avg_sq().data(), meta, notes);
-      } catch (...) {
-        for (const std::string& n : notes) log.note(n);  // which files were tried, before the error
-        throw;
-      }
-      for (const std::string& n : notes) log.note(n);
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  }
-  if (!comm.all(error.empty())) throw CheckpointError(comm.is_root() ? error : "checkpoint load failed on rank 0");
-  std::int64_t found = comm.is_root() && !path.empty() ? 1 : 0;
-  comm.broadcast(&found, sizeof found);
-  if (!found) {
-    // Only "latest" means "resume if there is anything": an explicit directory that holds no
-    // checkpoint is a wrong path, and training from scratch into it would hide the mistake.
-    if (resume != "latest")
-      throw OptionsError("--resume " + resume + ": no checkpoint there (no step_*.h5 files); give a checkpoint "
-                         "directory or file, or --resume latest to start fresh when " + o.checkpoint.dir +
-                         " has none");
-    log.note("--resume latest: no checkpoint in " + o.checkpoint.dir + " (checkpoint.dir) yet, starting fresh");
-    return;
-  }
-  std::int64_t header[5] = {meta.step, meta.tokens_seen, meta.optimizer_steps, meta.bad_steps, 0};
-  std::string position = meta.loader_position;
-  header[4] = std::int64_t(position.size());
-  comm.broadcast(header, sizeof header);
-  position.resize(std::size_t(header[4]));
-  comm.broadcast(position.data(), position.size());
-  comm.broadcast(model.params(), std::size_t(model.num_params()) * sizeof(float));
-  comm.broadcast(opt.exp_avg().data(), opt.exp_avg().size_bytes());
-  comm.broadcast(opt.exp_avg_sq().data(), opt.exp_avg_sq().size_bytes());
-  st.step = header[0];
-  st.tokens_seen = header[1];
-  opt.set_steps(header[2]);
-  st.bad_steps = header[3];
-  data.restore(LoaderPosition::parse(position));
-  log.note("resumed from " + (comm.is_root() ? path : std::string("checkpoint")) + " at step " +
-           std::to_string(st.step) + ", data position " + position);
-}
 
 // Refuses, on every rank, a run whose model, optimizer and activations do not fit in the memory
 // this machine has left, before any of it is allocated. Every rank on a machine allocates the same.
@@ -235,7 +92,7 @@ StepOutcome train_step(Model<float>& model, AdamW& optimizer, DataLoader& data, 
   out.loss = totals[0] / totals[1];
   out.grad_norm = clip_grad_norm(model.exec(), model.deltas(), n, grad_clip);
   out.applied = std::isfinite(out.loss) && std::isfinite(out.grad_norm);
-  if (out.applied) optimizer.step(model.exec(), model.params(), model.deltas(), lr);
+  if (out.applied) optimizer.step(model.params(), model.deltas(), lr);
   return out;
 }
 
@@ -263,20 +120,11 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   // One loader batch is one micro-batch on every rank: the grad_accum successive micro-batches of
   // all ranks together are exactly the global batch a single rank would read in one go.
   DataLoader train_data(make_sequences(o, false), layout.micro_batch * layout.dp, dp_rank, layout.dp);
-  std::unique_ptr<SequenceSource> eval_source = make_sequences(o, true);
-  const bool score = o.data.source == "mqar";
-  std::unique_ptr<DataLoader> eval_data;
-  idx eval_batches = 0;
-  if (eval_source && t.eval_every > 0) {
-    const idx eval_global = layout.micro_batch * layout.dp;
-    eval_batches = std::min<idx>(t.eval_batches, eval_source->num_sequences() / eval_global);
-    if (eval_batches > 0)
-      eval_data = std::make_unique<DataLoader>(std::move(eval_source), eval_global, dp_rank, layout.dp);
-  }
+  EvalCadence evals(o, layout.micro_batch * layout.dp, dp_rank, layout.dp);
 
   Model<float> model(o.model, BatchShape{layout.micro_batch, local_len}, &mesh.cp_data());
   model.init(t.seed);  // same seed on every rank: identical weights without a broadcast
-  AdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()));
+  AdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()), model.exec());
   const ScheduleConfig schedule = o.schedule_config();
   // Every rank measures its GEMM peak at the same time, so the sum is the job's real peak.
   const double peak_gflops = comm.sum(measure_gemm_peak_gflops(512, 0.2));
@@ -287,7 +135,8 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
              std::to_string(int(peak_gflops)) + " GFLOP/s (all ranks)");
 
   RunState st;
-  if (!resume.empty()) restore(resume, o, st, model, optimizer, train_data, comm, log);
+  CheckpointCadence checkpoints(o, comm, log);
+  if (!resume.empty()) checkpoints.restore(resume, st, model, optimizer, train_data);
 
   // Setup is over: a stop signal from here on finishes the step and saves.
   defer_stop_signals_to_step_boundaries();
@@ -301,8 +150,6 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   LocalBatch local(layout.cp, mesh.cp_rank());
   idx bad_in_a_row = 0;
   const idx n = model.num_params();
-  const bool checkpoints = o.checkpoint.every > 0;
-  idx saved_step = st.step;  // the step of the newest checkpoint on disk
   for (idx step = st.step; step < t.steps; ++step) {
     // Agreeing on the stop costs one tiny all-reduce, and keeps ranks from diverging on it.
     if (!comm.all(stop_signal() == 0)) {
@@ -310,7 +157,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       log.note("stop requested by signal " + std::to_string(result.stop_signal) + ": stopping after step " +
                std::to_string(step));
       // A preempted run keeps its progress whatever checkpoint.every says.
-      if (st.step > saved_step) result.last_checkpoint = save(o, st, model, optimizer, train_data, comm, log);
+      if (checkpoints.unsaved(st)) result.last_checkpoint = checkpoints.save(st, model, optimizer, train_data);
       break;
     }
     const auto start = std::chrono::steady_clock::now();
@@ -351,23 +198,24 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       m.bad_steps = result.bad_steps;
       log.step(m);
     }
-    if (eval_data && ((step + 1) % t.eval_every == 0 || last)) {
-      const Evaluation e = evaluate(model, *eval_data, local, eval_batches, score, comm);
+    if (evals.due(step + 1, last)) {
+      const Evaluation e = evals.run(model, local, comm);
       result.eval_loss = e.loss;
       result.eval_accuracy = e.accuracy;
       log.eval(step + 1, e.loss, e.accuracy);
     }
-    if ((checkpoints && ((step + 1) % o.checkpoint.every == 0 || last)) || exiting) {
-      result.last_checkpoint = save(o, st, model, optimizer, train_data, comm, log);
-      saved_step = st.step;
-    }
+    if (checkpoints.due(step + 1, last, exiting))
+      result.last_checkpoint = checkpoints.save(st, model, optimizer, train_data);
     if (exiting) {
       log.note("train.exit_after = " + std::to_string(t.exit_after) + " steps reached: stopping at step " +
                std::to_string(step + 1) + " of " + std::to_string(t.steps));
       break;
     }
   }
-  if (final_weights) final_weights->assign(model.params(), model.params() + n);
+  if (final_weights) {
+    const HostMirror<const float> weights(model.exec(), model.params(), n);
+    final_weights->assign(weights.data(), weights.data() + n);
+  }
   return result;
 }
 

@@ -14,11 +14,7 @@
 namespace nexus {
 namespace {
 
-using test::centred_loss;
-using test::check_gradient;
-using test::describe;
-using test::max_rel_diff;
-using test::random_vector;
+using namespace test;  // the gradient-check helpers (tests/support/check.h)
 
 // The input is a column slice of a wider buffer, as the xBC slice of in_proj's output is; dx is a
 // slice of another width, so a mixed-up stride cannot go unnoticed.

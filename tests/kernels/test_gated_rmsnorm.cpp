@@ -15,11 +15,7 @@
 namespace nexus {
 namespace {
 
-using test::centred_loss;
-using test::check_gradient;
-using test::describe;
-using test::max_rel_diff;
-using test::random_vector;
+using namespace test;  // the gradient-check helpers (tests/support/check.h)
 
 constexpr double kEps = 1e-5;
 

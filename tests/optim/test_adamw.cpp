@@ -42,7 +42,7 @@ TEST(AdamW, ThreeScalarStepsMatchHandComputedValues) {
                                                      {0.854466298688, -1.89781035574, 0.332994176534},
                                                      {0.778856871522, -1.94797206124, 0.377238919614}};
   for (std::size_t s = 0; s < 3; ++s) {
-    opt.step(Exec{}, p.data(), g[s].data(), 0.1);
+    opt.step(p.data(), g[s].data(), 0.1);
     EXPECT_EQ(opt.steps(), static_cast<std::int64_t>(s + 1));
     for (std::size_t i = 0; i < 3; ++i)
       EXPECT_NEAR(p[i], expected[s][i], 2e-7 * std::abs(expected[s][i]) + 1e-7) << "step " << s + 1 << " param " << i;
@@ -63,7 +63,7 @@ TEST(AdamW, NoDecayRangesAreUntouchedByDecay) {
   std::vector<float> p = test::random_vector<float>(n, 7);
   const std::vector<float> before = p;
   const std::vector<float> zero(n, 0.0f);
-  opt.step(Exec{}, p.data(), zero.data(), 0.2);
+  opt.step(p.data(), zero.data(), 0.2);
   const float factor = static_cast<float>(1.0 - 0.2 * 0.5);
   for (const DecayRange& r : ranges)
     for (idx i = r.offset; i < r.offset + r.numel; ++i) {
@@ -89,7 +89,7 @@ TEST(AdamW, ManyStepsMatchDoubleReferenceAcrossChunks) {
   for (int t = 1; t <= 4; ++t) {
     const std::vector<float> g = test::random_vector<float>(n, 100 + static_cast<std::uint64_t>(t), -2.0, 2.0);
     const double lr = 0.01 * t;
-    opt.step(Exec{}, p.data(), g.data(), lr);
+    opt.step(p.data(), g.data(), lr);
     ref.step(pr, test::to_double(g), decay, lr, t);
   }
   // fp32 state vs fp64: each step adds a few ulp of |p| ~ 1 plus lr times a relative error of
@@ -105,15 +105,15 @@ TEST(AdamW, RestoredStateContinuesBitForBit) {
   AdamW a(n, {}, ranges);
   std::vector<float> p = test::random_vector<float>(n, 3);
   const std::vector<float> g1 = test::random_vector<float>(n, 4), g2 = test::random_vector<float>(n, 5);
-  a.step(Exec{}, p.data(), g1.data(), 1e-2);
+  a.step(p.data(), g1.data(), 1e-2);
   // "Checkpoint": copy step count and moments into a fresh optimizer.
   AdamW b(n, {}, ranges);
   b.set_steps(a.steps());
   std::copy(a.exp_avg().begin(), a.exp_avg().end(), b.exp_avg().begin());
   std::copy(a.exp_avg_sq().begin(), a.exp_avg_sq().end(), b.exp_avg_sq().begin());
   std::vector<float> q = p;
-  a.step(Exec{}, p.data(), g2.data(), 1e-2);
-  b.step(Exec{}, q.data(), g2.data(), 1e-2);
+  a.step(p.data(), g2.data(), 1e-2);
+  b.step(q.data(), g2.data(), 1e-2);
   EXPECT_EQ(p, q);
   EXPECT_EQ(b.steps(), 2);
 }

@@ -1,0 +1,103 @@
+#include "trainer/checkpoint_cadence.h"
+
+#include <vector>
+
+#include "kernels/device_memory.h"
+#include "trainer/checkpoint.h"
+#include "trainer/signals.h"
+
+namespace nexus {
+
+std::string CheckpointCadence::save(const RunState& st, const Model<float>& model, const AdamW& opt,
+                                    const DataLoader& data) {
+  const RunOptions& o = o_;
+  const Communicator& comm = comm_;
+  std::string path, error;
+  if (comm.is_root()) {
+    CheckpointMeta meta;
+    meta.step = st.step;
+    meta.tokens_seen = st.tokens_seen;
+    meta.config_ini = to_ini(o);
+    meta.loader_position = data.position().to_string();
+    meta.seed = o.train.seed;
+    meta.optimizer_steps = opt.steps();
+    meta.bad_steps = st.bad_steps;
+    try {
+      // The checkpoint is written from host memory: the buffers themselves on the CPU.
+      const Exec& ex = model.exec();
+      const idx n = model.num_params();
+      const HostMirror<const float> params(ex, model.params(), n), m(ex, opt.exp_avg().data(), n),
+          v(ex, opt.exp_avg_sq().data(), n);
+      path = save_checkpoint(o.checkpoint.dir, meta, model.table(), params.data(), m.data(), v.data(),
+                             o.checkpoint.keep, [] { return !launcher_gone(); });
+      log_.note("checkpoint: " + path);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  if (!comm.all(error.empty())) throw CheckpointError(comm.is_root() ? error : "checkpoint save failed on rank 0");
+  saved_step_ = st.step;
+  return path;
+}
+
+void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<float>& model, AdamW& opt,
+                                DataLoader& data) {
+  const RunOptions& o = o_;
+  const Communicator& comm = comm_;
+  MetricsLog& log = log_;
+  std::string path, error;
+  CheckpointMeta meta;
+  // Root reads into host memory and broadcasts from it; every rank then stores it on its device.
+  const Exec& ex = model.exec();
+  const idx n = model.num_params();
+  HostMirror<float> params(ex, model.params(), n, false), m(ex, opt.exp_avg().data(), n, false),
+      v(ex, opt.exp_avg_sq().data(), n, false);
+  if (comm.is_root()) {
+    try {
+      std::vector<std::string> notes;
+      try {
+        path = resume_checkpoint(resume, o.checkpoint.dir, o.model, model.table(), params.data(), m.data(),
+                                 v.data(), meta, notes);
+      } catch (...) {
+        for (const std::string& note : notes) log.note(note);  // which files were tried, before the error
+        throw;
+      }
+      for (const std::string& note : notes) log.note(note);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  if (!comm.all(error.empty())) throw CheckpointError(comm.is_root() ? error : "checkpoint load failed on rank 0");
+  std::int64_t found = comm.is_root() && !path.empty() ? 1 : 0;
+  comm.broadcast(&found, sizeof found);
+  if (!found) {
+    // Only "latest" means "resume if there is anything": an explicit directory that holds no
+    // checkpoint is a wrong path, and training from scratch into it would hide the mistake.
+    if (resume != "latest")
+      throw OptionsError("--resume " + resume + ": no checkpoint there (no step_*.h5 files); give a checkpoint "
+                         "directory or file, or --resume latest to start fresh when " + o.checkpoint.dir +
+                         " has none");
+    log.note("--resume latest: no checkpoint in " + o.checkpoint.dir + " (checkpoint.dir) yet, starting fresh");
+    return;
+  }
+  std::int64_t header[5] = {meta.step, meta.tokens_seen, meta.optimizer_steps, meta.bad_steps, 0};
+  std::string position = meta.loader_position;
+  header[4] = std::int64_t(position.size());
+  comm.broadcast(header, sizeof header);
+  position.resize(std::size_t(header[4]));
+  comm.broadcast(position.data(), position.size());
+  for (HostMirror<float>* buffer : {&params, &m, &v}) {
+    comm.broadcast(buffer->data(), std::size_t(n) * sizeof(float));
+    buffer->store();
+  }
+  st.step = header[0];
+  st.tokens_seen = header[1];
+  opt.set_steps(header[2]);
+  st.bad_steps = header[3];
+  data.restore(LoaderPosition::parse(position));
+  saved_step_ = st.step;
+  log.note("resumed from " + (comm.is_root() ? path : std::string("checkpoint")) + " at step " +
+           std::to_string(st.step) + ", data position " + position);
+}
+
+}  // namespace nexus
