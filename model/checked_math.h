@@ -4,6 +4,8 @@
 // memory. Every such product goes through these helpers.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -39,6 +41,14 @@ inline idx checked_add(idx a, idx b, const char* what) {
   if (const auto r = add_no_overflow(a, b)) return *r;
   throw std::overflow_error(std::string(what) + " = " + std::to_string(a) + " + " + std::to_string(b) +
                             " is negative or overflows a 64-bit size");
+}
+
+// Byte counts that saturate at SIZE_MAX instead of wrapping: a memory estimate of an absurd
+// configuration reads "more than any machine has" and is refused.
+inline std::size_t saturating_add(std::size_t a, std::size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+inline std::size_t saturating_mul(std::size_t a, std::size_t b) {
+  std::size_t out = 0;
+  return __builtin_mul_overflow(a, b, &out) ? SIZE_MAX : out;
 }
 
 }  // namespace nexus

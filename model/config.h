@@ -7,6 +7,7 @@
 
 #include "kernels/neighborhood.h"
 #include "kernels/types.h"
+#include "model/recompute.h"
 
 namespace nexus {
 
@@ -42,6 +43,10 @@ struct ModelConfig {
   double norm_eps = 1e-5;
   bool tie_embeddings = false;
   double init_std = 0.02;
+
+  // Not architecture: how a training pass trades compute for activation memory (model/recompute.h).
+  // Set from train.recompute; the arena's layout and Model::activation_bytes follow it.
+  Recompute recompute{};
 
   // Derived sizes, computed with checked multiplication (std::overflow_error instead of a wrapped
   // value; validate() bounds every field so that a validated config never gets there).

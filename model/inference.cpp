@@ -106,10 +106,20 @@ std::size_t InferenceSession<T>::cache_bytes(const ModelConfig& c, idx max_batch
   c.validate();
   const idx attention = c.attention_layer_count(), mamba = c.n_layers - attention;
   const idx per_attention = checked_mul(2, kv_pool_elems(c, block_tokens, max_blocks), "K and V pools");
-  const idx per_mamba = checked_add(conv_state_elems(c, max_batch), ssm_state_elems(c, max_batch), "Mamba state");
-  const idx elems = checked_add(checked_mul(attention, per_attention, "KV caches"),
-                                checked_mul(mamba, per_mamba, "Mamba states"), "session state");
-  return static_cast<std::size_t>(checked_mul(elems, idx(sizeof(T)), "session state bytes"));
+  // K/V pools and conv windows have the compute type, SSM states the accumulator type.
+  const idx narrow = checked_add(checked_mul(attention, per_attention, "KV caches"),
+                                 checked_mul(mamba, conv_state_elems(c, max_batch), "conv windows"), "session state");
+  const idx wide = checked_mul(mamba, ssm_state_elems(c, max_batch), "SSM states");
+  return static_cast<std::size_t>(checked_add(checked_mul(narrow, idx(sizeof(T)), "session state bytes"),
+                                              checked_mul(wide, idx(sizeof(A)), "SSM state bytes"),
+                                              "session state bytes"));
+}
+
+idx kv_blocks_needed(const ModelConfig& c, idx context, idx batch, idx block_tokens) {
+  idx per_sequence = checked_add(context, block_tokens - 1, "context") / block_tokens + 1;
+  const idx bound = InferenceSession<float>::bounded_blocks(c, block_tokens);
+  if (bound > 0) per_sequence = std::min(per_sequence, bound);
+  return checked_mul(per_sequence, batch, "KV blocks");
 }
 
 template <typename T>
@@ -326,5 +336,7 @@ void InferenceSession<T>::attention_step(const AttentionTensors<const T*>& w, La
 
 template class InferenceSession<float>;
 template class InferenceSession<double>;
+// Sizing only (nexus plan): the state a bf16 session holds.
+template std::size_t InferenceSession<bf16>::cache_bytes(const ModelConfig&, idx, idx, idx);
 
 }  // namespace nexus

@@ -119,4 +119,9 @@ class InferenceSession {
   std::vector<T> logits_;   // [B, V]
 };
 
+// KV blocks of `block_tokens` tokens that `batch` sequences of `context` tokens take: one more
+// than the context spans per sequence (the block a next token opens), or the neighborhood's bound
+// when every attention layer's is bounded (bounded_blocks).
+idx kv_blocks_needed(const ModelConfig& c, idx context, idx batch, idx block_tokens);
+
 }  // namespace nexus

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 
 #include "model/config.h"
@@ -38,7 +39,23 @@ struct MemoryAvailable {
   std::size_t bytes = SIZE_MAX;
   std::string source = "no limit found";
 };
+// Also below a cap set with set_memory_limit (runtime.memory_limit), when one is set, less what
+// this process already holds (VmRSS).
 MemoryAvailable available_memory();
+// Caps the memory this process may hold in all (0: no cap) for the rest of its life; `source` names
+// the setting in messages, e.g. "runtime.memory_limit = 512MiB".
+void set_memory_limit(std::size_t bytes, const std::string& source);
+
+// A size such as "512MiB", "80GiB", "141GB" or "1048576" (bytes): binary units KiB MiB GiB TiB,
+// decimal units KB MB GB TB, an optional "B" alone; fractions allowed ("1.5GiB"). nullopt when
+// the text is not one, or is zero or beyond SIZE_MAX.
+std::optional<std::size_t> parse_bytes(const std::string& text);
+inline constexpr const char* kBytesSyntax = "a size such as 512MiB, 80GiB or 141GB (binary KiB..TiB, decimal KB..TB)";
+
+// This process's resident memory now (VmRSS) and at its peak so far (VmHWM), from /proc/self/status;
+// 0 where that file is missing.
+std::size_t resident_bytes();
+std::size_t peak_resident_bytes();
 
 // "12.50 GiB"
 std::string gib(std::size_t bytes);

@@ -1,7 +1,9 @@
 // Forward and backward orchestration of the hybrid model. Layer i:
 //   res_in -> input_layernorm -> mixer (Mamba-2 or attention) -> + res_in = res_mid
 //   res_mid -> pre_ff_layernorm -> SwiGLU MLP -> + res_mid = next layer's res_in
-// Each residual add is fused into the RMSNorm that follows it.
+// Each residual add is fused into the RMSNorm that follows it. Under recomputation
+// (model/recompute.h) a recomputed block's buffers are one shared set that the backward rebuilds
+// by running the layer's forward calls again on the input the layer kept.
 #include "model/model.h"
 
 #include "model/mamba_layer_cp.h"
@@ -52,62 +54,131 @@ Model<T>::Model(MeasureOnly, const ModelConfig& config, BatchShape shape, int cp
   layers_.resize(static_cast<std::size_t>(config_.n_layers));
 }
 
-template <typename T>
-std::size_t Model<T>::activation_bytes(const ModelConfig& config, BatchShape shape, int cp_size) {
-  Model measuring(MeasureOnly{}, config, shape, cp_size);
-  Arena measure;
-  measuring.carve(measure);
-  return measure.used();
+std::size_t ArenaBreakdown::total() const {
+  std::size_t sum = 0;
+  for (std::size_t part : {batch, residuals, attention, mamba, mlp, recompute, head, backward, comm})
+    if (__builtin_add_overflow(sum, part, &sum)) return SIZE_MAX;
+  return sum;
 }
 
 template <typename T>
-void Model<T>::carve(Arena& a) {
+std::size_t Model<T>::activation_bytes(const ModelConfig& config, BatchShape shape, int cp_size) {
+  return activation_breakdown(config, shape, cp_size).total();
+}
+
+template <typename T>
+ArenaBreakdown Model<T>::activation_breakdown(const ModelConfig& config, BatchShape shape, int cp_size) {
+  Model measuring(MeasureOnly{}, config, shape, cp_size);
+  Arena measure;
+  ArenaBreakdown parts;
+  measuring.carve(measure, &parts);
+  if (parts.total() != measure.used() && measure.used() != SIZE_MAX)
+    throw std::logic_error("activation_breakdown: the parts do not add up to the arena");
+  return parts;
+}
+
+template <typename T>
+void Model<T>::carve(Arena& a, ArenaBreakdown* parts) {
   const ModelConfig& c = config_;
+  const Recompute& rc = c.recompute;
   const idx N = shape_.B * shape_.T, D = c.d_model, F = c.mlp_hidden, V = c.vocab_size;
   const idx qdim = c.n_heads * c.head_dim, kvdim = c.n_kv_heads * c.head_dim;
-  tokens_ = a.take<std::int32_t>(N);
-  targets_ = a.take<std::int32_t>(N);
-  for (idx i = 0; i < c.n_layers; ++i) {
-    LayerState& l = layers_[static_cast<std::size_t>(i)];
-    l.res_in = a.take<T>(N * D);
+  const bool has_attention = c.attention_layer_count() > 0, has_mamba = c.attention_layer_count() < c.n_layers;
+  ArenaBreakdown ignored;
+  ArenaBreakdown& part = parts ? *parts : ignored;
+  // Runs `take` and books what it took (alignment included) under `into`.
+  auto section = [&a](std::size_t& into, auto&& take) {
+    const std::size_t before = a.used();
+    take();
+    into = a.used() == SIZE_MAX ? SIZE_MAX : into + (a.used() - before);
+  };
+  section(part.batch, [&] {
+    tokens_ = a.take<std::int32_t>(N);
+    targets_ = a.take<std::int32_t>(N);
+  });
+  auto take_norms = [&](LayerState& l) {
     l.ln1 = a.take<T>(N * D);
     l.rstd1 = a.take<A>(N);
     l.res_mid = a.take<T>(N * D);
     l.ln2 = a.take<T>(N * D);
     l.rstd2 = a.take<A>(N);
-    l.mlp = {a.take<T>(N * 2 * F), a.take<T>(N * F)};
-    if (c.is_attention(i))
-      l.attn = {a.take<T>(N * qdim), a.take<T>(N * kvdim), a.take<T>(N * kvdim), a.take<T>(N * qdim),
-                a.take<A>(N * c.n_heads)};
+  };
+  auto take_mlp = [&] { return MlpActivations<T>{a.take<T>(N * 2 * F), a.take<T>(N * F)}; };
+  auto take_attention = [&] {
+    return AttentionActivations<T>{a.take<T>(N * qdim), a.take<T>(N * kvdim), a.take<T>(N * kvdim),
+                                   a.take<T>(N * qdim), a.take<A>(N * c.n_heads)};
+  };
+  auto take_mamba = [&] {
+    return MambaActivations<T>{a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()),
+                               a.take<T>(N * c.d_inner()), a.take<T>(N * c.d_inner()), a.take<A>(N * c.mamba_ngroups)};
+  };
+
+  // The shared set of the recomputed blocks, written by every such layer's forward and rebuilt
+  // from the layer's kept input just before its backward. Only one layer is in flight at a time,
+  // and only one mixer kind per layer, so the two mixer kinds' sets overlap.
+  LayerState shared{};
+  section(part.recompute, [&] {
+    bool whole = false;
+    for (idx i = 0; i < c.n_layers; ++i) whole = whole || rc.whole_layer(c.is_attention(i));
+    if (whole) take_norms(shared);
+    const std::size_t mixers = a.mark();
+    if (rc.attention && has_attention) shared.attn = take_attention();
+    const std::size_t attention_end = a.used();
+    a.rewind(mixers);
+    if (rc.mamba && has_mamba) shared.mamba = take_mamba();
+    a.advance_to(attention_end);
+    if (rc.mlp) shared.mlp = take_mlp();
+  });
+  for (idx i = 0; i < c.n_layers; ++i) {
+    LayerState& l = layers_[static_cast<std::size_t>(i)];
+    const bool attention = c.is_attention(i);
+    section(part.residuals, [&] {
+      l.res_in = a.take<T>(N * D);
+      if (rc.whole_layer(attention)) {
+        l.ln1 = shared.ln1, l.rstd1 = shared.rstd1, l.res_mid = shared.res_mid;
+        l.ln2 = shared.ln2, l.rstd2 = shared.rstd2;
+      } else {
+        take_norms(l);
+      }
+    });
+    section(part.mlp, [&] { l.mlp = rc.mlp ? shared.mlp : take_mlp(); });
+    if (attention)
+      section(part.attention, [&] { l.attn = rc.attention ? shared.attn : take_attention(); });
     else
-      l.mamba = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
-                 a.take<T>(N * c.d_inner()), a.take<A>(N * c.mamba_ngroups)};
-    if (cp_size_ > 1 && !c.is_attention(i)) l.mamba_saved = a.take<T>(mamba_cp_saved_size(c, shape_.B, cp_size_));
+      section(part.mamba, [&] { l.mamba = rc.mamba ? shared.mamba : take_mamba(); });
+    if (cp_size_ > 1 && !attention)
+      section(part.comm, [&] { l.mamba_saved = a.take<T>(mamba_cp_saved_size(c, shape_.B, cp_size_)); });
   }
-  res_final_ = a.take<T>(N * D);
-  lnf_ = a.take<T>(N * D);
-  rstdf_ = a.take<A>(N);
-  logits_ = a.take<T>(N * V);
-  ce_lse_ = a.take<A>(N);
-  branch_ = a.take<T>(N * D);
-  d_res_ = a.take<T>(N * D);
-  d_ln_ = a.take<T>(N * D);
-  mlp_scratch_ = {a.take<T>(N * 2 * F), a.take<T>(N * F)};
-  // Only one mixer runs its backward at a time, so the two kinds' scratch overlap.
-  const std::size_t mixer_scratch = a.mark();
-  const idx mamba_workspace = cp_size_ > 1 ? mamba_cp_workspace(c, shape_.B, shape_.T, cp_size_)
-                                  : ssd_workspace(mamba_ssd_shape(c, shape_.B, shape_.T));
-  if (c.attention_layer_count() < c.n_layers)
-    mamba_scratch_ = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
-                      a.take<T>(N * c.d_inner()), a.take<T>(mamba_workspace)};
-  const std::size_t mamba_end = a.used();
-  a.rewind(mixer_scratch);
-  if (c.attention_layer_count() > 0)
-    attn_scratch_ = {a.take<T>(N * qdim), a.take<T>(N * kvdim), a.take<T>(N * kvdim), a.take<T>(N * qdim)};
-  a.advance_to(mamba_end);
-  if (cp_size_ > 1 && c.attention_layer_count() > 0)
-    ring_workspace_ = a.take<T>(ring_attention_workspace(
-        RingShape{shape_.B, shape_.T / 2, c.n_heads, c.n_kv_heads, c.head_dim, {}}));
+  section(part.head, [&] {
+    res_final_ = a.take<T>(N * D);
+    lnf_ = a.take<T>(N * D);
+    rstdf_ = a.take<A>(N);
+    logits_ = a.take<T>(N * V);
+    ce_lse_ = a.take<A>(N);
+    branch_ = a.take<T>(N * D);
+  });
+  section(part.backward, [&] {
+    d_res_ = a.take<T>(N * D);
+    d_ln_ = a.take<T>(N * D);
+    mlp_scratch_ = {a.take<T>(N * 2 * F), a.take<T>(N * F)};
+    // Only one mixer runs its backward at a time, so the two kinds' scratch overlap.
+    const std::size_t mixer_scratch = a.mark();
+    const idx mamba_workspace = cp_size_ > 1 ? mamba_cp_workspace(c, shape_.B, shape_.T, cp_size_)
+                                             : ssd_workspace(mamba_ssd_shape(c, shape_.B, shape_.T));
+    if (has_mamba)
+      mamba_scratch_ = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
+                        a.take<T>(N * c.d_inner()), a.take<T>(mamba_workspace)};
+    const std::size_t mamba_end = a.used();
+    a.rewind(mixer_scratch);
+    if (has_attention)
+      attn_scratch_ = {a.take<T>(N * qdim), a.take<T>(N * kvdim), a.take<T>(N * kvdim), a.take<T>(N * qdim)};
+    a.advance_to(mamba_end);
+  });
+  if (cp_size_ > 1 && has_attention)
+    section(part.comm, [&] {
+      ring_workspace_ = a.take<T>(ring_attention_workspace(
+          RingShape{shape_.B, shape_.T / 2, c.n_heads, c.n_kv_heads, c.head_dim, {}}));
+    });
 }
 
 template <typename T>
@@ -120,6 +191,35 @@ void Model<T>::init(std::uint64_t seed) {
 template <typename T>
 void Model<T>::zero_deltas() {
   fill_constant(ex_, deltas_.data(), num_params(), A(0));
+}
+
+template <typename T>
+void Model<T>::forward_layer(idx i, const T* prev_res, const T* prev_branch) {
+  const ModelConfig& c = config_;
+  const idx N = shape_.B * shape_.T, D = c.d_model;
+  LayerState& l = layers_[static_cast<std::size_t>(i)];
+  const LayerTensors<const T*>& w = weights_[static_cast<std::size_t>(i)];
+  residual_rmsnorm_forward(ex_, l.res_in, l.ln1, l.rstd1, prev_res, prev_branch, w.input_norm, N, D, c.norm_eps);
+  forward_mixer(i);
+  residual_rmsnorm_forward(ex_, l.res_mid, l.ln2, l.rstd2, l.res_in, branch_, w.ff_norm, N, D, c.norm_eps);
+  mlp_forward(ex_, branch_, l.mlp, l.ln2, w.mlp, N, D, c.mlp_hidden);
+}
+
+template <typename T>
+void Model<T>::forward_mixer(idx i) {
+  const ModelConfig& c = config_;
+  const idx B = shape_.B, Tn = shape_.T;
+  LayerState& l = layers_[static_cast<std::size_t>(i)];
+  const LayerTensors<const T*>& w = weights_[static_cast<std::size_t>(i)];
+  const RingContext<T> ring{cp_, ring_workspace_, &ring_stats_};
+  if (c.is_attention(i))
+    attention_mixer_forward(ex_, branch_, l.attn, l.ln1, w.attn, c, B, Tn, idx(0), static_cast<KvPrefix<T>*>(nullptr),
+                            cp_ ? &ring : nullptr, neighborhoods_[static_cast<std::size_t>(i)]);
+  else if (cp_)
+    mamba_bytes_sent_ += mamba_mixer_forward_cp(ex_, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn,
+                                                mamba_scratch_.ssd_workspace, *cp_, l.mamba_saved);
+  else
+    mamba_mixer_forward(ex_, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn, mamba_scratch_.ssd_workspace);
 }
 
 template <typename T>
@@ -142,27 +242,13 @@ LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* target
   const T* P = params_.data();
 
   embedding_forward(ex, layers_[0].res_in, tokens_, P + embed_offset_, N, D);
-  const RingContext<T> ring{cp_, ring_workspace_, &ring_stats_};
-  const RingContext<T>* ring_ctx = cp_ ? &ring : nullptr;
   mamba_bytes_sent_ = 0;
   ring_stats_ = {};
   const T* prev_res = layers_[0].res_in;  // residual entering layer i (before its fused add)
   const T* prev_branch = nullptr;         // the previous MLP's output, added in the fused norm
   for (idx i = 0; i < c.n_layers; ++i) {
-    LayerState& l = layers_[static_cast<std::size_t>(i)];
-    const LayerTensors<const T*>& w = weights_[static_cast<std::size_t>(i)];
-    residual_rmsnorm_forward(ex, l.res_in, l.ln1, l.rstd1, prev_res, prev_branch, w.input_norm, N, D, c.norm_eps);
-    if (c.is_attention(i))
-      attention_mixer_forward(ex, branch_, l.attn, l.ln1, w.attn, c, B, Tn, idx(0), static_cast<KvPrefix<T>*>(nullptr),
-                              ring_ctx, neighborhoods_[static_cast<std::size_t>(i)]);
-    else if (cp_)
-      mamba_bytes_sent_ += mamba_mixer_forward_cp(ex, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn,
-                                                  mamba_scratch_.ssd_workspace, *cp_, l.mamba_saved);
-    else
-      mamba_mixer_forward(ex, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn, mamba_scratch_.ssd_workspace);
-    residual_rmsnorm_forward(ex, l.res_mid, l.ln2, l.rstd2, l.res_in, branch_, w.ff_norm, N, D, c.norm_eps);
-    mlp_forward(ex, branch_, l.mlp, l.ln2, w.mlp, N, D, c.mlp_hidden);
-    prev_res = l.res_mid;
+    forward_layer(i, prev_res, prev_branch);
+    prev_res = layers_[static_cast<std::size_t>(i)].res_mid;
     prev_branch = branch_;
   }
   residual_rmsnorm_forward(ex, res_final_, lnf_, rstdf_, prev_res, prev_branch, P + final_norm_offset_, N, D,
@@ -193,13 +279,22 @@ void Model<T>::backward(double loss_scale) {
   rmsnorm_backward(ex, d_res_, G + final_norm_off, d_ln_, res_final_, P + final_norm_off, rstdf_, N, D);
   // d_res_ is now the gradient of every residual stream point walked backwards: each branch's
   // output gradient is d_res_ itself, and each norm's backward adds into it.
+  // A recomputed block's activations are rebuilt from the input the layer kept, just before its
+  // backward needs them (a whole layer from its residual input, the same call layer 0 makes).
+  const Recompute& rc = c.recompute;
   for (idx i = c.n_layers - 1; i >= 0; --i) {
     LayerState& l = layers_[static_cast<std::size_t>(i)];
     const LayerTensors<const T*>& w = weights_[static_cast<std::size_t>(i)];
     const LayerTensors<A*>& g = grads_[static_cast<std::size_t>(i)];
+    const bool attention = c.is_attention(i);
+    if (rc.whole_layer(attention))
+      forward_layer(i, l.res_in, nullptr);
+    else if (rc.mlp)
+      mlp_forward(ex, branch_, l.mlp, l.ln2, w.mlp, N, D, c.mlp_hidden);
     mlp_backward(ex, d_ln_, g.mlp, mlp_scratch_, d_res_, l.ln2, l.mlp, w.mlp, N, D, c.mlp_hidden);
     rmsnorm_backward(ex, d_res_, g.ff_norm, d_ln_, l.res_mid, w.ff_norm, l.rstd2, N, D);
-    if (c.is_attention(i))
+    if (rc.mixer(attention) && !rc.whole_layer(attention)) forward_mixer(i);
+    if (attention)
       attention_mixer_backward(ex, d_ln_, g.attn, attn_scratch_, d_res_, l.ln1, l.attn, w.attn, c, B, Tn, idx(0),
                                ring_ctx, neighborhoods_[static_cast<std::size_t>(i)]);
     else if (cp_)
@@ -244,5 +339,8 @@ double Model<T>::forward_flops_per_token() const {
 
 template class Model<float>;
 template class Model<double>;
+// Measuring only (nexus plan): the layout a bf16 run carves. Nothing else of Model<bf16> is built.
+template ArenaBreakdown Model<bf16>::activation_breakdown(const ModelConfig&, BatchShape, int);
+template std::size_t Model<bf16>::activation_bytes(const ModelConfig&, BatchShape, int);
 
 }  // namespace nexus

@@ -18,6 +18,21 @@ struct BatchShape {
   idx T;  // tokens per sequence
 };
 
+// Where the activation arena's bytes go, from the same layout pass that sizes it (what
+// `nexus plan` prints). Each part includes its alignment padding, so the parts sum to the arena.
+struct ArenaBreakdown {
+  std::size_t batch = 0;      // the batch's tokens and targets [N] (int32), copied in by forward
+  std::size_t residuals = 0;  // per layer: residual stream points, norm outputs and rstd kept for the backward
+  std::size_t attention = 0;  // per attention layer: q, k, v, attention output, lse (none when recomputed)
+  std::size_t mamba = 0;      // per Mamba layer: in_proj, conv, SSD and gated-norm outputs (none when recomputed)
+  std::size_t mlp = 0;        // per layer: gate|up and the SwiGLU activation (none when recomputed)
+  std::size_t recompute = 0;  // the one shared set that recomputed blocks are rebuilt into in the backward
+  std::size_t head = 0;       // final norm, logits [N, V], loss statistics, the branch buffer
+  std::size_t backward = 0;   // backward scratch shared by all layers (gradients, SSD workspace)
+  std::size_t comm = 0;       // context parallel: per-layer Mamba halos and states, ring attention workspace
+  std::size_t total() const;  // saturates at SIZE_MAX, as the arena's measure does
+};
+
 // Summed next-token loss over the targets that count (target >= 0), and how many there were. The
 // caller divides by the global count (all micro-batches, all ranks) so accumulation is exact.
 struct LossSum {
@@ -44,7 +59,10 @@ class Model {
   // The activation arena a Model of this config and shape allocates on one rank of a
   // context-parallel group of `cp_size` ranks, measured by the same layout code (carve) without
   // allocating anything: what a memory check compares before a Model is built.
+  // It follows config.recompute. Also instantiated for T = bf16 (measuring only): the arena a GPU
+  // run with bf16 activations and fp32 statistics would carve.
   static std::size_t activation_bytes(const ModelConfig& config, BatchShape shape, int cp_size = 1);
+  static ArenaBreakdown activation_breakdown(const ModelConfig& config, BatchShape shape, int cp_size = 1);
 
   const ModelConfig& config() const { return config_; }
   const ParamTable& table() const { return table_; }
@@ -73,7 +91,9 @@ class Model {
 
   std::size_t arena_bytes() const { return arena_bytes_; }
   // Bytes this rank sent for cross-rank mixing (ring K/V excluded: see ring_attention.h) in the
-  // last forward + backward: the Mamba-2 state passing, which does not grow with T.
+  // last forward + backward: the Mamba-2 state passing, which does not grow with T. Under
+  // recomputation the backward runs the recomputed Mamba layers' forward again, and what that
+  // sends is counted too (as is the recomputed attention's ring traffic in ring_stats()).
   std::size_t mamba_bytes_sent() const { return mamba_bytes_sent_; }
   // What the ring attention moved and computed on this rank in the last forward + backward (all
   // attention layers; zero without context parallelism): K/V and dK/dV bytes, kernel calls, and
@@ -84,6 +104,8 @@ class Model {
   double forward_flops_per_token() const;
 
  private:
+  // Per layer; under recomputation the pointers of recomputed parts all point into one shared set
+  // (res_in always stays the layer's own).
   struct LayerState {
     T* res_in;   // [N, D] residual stream entering the layer
     T* ln1;      // [N, D] input_layernorm output (the mixer's input)
@@ -96,7 +118,11 @@ class Model {
     AttentionActivations<T> attn{};
     T* mamba_saved = nullptr;  // [mamba_cp_saved_size] halos, true initial states, decays (cp only)
   };
-  void carve(Arena& arena);
+  void carve(Arena& arena, ArenaBreakdown* parts = nullptr);
+  // Layer i's forward from the residual entering it (prev_res + prev_branch, fused into the first
+  // norm; prev_branch may be null): its mixer's then its MLP's output lands in branch_.
+  void forward_layer(idx i, const T* prev_res, const T* prev_branch);
+  void forward_mixer(idx i);  // ln1 -> branch_ through layer i's mixer
   struct MeasureOnly {};
   Model(MeasureOnly, const ModelConfig& config, BatchShape shape, int cp_size);
 

@@ -154,9 +154,8 @@ int command_generate(int argc, char** argv) {
   constexpr idx kBlockTokens = 16;
   // A bounded neighborhood (sliding, block, dilated in every attention layer) frees old blocks,
   // so the pool needs only what one window spans, however long the generation.
-  idx blocks = (n_prompt + static_cast<idx>(max_new) + kBlockTokens - 1) / kBlockTokens + 1;
-  const idx bound = InferenceSession<float>::bounded_blocks(c, kBlockTokens);
-  if (bound > 0) blocks = std::min(blocks, bound);
+  const idx blocks = kv_blocks_needed(c, n_prompt + static_cast<idx>(max_new), 1, kBlockTokens);
+  const bool bounded = InferenceSession<float>::bounded_blocks(c, kBlockTokens) > 0;
   MemoryNeed need;
   need.activations = InferenceSession<float>::cache_bytes(c, 1, kBlockTokens, blocks);
   require_memory("nexus generate (" + std::to_string(n_prompt + max_new) + " tokens of context)", need);
@@ -164,7 +163,7 @@ int command_generate(int argc, char** argv) {
   if (c.attention_layer_count() > 0)
     std::fprintf(stderr, "attention: %s; KV cache %lld blocks of %lld tokens%s\n", c.attention_neighborhood.c_str(),
                  static_cast<long long>(blocks), static_cast<long long>(kBlockTokens),
-                 bound > 0 ? " (bounded by the neighborhood)" : "");
+                 bounded ? " (bounded by the neighborhood)" : "");
 
   std::fprintf(stderr, "model: %s\n", loaded.description.c_str());
   if (text_mode) std::fwrite(prompt.data(), 1, prompt.size(), stdout);

@@ -5,6 +5,7 @@
 //   nexus export CHECKPOINT --out DIR [--dtype bf16|fp32]
 //   nexus inspect CHECKPOINT
 //   nexus generate --model CHECKPOINT|EXPORT_DIR (--prompt TEXT | --tokens IDS) --max-new-tokens N
+//   nexus plan [--config FILE] [--section.key=value ...] [--device cpu|h100-80g|h200] [--memory SIZE]
 //   nexus data prepare --out PREFIX [--shard-tokens N] [--separator S] FILE...
 //
 // Every rank runs the same command. Any rank's fatal error ends the whole job with a message
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "data/prepare.h"
+#include "model/memory_need.h"
 #include "kernels/cpu/blas_runtime.h"
 #include "parallel/communicator.h"
 #include "trainer/commands.h"
@@ -36,6 +38,7 @@ const char* kUsage =
     "  export         write a checkpoint as a Hugging Face Bamba folder (config.json, safetensors)\n"
     "  inspect        print a checkpoint's step, tokens, config and every tensor's shape and norm\n"
     "  generate       continue a prompt with recurrent decoding (O(1) per token in Mamba layers)\n"
+    "  plan           the memory a run needs per rank, by purpose, and the longest sequence that fits\n"
     "  data prepare   turn raw text files into llm.c token shards with the byte tokenizer\n"
     "\n"
     "Examples:\n"
@@ -68,6 +71,7 @@ int run_train(int argc, char** argv, const Communicator& comm) {
     std::printf("done: %lld steps", (long long)r.steps_done);
     if (!r.losses.empty()) std::printf(", final loss %.4f", r.losses.back());
     if (r.eval_accuracy >= 0) std::printf(", eval accuracy %.1f%%", 100 * r.eval_accuracy);
+    std::printf("\npeak memory of rank 0: %zu bytes (VmHWM)", peak_resident_bytes());
     std::printf("\nmetrics: %s  (plot: trainer/plot_metrics.py %s)\n", r.metrics_path.c_str(),
                 r.metrics_path.c_str());
   }
@@ -117,11 +121,13 @@ int main(int argc, char** argv) {
   try {
     if (command == "train") return run_train(argc - 1, argv + 1, comm);
     // Single-process commands: only the root rank acts when launched under mpirun.
-    if (command == "eval" || command == "export" || command == "inspect" || command == "generate") {
+    if (command == "eval" || command == "export" || command == "inspect" || command == "generate" ||
+        command == "plan") {
       if (!comm.is_root()) return 0;
       if (command == "eval") return command_eval(argc - 1, argv + 1);
       if (command == "export") return command_export(argc - 1, argv + 1);
       if (command == "generate") return command_generate(argc - 1, argv + 1);
+      if (command == "plan") return command_plan(argc - 1, argv + 1);
       return command_inspect(argc - 1, argv + 1);
     }
     if (command == "data" && argc > 2 && std::strcmp(argv[2], "prepare") == 0)

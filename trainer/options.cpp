@@ -14,6 +14,7 @@
 #include <boost/program_options.hpp>
 
 #include "model/checked_math.h"
+#include "model/memory_need.h"
 
 namespace nexus {
 
@@ -69,6 +70,9 @@ void for_each_option(Options& o, F&& f) {
   f("train.out_dir", t.out_dir, "run directory (metrics, logs)");
   f("train.exit_after", t.exit_after,
     "stop (with a checkpoint) after this many steps of this run, e.g. to fit a job's time limit; 0: never");
+  f("train.recompute", t.recompute,
+    "activation recomputation: none | attention | mamba | mlp | all, or a list such as mamba,mlp (the chosen "
+    "blocks keep only their input and run their forward again in the backward; results are unchanged)");
   auto& op = o.optim;
   f("optim.lr", op.lr, "peak learning rate");
   f("optim.beta1", op.beta1, "AdamW beta1");
@@ -92,6 +96,9 @@ void for_each_option(Options& o, F&& f) {
   f("runtime.device", rt.device, "cpu | cuda");
   f("runtime.dtype", rt.dtype, "fp32 | bf16 (activations and compute weights; bf16 needs runtime.device = cuda)");
   f("runtime.threads", rt.threads, "OpenMP threads per rank; 0: OMP_NUM_THREADS, else all cores");
+  f("runtime.memory_limit", rt.memory_limit,
+    "memory the run may take on this machine (all its ranks), e.g. 512MiB or 80GiB; the memory check refuses a "
+    "run that needs more; empty: what the machine has");
 }
 
 constexpr std::array<std::pair<const char*, const char*>, 8> kSections = {{
@@ -297,6 +304,11 @@ void finalize(RunOptions& o) {
     throw OptionsError(e.what());
   }
   if (m.pattern.empty()) m.pattern = m.layer_pattern();
+  try {
+    m.recompute = parse_recompute(t.recompute);
+  } catch (const ConfigError& e) {
+    fail(e.what());
+  }
   if (ck.dir.empty()) ck.dir = t.out_dir + "/checkpoints";
 
   require(t.steps > 0, kv("train.steps", t.steps) + " must be positive");
@@ -374,6 +386,9 @@ void finalize(RunOptions& o) {
   require(rt.dtype != "bf16" || rt.device == "cuda",
           "runtime.dtype = bf16 needs runtime.device = cuda (the CPU computes in fp32)");
   require(rt.threads >= 0, kv("runtime.threads", rt.threads) + " must not be negative (0: the default)");
+  require(rt.memory_limit.empty() || parse_bytes(rt.memory_limit).has_value(),
+          "runtime.memory_limit = \"" + rt.memory_limit + "\" is not a size: expected " + kBytesSyntax +
+              "; empty: no limit");
 
   // Values that the INI text could not carry back unchanged.
   for_each_option(o, [](const char* key, const auto& field, const char*) {

@@ -47,6 +47,7 @@ struct TrainOptions {
   idx log_every = 10;
   std::string out_dir = "runs/nexus";  // metrics and logs
   idx exit_after = 0;                  // stop after this many steps of this run (0: never)
+  std::string recompute = "none";      // none | attention | mamba | mlp | all | a list (model/recompute.h)
   bool operator==(const TrainOptions&) const = default;
 };
 
@@ -83,6 +84,7 @@ struct RuntimeOptions {
   std::string device = "cpu";  // cpu | cuda
   std::string dtype = "fp32";  // fp32 | bf16 (activations and compute weights; bf16 needs cuda)
   idx threads = 0;             // OpenMP threads per rank; 0: OMP_NUM_THREADS or all cores
+  std::string memory_limit;    // caps the memory the run may take per machine (parse_bytes); empty: none
   bool operator==(const RuntimeOptions&) const = default;
 };
 

@@ -7,6 +7,7 @@
 #if NEXUS_HAS_CUDA
 #include "kernels/cuda/backend.h"
 #endif
+#include "model/memory_need.h"
 
 namespace nexus {
 
@@ -25,6 +26,8 @@ void apply_runtime(const RuntimeOptions& runtime) {
 #endif
   }
   if (runtime.threads > 0) omp_set_num_threads(int(runtime.threads));
+  if (!runtime.memory_limit.empty())
+    set_memory_limit(parse_bytes(runtime.memory_limit).value_or(0), "runtime.memory_limit = " + runtime.memory_limit);
 }
 
 }  // namespace nexus

@@ -20,6 +20,7 @@
 #include "trainer/eval_cadence.h"
 #include "trainer/local_batch.h"
 #include "trainer/metrics.h"
+#include "trainer/plan.h"
 #include "trainer/signals.h"
 
 namespace nexus {
@@ -54,16 +55,13 @@ namespace {
 
 // Refuses, on every rank, a run whose model, optimizer and activations do not fit in the memory
 // this machine has left, before any of it is allocated. Every rank on a machine allocates the same.
-void require_run_fits(const RunOptions& o, const BatchLayout& layout, idx local_len, const Communicator& comm) {
-  const bool sharded = o.parallel.zero == 1 && comm.size() > 1;  // as DistributedAdamW decides
-  MemoryNeed need = training_memory_need(o.model, BatchShape{layout.micro_batch, local_len}, int(layout.cp),
-                                         sharded ? comm.size() : 1);
-  // The loader's batch of whole sequences (tokens and targets, int32) and its zigzag copy.
-  need.other = std::size_t(layout.micro_batch) * std::size_t(o.train.seq_len) * 2 * sizeof(std::int32_t) * 2;
+void require_run_fits(const RunOptions& o, const BatchLayout& layout, const Communicator& comm) {
+  MemoryNeed need = run_memory_need(o, layout);  // what `nexus plan` prints
   // Zero 1: while a checkpoint is saved or loaded the root stages both moments whole. Counted on
   // the root only, though the check below multiplies it by the processes on the root's machine:
   // conservative there by (processes - 1) x that staging, exact on every other machine.
-  if (sharded && comm.is_root()) need.other += std::size_t(weights_memory_need(o.model).parameters) * 2;
+  if (o.parallel.zero == 1 && comm.size() > 1 && comm.is_root())
+    need.other += std::size_t(weights_memory_need(o.model).parameters) * 2;
   const std::string shortfall = memory_shortfall("this run", need, comm.local_size(), available_memory());
   if (comm.all(shortfall.empty())) return;
   // Machines may differ: a rank other than the root reports its own shortfall itself.
@@ -121,7 +119,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
     std::ofstream(std::filesystem::path(t.out_dir) / "config.ini") << ini;
   }
   failpoint("train_setup");
-  require_run_fits(o, layout, local_len, comm);
+  require_run_fits(o, layout, comm);
 
   // One loader batch is one micro-batch on every rank: the grad_accum successive micro-batches of
   // all ranks together are exactly the global batch a single rank would read in one go.

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "model/memory_need.h"
 #include "trainer/options.h"
 
 namespace nexus {
@@ -28,8 +29,7 @@ const std::vector<std::string> kAllKeys = {
     "train.out_dir", "checkpoint.every", "checkpoint.dir", "checkpoint.keep", "train.exit_after", "data.source",
     "data.path",
     "data.mqar_pairs", "data.mqar_queries", "data.val_path", "parallel.cp", "parallel.zero", "runtime.device",
-    "runtime.dtype",
-    "runtime.threads"};
+    "runtime.dtype", "runtime.threads", "train.recompute", "runtime.memory_limit"};
 
 // A scratch INI file removed at the end of the test.
 class IniFile {
@@ -328,6 +328,22 @@ TEST(Options, ResolvedIniTextRoundTrips) {
   EXPECT_EQ(back.model.norm_eps, 1e-6);
   EXPECT_EQ(back.optim.lr, 3e-4);
   EXPECT_EQ(back.train.seed, 18446744073709551615u);
+}
+
+TEST(Options, RecomputeAndMemoryLimitAreCheckedAndReachTheModel) {
+  const CommandLine cl = parse_command_line(
+      std::vector<std::string>{"--train.recompute=mlp,mamba", "--runtime.memory_limit=1.5GiB"});
+  EXPECT_EQ(cl.options.model.recompute, (Recompute{false, true, true}));
+  EXPECT_EQ(parse_bytes(cl.options.runtime.memory_limit), std::size_t(3) << 29);
+  EXPECT_CONTAINS(error_of([] { parse_command_line(std::vector<std::string>{"--train.recompute=attn"}); }),
+                  "train.recompute = \"attn\" names 'attn': expected none, all, or a comma-separated list");
+  EXPECT_CONTAINS(error_of([] { parse_command_line(std::vector<std::string>{"--runtime.memory_limit=80 GiB"}); }),
+                  "runtime.memory_limit = \"80 GiB\" is not a size: expected a size such as 512MiB");
+  EXPECT_EQ(parse_bytes("80GiB"), std::size_t(80) << 30);
+  EXPECT_EQ(parse_bytes("141GB"), std::size_t(141000000000));
+  EXPECT_EQ(parse_bytes("4096"), std::size_t(4096));
+  for (const char* bad : {"", "GiB", "0", "1.2.3GiB", "-5MiB", "12 MiB", "12gib", "1e30TB"})
+    EXPECT_FALSE(parse_bytes(bad).has_value()) << bad;
 }
 
 TEST(Options, ParseIniReportsItsOrigin) {
