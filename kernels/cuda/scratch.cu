@@ -7,15 +7,15 @@
 
 namespace nexus::cuda {
 
-void* reduction_scratch(const Exec& ex, std::size_t bytes) {
+void* stream_scratch(const Exec& ex, Scratch purpose, std::size_t bytes) {
   struct Block {
     void* p = nullptr;
     std::size_t bytes = 0;
   };
   static std::mutex mutex;
-  static std::unordered_map<void*, Block> per_stream;  // by cudaStream_t; process lifetime
+  static std::unordered_map<void*, Block> per_stream[2];  // [purpose] by cudaStream_t; process lifetime
   const std::lock_guard<std::mutex> lock(mutex);
-  Block& b = per_stream[ex.stream];
+  Block& b = per_stream[static_cast<int>(purpose)][ex.stream];
   if (b.bytes < bytes) {
     // The stream may still be reading the old block: let it finish before freeing it.
     NEXUS_CUDA_CHECK(cudaStreamSynchronize(stream_of(ex)));

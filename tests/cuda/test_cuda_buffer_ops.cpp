@@ -155,11 +155,10 @@ TEST(CudaAdamW, TheBf16ComputeCopyIsTheRoundedMaster) {
 TEST(CudaDispatch, AnOpWithoutACudaKernelIsRefusedNamingIt) {
   DeviceBuffer<float> x(kGpu, 4);
   try {
-    matmul_forward(kGpu, x.data(), static_cast<const float*>(x.data()), static_cast<const float*>(x.data()), idx(1),
-                   idx(1), idx(1));
+    swiglu_forward(kGpu, x.data(), static_cast<const float*>(x.data()), idx(1), idx(1));
     FAIL() << "no exception";
   } catch (const std::runtime_error& e) {
-    EXPECT_EQ(std::string(e.what()), "matmul_forward: the CUDA backend has no kernel for this op yet");
+    EXPECT_EQ(std::string(e.what()), "swiglu_forward: the CUDA backend has no kernel for this op yet");
   }
 }
 
