@@ -12,6 +12,7 @@
 #include <limits>
 #include <vector>
 
+#include "cuda/gpu_buffers.h"
 #include "kernels/device_memory.h"
 #include "kernels/ops.h"
 #include "support/check.h"
@@ -19,25 +20,13 @@
 namespace nexus {
 namespace {
 
-const Exec kGpu{Device::cuda, nullptr};
-const Exec kCpu{};
+using test::kCpu;
+using test::kGpu;
+using test::on_gpu;
+using test::on_host;
 
 // Sizes on both sides of the reduction block (2^15) and of one launch's grid.
 const idx kSizes[] = {0, 1, 17, 32768, 32769, 100003};
-
-template <typename T>
-DeviceBuffer<T> on_gpu(const std::vector<T>& host) {
-  DeviceBuffer<T> b(kGpu, idx(host.size()));
-  copy_to_device(kGpu, b.data(), host.data(), b.bytes());
-  return b;
-}
-
-template <typename T>
-std::vector<T> on_host(const DeviceBuffer<T>& b) {
-  std::vector<T> host(std::size_t(b.size()));
-  copy_to_host(kGpu, host.data(), b.data(), b.bytes());
-  return host;
-}
 
 template <typename T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cuda/gpu_buffers.h"
 #include "kernels/device_memory.h"
 #include "kernels/ops.h"
 #include "support/check.h"
@@ -18,22 +19,10 @@
 namespace nexus {
 namespace {
 
-const Exec kGpu{Device::cuda, nullptr};
-const Exec kCpu{};
-
-template <typename T>
-DeviceBuffer<T> on_gpu(const std::vector<T>& host) {
-  DeviceBuffer<T> b(kGpu, idx(host.size()));
-  copy_to_device(kGpu, b.data(), host.data(), b.bytes());
-  return b;
-}
-
-template <typename T>
-std::vector<T> on_host(const DeviceBuffer<T>& b) {
-  std::vector<T> host(std::size_t(b.size()));
-  copy_to_host(kGpu, host.data(), b.data(), b.bytes());
-  return host;
-}
+using test::kCpu;
+using test::kGpu;
+using test::on_gpu;
+using test::on_host;
 
 template <typename T>
 double max_abs_diff(const std::vector<T>& a, const std::vector<T>& b) {
