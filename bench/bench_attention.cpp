@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/args.h"
 #include "kernels/cpu/blas_runtime.h"
 #include "kernels/ops.h"
 #include "model/neighborhood_spec.h"
@@ -35,23 +36,9 @@ double cpu_seconds() {
 
 int main(int argc, char** argv) {
   select_blas_core(argv);
-  std::string config = "configs/small.ini";
   idx iters = 1, seq_len = 2048, warmup = 1;
-  std::vector<std::string> args = {"--config", ""};
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&] {
-      if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-      return std::stoll(argv[++i]);
-    };
-    if (a == "--iters") iters = next();
-    else if (a == "--seq-len") seq_len = next();
-    else if (a == "--warmup") warmup = next();
-    else if (a.rfind("--model.", 0) == 0) args.push_back(a);
-    else config = a;
-  }
-  args[1] = config;
-  const RunOptions opts = parse_command_line(args).options;
+  const auto [config, opts] =
+      bench::parse_args(argc, argv, {{"--iters", &iters}, {"--seq-len", &seq_len}, {"--warmup", &warmup}});
   const ModelConfig& c = opts.model;
   idx first_attention = 0;
   while (!c.is_attention(first_attention)) ++first_attention;

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/args.h"
 #include "kernels/cpu/blas_runtime.h"
 #include "model/model.h"
 #include "trainer/metrics.h"
@@ -25,25 +26,9 @@ using namespace nexus;
 
 int main(int argc, char** argv) {
   select_blas_core(argv);
-  std::string config = "configs/small.ini";
   idx batch = 1, iters = 3, seq_len = 0, warmup = 1;
-  std::vector<std::string> overrides;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&] {
-      if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-      return std::stoll(argv[++i]);
-    };
-    if (a == "--batch") batch = next();
-    else if (a == "--iters") iters = next();
-    else if (a == "--seq-len") seq_len = next();
-    else if (a == "--warmup") warmup = next();
-    else if (a.rfind("--model.", 0) == 0) overrides.push_back(a);
-    else config = a;
-  }
-  std::vector<std::string> args = {"--config", config};
-  args.insert(args.end(), overrides.begin(), overrides.end());
-  const RunOptions opts = parse_command_line(args).options;
+  const auto [config, opts] = bench::parse_args(
+      argc, argv, {{"--batch", &batch}, {"--iters", &iters}, {"--seq-len", &seq_len}, {"--warmup", &warmup}});
   const BatchShape shape{batch, seq_len > 0 ? seq_len : opts.train.seq_len};
   const double sgemm_gflops = measure_gemm_peak_gflops();
 

@@ -14,6 +14,7 @@
 #include "model/inference.h"
 #include "model/model.h"
 #include "support/check.h"
+#include "support/model_configs.h"
 
 namespace nexus {
 namespace {
@@ -23,23 +24,9 @@ using test::max_rel_diff;
 constexpr idx kB = 2, kT = 40;
 
 ModelConfig small_config(const std::string& pattern) {
-  ModelConfig c;
-  c.vocab_size = 37;
-  c.d_model = 24;
-  c.n_layers = idx(pattern.size());
-  c.pattern = pattern;
-  c.mlp_hidden = 40;
-  c.n_heads = 6;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
-  c.mamba_expand = 2;
-  c.mamba_headdim = 8;
-  c.mamba_ngroups = 2;
-  c.mamba_d_state = 8;
-  c.mamba_d_conv = 4;
-  c.mamba_chunk = 8;
-  c.init_std = 0.3;  // O(1) activations, so every layer visibly shapes the logits
-  return c;
+  // init_std 0.3: O(1) activations, so every layer visibly shapes the logits.
+  return test::small_hybrid({.vocab_size = 37, .d_model = 24, .pattern = pattern, .mlp_hidden = 40, .n_heads = 6,
+                             .n_kv_heads = 2, .head_dim = 8, .mamba_ngroups = 2, .mamba_chunk = 8, .init_std = 0.3});
 }
 
 // Initialised, then every tensor perturbed (norm weights, D, biases not at their constants).

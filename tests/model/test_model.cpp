@@ -11,30 +11,14 @@
 
 #include "model/model.h"
 #include "support/check.h"
+#include "support/model_configs.h"
 
 namespace nexus {
 namespace {
 
 // A hybrid small enough for finite differences on every tensor: pattern MMMMAMMM, two Mamba
 // groups, GQA, and T = 20 tokens over chunks of 8 (two full chunks and a ragged one).
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 29;
-  c.d_model = 16;
-  c.n_layers = 8;
-  c.mlp_hidden = 24;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
-  c.mamba_expand = 2;
-  c.mamba_headdim = 8;
-  c.mamba_ngroups = 2;
-  c.mamba_d_state = 8;
-  c.mamba_d_conv = 4;
-  c.mamba_chunk = 8;
-  c.init_std = 0.3;  // large enough that deep layers get gradients well above FD noise
-  return c;
-}
+ModelConfig tiny_config() { return test::tiny_hybrid(8, 8); }
 
 // Initialise, then perturb every tensor so that norms' weights are not all 1, D not all 1, and no
 // gradient path can hide behind a constant.

@@ -14,29 +14,15 @@
 #include "mpi/world.h"
 #include "model/mamba_layer_cp.h"
 #include "support/check.h"
+#include "support/model_configs.h"
 
 namespace nexus {
 namespace {
 
 // One Mamba layer: H = 4 heads of P = 8 in G = 2 groups, N = 8, conv K = 4, SSD chunk Q = 4.
 ModelConfig mixer_config() {
-  ModelConfig c;
-  c.vocab_size = 8;
-  c.d_model = 16;
-  c.n_layers = 1;
-  c.pattern.assign(1, 'M');  // (not = "M": GCC 12 -Wrestrict false positive)
-  c.mlp_hidden = 8;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.head_dim = 8;
-  c.mamba_expand = 2;
-  c.mamba_headdim = 8;
-  c.mamba_ngroups = 2;
-  c.mamba_d_state = 8;
-  c.mamba_d_conv = 4;
-  c.mamba_chunk = 4;
-  c.init_std = 0.3;
-  return c;
+  return test::small_hybrid({.vocab_size = 8, .d_model = 16, .pattern = "M", .mlp_hidden = 8, .n_heads = 2,
+                             .n_kv_heads = 1, .head_dim = 8, .mamba_ngroups = 2, .mamba_chunk = 4, .init_std = 0.3});
 }
 
 // The full problem, identical on every rank: parameters, input [B,T,D] and the output gradient

@@ -10,26 +10,13 @@
 #include "model/model.h"
 #include "mpi/world.h"
 #include "support/check.h"
+#include "support/model_configs.h"
 
 namespace nexus {
 namespace {
 
-ModelConfig hybrid_config() {
-  ModelConfig c;
-  c.vocab_size = 29;
-  c.d_model = 16;
-  c.n_layers = 8;  // MMMMAMMM
-  c.mlp_hidden = 24;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
-  c.mamba_headdim = 8;
-  c.mamba_ngroups = 2;
-  c.mamba_d_state = 8;
-  c.mamba_chunk = 4;  // chunks of 5 tokens per zigzag segment span two SSD chunks, unevenly
-  c.init_std = 0.3;
-  return c;
-}
+// Pattern MMMMAMMM; chunks of 5 tokens per zigzag segment span two SSD chunks, unevenly.
+ModelConfig hybrid_config() { return test::tiny_hybrid(8, 4); }
 
 void check_mesh(idx cp, const std::string& neighborhood = "full") {
   const Communicator& world = test::world();

@@ -12,26 +12,15 @@
 #include <vector>
 
 #include "model/model.h"
+#include "support/model_configs.h"
 
 namespace nexus::test {
 
 // A small hybrid (GQA, two Mamba groups) with attention at the letters 'A' of `pattern` and SSD
 // chunks of `chunk` tokens.
 inline ModelConfig recompute_test_config(const std::string& pattern, idx chunk) {
-  ModelConfig c;
-  c.vocab_size = 29;
-  c.d_model = 16;
-  c.n_layers = idx(pattern.size());
+  ModelConfig c = tiny_hybrid(idx(pattern.size()), chunk);
   c.pattern = pattern;
-  c.mlp_hidden = 24;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
-  c.mamba_headdim = 8;
-  c.mamba_ngroups = 2;
-  c.mamba_d_state = 8;
-  c.mamba_chunk = chunk;
-  c.init_std = 0.3;
   return c;
 }
 

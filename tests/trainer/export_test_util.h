@@ -11,26 +11,16 @@
 #include <vector>
 
 #include "model/params.h"
+#include "support/model_configs.h"
 
 namespace nexus::test {
 
 // Three layers (Mamba, attention, Mamba) with every size distinct, so a swapped field shows.
 inline ModelConfig small_config() {
-  ModelConfig c;
-  c.vocab_size = 67;
-  c.d_model = 32;
-  c.n_layers = 3;
-  c.pattern = "MAM";
-  c.mlp_hidden = 48;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.head_dim = 16;
+  ModelConfig c = small_hybrid({.vocab_size = 67, .d_model = 32, .pattern = "MAM", .mlp_hidden = 48, .n_heads = 2,
+                                .n_kv_heads = 1, .head_dim = 16, .mamba_chunk = 8});
   c.rope_theta = 5000.0;
-  c.mamba_expand = 2;
-  c.mamba_headdim = 16;
-  c.mamba_d_state = 8;
   c.mamba_d_conv = 3;
-  c.mamba_chunk = 8;
   c.norm_eps = 1e-6;
   return c;
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "data/data_test_util.h"
+#include "support/model_configs.h"
 #include "support/reference_crc32.h"
 #include "trainer/commands.h"
 #include "trainer/checkpoint.h"
@@ -37,19 +38,8 @@ using test::TempDir;
 using test::write_bytes;
 
 ModelConfig small_config() {
-  ModelConfig c;
-  c.vocab_size = 32;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.pattern = "MA";
-  c.mlp_hidden = 32;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.head_dim = 8;
-  c.mamba_headdim = 8;
-  c.mamba_d_state = 8;
-  c.mamba_chunk = 16;
-  return c;
+  return test::small_hybrid({.vocab_size = 32, .d_model = 16, .pattern = "MA", .mlp_hidden = 32, .n_heads = 2,
+                             .n_kv_heads = 1, .head_dim = 8, .mamba_chunk = 16});
 }
 
 // A model's parameters and optimizer state with random values (and a few special ones), plus

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/params.h"
+#include "support/model_configs.h"
 #include "trainer/export.h"
 #include "support/temp_dir.h"
 
@@ -21,17 +22,8 @@ using json = nlohmann::json;
 using test::TempDir;
 
 ModelConfig config(const std::string& neighborhood) {
-  ModelConfig c;
-  c.vocab_size = 40;
-  c.d_model = 32;
-  c.n_layers = 4;
-  c.pattern = "MAMA";
-  c.mlp_hidden = 48;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.head_dim = 16;
-  c.mamba_headdim = 16;
-  c.mamba_d_state = 8;
+  ModelConfig c = test::small_hybrid({.vocab_size = 40, .d_model = 32, .pattern = "MAMA", .mlp_hidden = 48,
+                                      .n_heads = 2, .n_kv_heads = 1, .head_dim = 16});
   c.attention_neighborhood = neighborhood;
   return c;
 }
