@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/blas_runtime.h"
 #include "kernels/ops.h"
+#include "model/checked_math.h"
 #include "trainer/commands.h"
 #include "trainer/plan.h"
 
@@ -18,14 +19,17 @@ namespace {
 
 const char* kUsage =
     "Usage: nexus plan [--config FILE] [--section.key=value ...] [--device cpu|h100-80g|h200] [--memory SIZE]\n"
-    "                  [--generate-context N] [--generate-batch N]\n"
+    "                  [--world N] [--generate-context N] [--generate-batch N]\n"
     "  Prints the memory one rank holds to train the configured run (train.seq_len, train.micro_batch,\n"
-    "  parallel.cp, train.recompute), by purpose, the same for every recompute setting, the longest\n"
-    "  train.seq_len that fits the budget, and the memory to generate with a context of N tokens.\n"
+    "  parallel.cp, parallel.zero, train.recompute), by purpose, the same for every recompute setting,\n"
+    "  the longest train.seq_len that fits the budget, and the memory to generate with a context of N tokens.\n"
     "  --device D          cpu (default: fp32, the process measured here), h100-80g or h200 (bf16\n"
     "                      activations and compute weights, fp32 master weights, deltas and moments)\n"
     "  --memory SIZE       the budget per rank, e.g. 80GiB (default: the device's memory; cpu: what\n"
     "                      this machine has available, split over the parallel.cp ranks of a group)\n"
+    "  --world N           the run's ranks, dp x parallel.cp (default parallel.cp: one group, dp 1); per\n"
+    "                      rank it matters only under parallel.zero = 1, which shards the AdamW moments\n"
+    "                      (and on a GPU the fp32 master weights) over all N ranks\n"
     "  --generate-context N  tokens of context per sequence for the generation plan (default train.seq_len)\n"
     "  --generate-batch N    sequences decoded together (default 1)\n";
 
@@ -57,6 +61,12 @@ std::string human(std::size_t bytes) {
   return buf;
 }
 
+std::string shard_note(const TrainingPlan& p) {
+  if (p.shards > 1)
+    return "this rank's shard of " + std::to_string(p.shards) + " (ZeRO-1 over all " + std::to_string(p.world) + " ranks)";
+  return "whole on every rank (parallel.zero = 0 or one rank)";
+}
+
 void row(const char* what, std::size_t bytes, const std::string& note = "") {
   std::printf("  %-38s %11s %16zu B%s%s\n", what, human(bytes).c_str(), bytes, note.empty() ? "" : "  ", note.c_str());
 }
@@ -72,9 +82,9 @@ void print_training(const TrainingPlan& p, const PlanTarget& t, const std::strin
               (long long)p.seq_len, (long long)p.local_len, (long long)p.cp, (long long)p.micro_batch,
               recompute.c_str());
   row(t.gpu ? "weights (bf16 compute copy)" : "weights (fp32)", p.weights);
-  if (t.gpu) row("master weights (fp32)", p.master);
-  row("deltas (fp32 gradients)", p.deltas);
-  row("AdamW moments (fp32 x 2)", p.moments, "whole on every rank: ZeRO-1 sharding does not exist yet");
+  if (t.gpu) row("master weights (fp32)", p.master, shard_note(p));
+  row("deltas (fp32 gradients)", p.deltas, p.shards > 1 ? "and the shard's reduce-scatter buffer" : "");
+  row("AdamW moments (fp32 x 2)", p.moments, shard_note(p));
   row("activation arena", p.arena.total(), t.gpu ? "bf16 activations, fp32 statistics" : "fp32");
   row("  the batch (int32 tokens, targets)", p.arena.batch);
   row("  residual stream and norm outputs", p.arena.residuals);
@@ -88,12 +98,17 @@ void print_training(const TrainingPlan& p, const PlanTarget& t, const std::strin
   row("loader batches (int32)", p.loader);
   row("runtime", p.runtime, t.runtime_source);
   row("total per rank", p.total(), fit_text(p.total(), t.budget));
+  if (p.root_staging > 0)
+    row("rank 0 while a checkpoint moves", p.root_staging,
+        std::string("both moments staged whole, host memory") +
+            (t.gpu ? "" : ": rank 0 then holds " + human(saturating_add(p.total(), p.root_staging)) + ", " +
+                              fit_text(saturating_add(p.total(), p.root_staging), t.budget)));
 }
 
 // What would make a plan that does not fit fit, smallest change first: another recompute setting;
 // recompute all with a larger cp group (activations per rank shrink, the model state does not);
-// and, as an estimate, also sharding the master weights and AdamW moments over the group's ranks
-// (ZeRO-1, which does not exist yet).
+// and, unless parallel.zero is 1 already, recompute all with ZeRO-1 (parallel.zero = 1) from the
+// plan's cp up. Every candidate is a full plan_training, with the plan's dp kept (world = dp x cp).
 void print_remedies(const RunOptions& o, const PlanTarget& t, const TrainingPlan& p) {
   if (p.total() <= t.budget) return;
   std::printf("to fit:\n");
@@ -104,32 +119,34 @@ void print_remedies(const RunOptions& o, const PlanTarget& t, const TrainingPlan
   for (const char* setting : {"mlp", "mamba", "mamba,mlp", "all"}) {
     RunOptions r = o;
     r.model.recompute = parse_recompute(setting);
-    const TrainingPlan q = plan_training(r, t, p.seq_len);
+    const TrainingPlan q = plan_training(r, t, p.seq_len, p.world);
     if (q.total() <= t.budget) {
       std::printf("  train.recompute = %s (total %s)\n", setting, human(q.total()).c_str());
       return;
     }
   }
-  bool found = false;  // the smallest cp without and with ZeRO-1, each when one exists
-  for (const bool zero1 : {false, true})
-    for (idx cp = zero1 ? o.parallel.cp : 2 * o.parallel.cp; cp <= 1024; cp *= 2) {
+  const idx dp = p.world / p.cp;
+  bool found = false;  // the smallest cp as configured, then (when not already) with ZeRO-1
+  for (const idx zero : {o.parallel.zero, idx(1)}) {
+    const bool adds_zero = zero > o.parallel.zero;
+    for (idx cp = adds_zero ? o.parallel.cp : 2 * o.parallel.cp; cp <= 1024; cp *= 2) {
       RunOptions r = o;
       r.model.recompute = parse_recompute("all");
       r.parallel.cp = cp;
+      r.parallel.zero = zero;
       const idx T = (p.seq_len + 2 * cp - 1) / (2 * cp) * (2 * cp);
-      const TrainingPlan q = plan_training(r, t, T);
-      const std::size_t sharded = (q.master + q.moments) - (q.master + q.moments) / std::size_t(cp);
-      const std::size_t total = q.total() - (zero1 ? sharded : 0);
-      if (total > t.budget) continue;
+      const TrainingPlan q = plan_training(r, t, T, dp * cp);
+      if (q.total() > t.budget) continue;
+      std::string with_zero =
+          adds_zero ? ", parallel.zero = 1 (ZeRO-1 over " + std::to_string(q.shards) + " ranks)" : "";
+      if (dp > 1) with_zero += " (world " + std::to_string(q.world) + " = dp " + std::to_string(dp) + " x cp)";
       std::printf("  %strain.recompute = all, parallel.cp = %lld%s: total %s per rank at seq_len %lld\n",
-                  found ? "or " : "", (long long)cp,
-                  zero1 ? ", master weights and AdamW moments sharded over those ranks (ZeRO-1: not implemented "
-                          "yet; an estimate)"
-                        : "",
-                  human(total).c_str(), (long long)T);
+                  found ? "or " : "", (long long)cp, with_zero.c_str(), human(q.total()).c_str(), (long long)T);
       found = true;
       break;
     }
+    if (zero == 1) break;
+  }
   if (found) return;
   std::printf("  nothing up to parallel.cp = 1024 with recompute all and ZeRO-1: shorten train.seq_len\n");
 }
@@ -162,13 +179,11 @@ std::size_t measure_cpu_runtime(const RunOptions& o) {
 
 int command_plan(int argc, char** argv) {
   std::string device = "cpu", memory;
-  idx gen_context = 0, gen_batch = 1;
+  idx gen_context = 0, gen_batch = 1, world = 0;
   std::vector<std::string> rest;
-  std::string usage_suffix(1, '\n');
-  usage_suffix += kUsage;
   for (const CommandArg& a : split_command_args<OptionsError>(
-           argc, argv, {"--device", "--memory", "--generate-context", "--generate-batch", "--config"},
-           "nexus plan: ", usage_suffix)) {
+           argc, argv, {"--device", "--memory", "--world", "--generate-context", "--generate-batch", "--config"},
+           "nexus plan: ", std::string("\n") + kUsage)) {
     if (a.key == "--help") {
       std::printf("%s", kUsage);
       return 0;
@@ -176,6 +191,8 @@ int command_plan(int argc, char** argv) {
       device = a.value;
     } else if (a.key == "--memory") {
       memory = a.value;
+    } else if (a.key == "--world") {
+      world = positive_flag(a.key, a.value);
     } else if (a.key == "--generate-context") {
       gen_context = positive_flag(a.key, a.value);
     } else if (a.key == "--generate-batch") {
@@ -190,6 +207,9 @@ int command_plan(int argc, char** argv) {
   }
   const CommandLine cl = parse_command_line(rest);
   const RunOptions& o = cl.options;
+  if (world == 0) world = o.parallel.cp;
+  if (world % o.parallel.cp != 0)
+    usage_error("--world " + std::to_string(world) + " is not a multiple of parallel.cp = " + std::to_string(o.parallel.cp));
   PlanTarget target = plan_target(device, memory, o.parallel.cp);
   if (!target.gpu) {
     target.runtime = measure_cpu_runtime(o);
@@ -197,13 +217,15 @@ int command_plan(int argc, char** argv) {
   }
   std::printf("# nexus plan: %s, device %s, train.recompute = %s\n", cl.config_file.empty() ? "defaults" : cl.config_file.c_str(),
               target.name.c_str(), recompute_text(o.model.recompute).c_str());
+  std::printf("ranks: world %lld = dp %lld x cp %lld, parallel.zero = %lld\n", (long long)world,
+              (long long)(world / o.parallel.cp), (long long)o.parallel.cp, (long long)o.parallel.zero);
   std::printf("budget per rank: %s (%s)\n", target.budget == SIZE_MAX ? "none" : human(target.budget).c_str(),
               target.budget_source.c_str());
   if (target.gpu)
     std::printf("assumes: bf16 activations and compute weights, fp32 statistics, master weights, deltas and AdamW "
-                "moments; one rank per GPU\n");
+                "moments (ZeRO-1 shards the master weights and moments); one rank per GPU\n");
 
-  const TrainingPlan plan = plan_training(o, target, o.train.seq_len);
+  const TrainingPlan plan = plan_training(o, target, o.train.seq_len, world);
   print_training(plan, target, recompute_text(o.model.recompute));
   print_remedies(o, target, plan);
 
@@ -212,9 +234,9 @@ int command_plan(int argc, char** argv) {
   for (const char* setting : {"none", "attention", "mamba", "mlp", "mamba,mlp", "all"}) {
     RunOptions r = o;
     r.model.recompute = parse_recompute(setting);
-    const TrainingPlan q = plan_training(r, target, o.train.seq_len);
+    const TrainingPlan q = plan_training(r, target, o.train.seq_len, world);
     std::printf("  %-16s %12s %12s %12lld\n", setting, human(q.arena.total()).c_str(), human(q.total()).c_str(),
-                (long long)longest_fitting_seq_len(r, target));
+                (long long)longest_fitting_seq_len(r, target, world));
   }
 
   const GenerationPlan gen = plan_generation(o.model, target, gen_context ? gen_context : o.train.seq_len, gen_batch);
@@ -228,7 +250,7 @@ int command_plan(int argc, char** argv) {
   // Machine-readable lines (tests, scripts).
   std::printf("\npredicted peak per rank: %zu bytes\n", plan.total());
   std::printf("activation arena: %zu bytes\n", plan.arena.total());
-  std::printf("longest train.seq_len that fits: %lld\n", (long long)longest_fitting_seq_len(o, target));
+  std::printf("longest train.seq_len that fits: %lld\n", (long long)longest_fitting_seq_len(o, target, world));
   return 0;
 }
 

@@ -66,7 +66,7 @@ int command_receptive_field(int argc, char** argv);
 // [--top-k K] [--seed S]`: recurrent decoding (InferenceSession) with a paged KV cache.
 int command_generate(int argc, char** argv);
 
-// `nexus plan [--config FILE] [--section.key=value ...] [--device cpu|h100-80g|h200] [--memory SIZE]`:
+// `nexus plan [--config FILE] [--section.key=value ...] [--device cpu|h100-80g|h200] [--memory SIZE] [--world N]`:
 // the memory one rank holds to train and generate, by purpose, and the longest sequence that fits.
 int command_plan(int argc, char** argv);
 

@@ -18,11 +18,18 @@ constexpr KnownDevice kGpus[] = {{"h100-80g", std::size_t(81559) << 20}, {"h200"
 
 }  // namespace
 
-MemoryNeed run_memory_need(const RunOptions& o, const BatchLayout& layout) {
+idx optimizer_shards(const RunOptions& o, const BatchLayout& layout) {
   // ZeRO-1 shards the moments over every rank of the run (DistributedAdamW), none on one rank.
-  const int shards = o.parallel.zero == 1 && layout.world > 1 ? int(layout.world) : 1;
+  return o.parallel.zero == 1 && layout.world > 1 ? layout.world : 1;
+}
+
+std::size_t root_checkpoint_staging(const RunOptions& o, const BatchLayout& layout) {
+  return optimizer_shards(o, layout) > 1 ? saturating_mul(weights_memory_need(o.model).parameters, 2) : 0;
+}
+
+MemoryNeed run_memory_need(const RunOptions& o, const BatchLayout& layout) {
   MemoryNeed need = training_memory_need(o.model, BatchShape{layout.micro_batch, o.train.seq_len / layout.cp},
-                                         int(layout.cp), shards);
+                                         int(layout.cp), int(optimizer_shards(o, layout)));
   // The loader's batch of whole sequences (tokens and targets, int32) and its zigzag copy.
   need.other = saturating_mul(std::size_t(layout.micro_batch) * std::size_t(o.train.seq_len), 2 * sizeof(std::int32_t) * 2);
   return need;
@@ -63,24 +70,28 @@ std::size_t TrainingPlan::total() const {
   return sum;
 }
 
-TrainingPlan plan_training(const RunOptions& o, const PlanTarget& target, idx seq_len) {
+TrainingPlan plan_training(const RunOptions& o, const PlanTarget& target, idx seq_len, idx world) {
   RunOptions at = o;
   at.train.seq_len = seq_len;
-  const BatchLayout layout = batch_layout(at, at.parallel.cp);  // per-rank sizes do not depend on dp
+  const BatchLayout layout = batch_layout(at, world > 0 ? world : at.parallel.cp);
   TrainingPlan p;
   p.seq_len = seq_len;
   p.cp = layout.cp;
+  p.world = layout.world;
   p.local_len = seq_len / layout.cp;
   p.micro_batch = layout.micro_batch;
   p.runtime = target.runtime;
   const BatchShape shape{layout.micro_batch, p.local_len};
   const MemoryNeed need = run_memory_need(at, layout);  // what train() checks
+  p.shards = optimizer_shards(at, layout);
   p.loader = need.other;
+  p.root_staging = root_checkpoint_staging(at, layout);
   p.deltas = need.deltas;
   p.moments = need.optimizer;
   if (target.gpu) {
     p.weights = need.parameters / 2;  // bf16 compute weights
-    p.master = need.parameters;       // fp32 master copy
+    // The fp32 master copy: whole, or under ZeRO-1 the shard this rank integrates (the moments' size).
+    p.master = p.shards > 1 ? need.optimizer / 2 : need.parameters;
     p.arena = Model<bf16>::activation_breakdown(at.model, shape, int(layout.cp));
   } else {
     p.weights = need.parameters;
@@ -89,14 +100,14 @@ TrainingPlan plan_training(const RunOptions& o, const PlanTarget& target, idx se
   return p;
 }
 
-idx longest_fitting_seq_len(const RunOptions& o, const PlanTarget& target) {
+idx longest_fitting_seq_len(const RunOptions& o, const PlanTarget& target, idx world) {
   const idx cp = o.parallel.cp;
   // Under cp each rank holds two zigzag chunks of at least d_conv - 1 tokens.
   const idx unit = cp > 1 ? 2 * cp : 1;
   const idx first = cp > 1 ? unit * std::max<idx>(1, o.model.mamba_d_conv - 1) : 1;
   // The options' own bounds: train.seq_len and micro_batch * seq_len.
   const idx last = std::min<idx>(idx(1) << 24, (idx(1) << 28) / o.train.micro_batch) / unit * unit;
-  auto fits = [&](idx T) { return plan_training(o, target, T).total() <= target.budget; };
+  auto fits = [&](idx T) { return plan_training(o, target, T, world).total() <= target.budget; };
   if (!fits(first)) return 0;
   if (fits(last)) return last;
   idx lo = first / unit, hi = last / unit;  // fits(lo * unit), !fits(hi * unit)

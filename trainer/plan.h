@@ -16,6 +16,12 @@ namespace nexus {
 // Model<float> + AdamW + activation arena (under o.model.recompute) + the loader's batches of one
 // rank of `layout`: what `nexus train` allocates on the CPU.
 MemoryNeed run_memory_need(const RunOptions& o, const BatchLayout& layout);
+// The ranks DistributedAdamW shards the optimizer state over in `layout`: all of them under
+// parallel.zero = 1 (1 on a world of one rank), else 1.
+idx optimizer_shards(const RunOptions& o, const BatchLayout& layout);
+// What the root holds beyond run_memory_need while a checkpoint is saved or loaded: under ZeRO-1
+// both moments staged whole in host memory (DistributedAdamW::full_moments), else 0.
+std::size_t root_checkpoint_staging(const RunOptions& o, const BatchLayout& layout);
 
 // The device a plan is for. On a GPU the run keeps bf16 activations and compute weights and fp32
 // master weights, deltas and AdamW moments (kernels/types.h: accum_t<bf16> = float).
@@ -37,20 +43,29 @@ inline constexpr std::size_t kGpuRuntimeReserve = std::size_t(1) << 30;
 
 struct TrainingPlan {
   idx seq_len = 0, local_len = 0, micro_batch = 0, cp = 1;
+  idx world = 1;   // the run's ranks, dp x cp
+  idx shards = 1;  // the ranks the optimizer state is sharded over: world under parallel.zero = 1, else 1
   std::size_t weights = 0;  // compute weights: fp32 on cpu (also the master copy), bf16 on a GPU
-  std::size_t master = 0;   // fp32 master weights (GPU only)
-  std::size_t deltas = 0;   // fp32 gradient accumulators
-  std::size_t moments = 0;  // AdamW exp_avg + exp_avg_sq, fp32, whole on every rank (no ZeRO-1 yet)
+  std::size_t master = 0;   // fp32 master weights (GPU only): this rank's shard under ZeRO-1
+  std::size_t deltas = 0;   // fp32 gradient accumulators, plus the shard's reduce-scatter buffer under ZeRO-1
+  std::size_t moments = 0;  // AdamW exp_avg + exp_avg_sq, fp32: whole, or this rank's shard under ZeRO-1
   ArenaBreakdown arena;     // the activation arena at the target's activation type
   std::size_t loader = 0;   // the loader's batch and its zigzag copy (int32 tokens and targets)
   std::size_t runtime = 0;  // target.runtime
   std::size_t total() const;  // saturating
+  // Not in total(): rank 0's host memory while a checkpoint moves (root_checkpoint_staging).
+  std::size_t root_staging = 0;
 };
-// The plan at train.seq_len = seq_len (whole sequences; a rank holds seq_len / parallel.cp).
-TrainingPlan plan_training(const RunOptions& o, const PlanTarget& target, idx seq_len);
+// The plan at train.seq_len = seq_len (whole sequences; a rank holds seq_len / parallel.cp) for one
+// rank of a run of `world` ranks (dp = world / parallel.cp replicas; 0: world = parallel.cp, one
+// group). The data-parallel degree changes nothing per rank except under parallel.zero = 1, where
+// the moments (and on a GPU the fp32 master weights) are sharded over all `world` ranks, as
+// DistributedAdamW shards them. Throws OptionsError (batch_layout's) when the options do not
+// split over `world` ranks.
+TrainingPlan plan_training(const RunOptions& o, const PlanTarget& target, idx seq_len, idx world = 0);
 // The longest train.seq_len (a multiple of 2 * parallel.cp under context parallelism) whose plan
 // fits target.budget, by bisection over the layout pass; 0 when not even the shortest fits.
-idx longest_fitting_seq_len(const RunOptions& o, const PlanTarget& target);
+idx longest_fitting_seq_len(const RunOptions& o, const PlanTarget& target, idx world = 0);
 
 struct GenerationPlan {
   idx context = 0, batch = 0, kv_blocks = 0;

@@ -10,6 +10,7 @@
 #include "data/token_source.h"
 #include "kernels/cpu/blas_runtime.h"
 #include "kernels/ops.h"
+#include "model/checked_math.h"
 #include "model/memory_need.h"
 #include "model/model.h"
 #include "optim/adamw.h"
@@ -60,8 +61,7 @@ void require_run_fits(const RunOptions& o, const BatchLayout& layout, const Comm
   // Zero 1: while a checkpoint is saved or loaded the root stages both moments whole. Counted on
   // the root only, though the check below multiplies it by the processes on the root's machine:
   // conservative there by (processes - 1) x that staging, exact on every other machine.
-  if (o.parallel.zero == 1 && comm.size() > 1 && comm.is_root())
-    need.other += std::size_t(weights_memory_need(o.model).parameters) * 2;
+  if (comm.is_root()) need.other = saturating_add(need.other, root_checkpoint_staging(o, layout));
   const std::string shortfall = memory_shortfall("this run", need, comm.local_size(), available_memory());
   if (comm.all(shortfall.empty())) return;
   // Machines may differ: a rank other than the root reports its own shortfall itself.

@@ -73,6 +73,9 @@ elif [ "$mode" = errors ]; then
   check "--memory 80gigs is not a size such as 512MiB" --memory 80gigs
   check "--generate-batch 0 is not a positive integer" --generate-batch 0
   check "--device needs a value" --device
+  check "--world 0 is not a positive integer" --world 0
+  check "--world 3 is not a multiple of parallel.cp = 2" --parallel.cp=2 --world 3
+  check "train.global_batch = 32 is not divisible by train.micro_batch * dp = 16 * 4" --world 4
   check 'train.recompute = "attn" names '"'attn'" --train.recompute=attn
   check "unknown option '--bogus'" --bogus
   check "--resume does not apply" --resume latest

@@ -11,9 +11,12 @@
 #include "optim/distributed_adamw.h"
 #include "parallel/flat_shard.h"
 #include "support/check.h"
+#include "support/place_only.h"
 
 namespace nexus {
 namespace {
+
+using test::PlaceOnly;
 
 TEST(FlatShard, EqualBlocksAndTheTailOnTheLastRank) {
   // n = 10 over 4 ranks: blocks of 2, the tail [8, 10) on rank 3.
@@ -103,23 +106,6 @@ TEST(ShardDecayRanges, AdamWOverTheShardsEqualsAdamWOverTheWhole) {
     }
   }
 }
-
-// The place of one rank in a group, without MPI: constructing a DistributedAdamW asks no more.
-class PlaceOnly final : public DataPlane {
- public:
-  PlaceOnly(int size, int rank) : size_(size), rank_(rank) {}
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-
- private:
-  [[noreturn]] static void no_transfers() { throw std::logic_error("PlaceOnly moves no data"); }
-  void do_allreduce_sum(void*, idx, DType) const override { no_transfers(); }
-  void do_allgather(const void*, void*, idx, DType) const override { no_transfers(); }
-  void do_reduce_scatter_sum(const void*, void*, idx, DType) const override { no_transfers(); }
-  Request do_isend(const void*, idx, DType, int, int) const override { no_transfers(); }
-  Request do_irecv(void*, idx, DType, int, int) const override { no_transfers(); }
-  int size_, rank_;
-};
 
 // The memory check counts, per rank, the moments of the largest shard that any rank's
 // DistributedAdamW allocates, and the shard's reduce-scatter buffer beside the deltas.

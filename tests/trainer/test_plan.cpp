@@ -1,13 +1,17 @@
 // The memory planner against the allocations it predicts: the arena of a real Model to the byte,
 // the parameter, delta and AdamW buffers, the generation caches, and the longest sequence that fits
-// a budget at its edge (under context parallelism too); bad flags are named.
+// a budget at its edge (under context parallelism too), ZeRO-1's shards as DistributedAdamW allocates
+// them; bad flags are named.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "model/inference.h"
 #include "optim/adamw.h"
+#include "optim/distributed_adamw.h"
+#include "support/place_only.h"
 #include "trainer/plan.h"
 
 namespace nexus {
@@ -73,6 +77,61 @@ TEST(Plan, LongestSequenceSitsAtTheBudgetsEdge) {
     EXPECT_GT(plan_training(o, t, T + unit).total(), t.budget) << "cp " << cp;
   }
   EXPECT_EQ(longest_fitting_seq_len(load("small.ini"), cpu_without_runtime(1 << 20)), 0);  // weights alone are over
+}
+
+// Under parallel.zero = 1 a rank holds the moments of its shard of all dp x cp ranks (the largest,
+// the last rank's, is what a plan counts), the shard's reduce-scatter buffer beside the deltas and,
+// on a GPU, the shard's fp32 master weights; the total falls by exactly that much.
+TEST(Plan, ZeroOneShardsAsDistributedAdamWAllocates) {
+  const std::vector<std::string> layout{"--train.seq_len=64", "--train.micro_batch=1", "--train.global_batch=8"};
+  for (const char* cp : {"1", "2"}) {
+    std::vector<std::string> zero0 = layout, zero1 = layout;
+    zero0.push_back("--parallel.cp=" + std::string(cp));
+    zero1.push_back("--parallel.cp=" + std::string(cp));
+    zero1.push_back("--parallel.zero=1");
+    const RunOptions o0 = load("small.ini", zero0), o1 = load("small.ini", zero1);
+    const ParamTable table(o1.model);
+    const idx n = table.total();
+    const idx world = 4;
+    idx largest = 0;
+    for (int r = 0; r < int(world); ++r) {
+      const test::PlaceOnly place(int(world), r);  // outlives the optimizer, which keeps a reference
+      const DistributedAdamW opt(n, o1.adamw(), decay_ranges(table), place, 1);
+      ASSERT_TRUE(opt.sharded());
+      largest = std::max(largest, opt.local().size());
+      if (r == int(world) - 1) {
+        EXPECT_EQ(opt.local().exp_avg().size_bytes() + opt.local().exp_avg_sq().size_bytes(),
+                  2 * std::size_t(largest) * sizeof(float));
+      }
+    }
+    const std::size_t shard = std::size_t(largest) * sizeof(float), whole = std::size_t(n) * sizeof(float);
+    const std::string what = std::string("cp ") + cp;
+    for (const PlanTarget& t : {cpu_without_runtime(), plan_target("h100-80g", "", 1)}) {
+      const TrainingPlan p0 = plan_training(o0, t, 64, world), p1 = plan_training(o1, t, 64, world);
+      EXPECT_EQ(p1.world, world) << what;
+      EXPECT_EQ(p1.shards, world) << what;
+      EXPECT_EQ(p0.shards, 1) << what;
+      EXPECT_EQ(p1.moments, 2 * shard) << what;
+      EXPECT_EQ(p0.moments, 2 * whole) << what;
+      EXPECT_EQ(p1.deltas, p0.deltas + shard) << what;
+      EXPECT_EQ(p1.weights, p0.weights) << what;
+      EXPECT_EQ(p1.master, t.gpu ? shard : 0) << what;
+      EXPECT_EQ(p1.arena.total(), p0.arena.total()) << what;
+      const std::size_t saved = (p0.moments - p1.moments) + (p0.master - p1.master) - shard;
+      EXPECT_EQ(p1.total(), p0.total() - saved) << what;
+      EXPECT_EQ(p1.root_staging, 2 * whole) << what;
+      EXPECT_EQ(p0.root_staging, 0u) << what;
+    }
+    // The CPU plan is what train() checks on every rank.
+    EXPECT_EQ(plan_training(o1, cpu_without_runtime(), 64, world).total(),
+              run_memory_need(o1, batch_layout(o1, world)).total()) << what;
+    // One group and dp 1 (the default world, parallel.cp): ZeRO-1 over cp ranks, or nothing on one rank.
+    const TrainingPlan alone = plan_training(o1, cpu_without_runtime(), 64);
+    EXPECT_EQ(alone.world, o1.parallel.cp) << what;
+    EXPECT_EQ(alone.shards, o1.parallel.cp) << what;
+  }
+  // A world that does not split the options is refused with batch_layout's message.
+  EXPECT_THROW(plan_training(load("small.ini", {"--parallel.cp=2"}), cpu_without_runtime(), 64, 3), OptionsError);
 }
 
 TEST(Plan, GenerationIsTheSessionsCaches) {
