@@ -3,7 +3,8 @@
 #   MODE peak:    plan, then one training step with the same options: the run's activation arena is
 #                 the plan's (the run logs MiB; tests/trainer/test_plan.cpp checks the bytes), and the
 #                 run's peak resident memory (VmHWM) is within 5% of the plan's predicted peak.
-#   MODE longest: plan with --memory ARGS[0] gives the longest train.seq_len T that fits; a run with
+#   MODE longest: plan with --memory ARGS[0] (or, written +N MiB, N MiB over the process's own
+#                 measured runtime) gives the longest train.seq_len T that fits; a run with
 #                 runtime.memory_limit = that budget at T trains (and peaks within 5% of the budget),
 #                 and at the next valid length past 1.1 T it refuses before starting, naming the memory
 #                 it would need.
@@ -40,6 +41,14 @@ if [ "$mode" = peak ]; then
 elif [ "$mode" = longest ]; then
   budget=$1
   shift
+  if [[ $budget == +* ]]; then
+    # "+N MiB": N MiB over this build's own runtime, which the plan measures (a build with the
+    # CUDA backend maps cudart and cuBLASLt: ~100 MiB more resident than a CPU-only one).
+    "$nexus" plan "$config" "$@" --memory 1048576MiB >"$work/base" 2>&1 || { cat "$work/base"; exit 1; }
+    runtime=$(awk '$1 == "runtime" { print $4; exit }' "$work/base")
+    [ -n "$runtime" ] || { cat "$work/base"; exit 1; }
+    budget="$(( (runtime >> 20) + 1 + $(echo "${budget#+}" | grep -oE '^[0-9]+') ))MiB"
+  fi
   "$nexus" plan "$config" "$@" --memory "$budget" >"$work/plan" 2>&1 || { cat "$work/plan"; exit 1; }
   T=$(field "longest train.seq_len that fits:" "$work/plan")
   [ -n "$T" ] && [ "$T" -gt 0 ] || { cat "$work/plan"; exit 1; }
