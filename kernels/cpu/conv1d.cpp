@@ -10,7 +10,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/backend.h"
-#include "kernels/cpu/scalar_math.h"
+#include "kernels/scalar_math.h"
 
 namespace nexus::cpu {
 
@@ -76,7 +76,7 @@ void conv1d_silu_forward(const Exec&, T* out, const T* x, idx ld_x, const T* hal
         for (idx i = 0; i < tn; ++i) {
           const T* __restrict p = pre + i * kChanTile;
           T* __restrict o = out + (b * Tn + t0 + i) * C + c0;  // [width]
-          for (idx j = 0; j < width; ++j) o[j] = cpu::silu(p[j]);
+          for (idx j = 0; j < width; ++j) o[j] = scalar::silu(p[j]);
         }
       }
     }
@@ -108,7 +108,7 @@ void conv1d_silu_backward(const Exec&, T* dx, idx ld_dx, T* dhalo, accum_t<T>* d
           T* __restrict gp = gpre + i * kChanTile;
           const T* __restrict go = dout + (b * Tn + t0 + i) * C + c0;  // [width]
           for (idx j = 0; j < width; ++j) {
-            gp[j] = go[j] * cpu::silu_grad(gp[j]);
+            gp[j] = go[j] * scalar::silu_grad(gp[j]);
             sum[j] += gp[j];
           }
         }

@@ -7,7 +7,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/backend.h"
-#include "kernels/cpu/scalar_math.h"
+#include "kernels/scalar_math.h"
 
 namespace nexus::cpu {
 
@@ -39,7 +39,7 @@ void conv1d_silu_step(const Exec&, T* out, T* state, const T* x, idx ld_x, const
         for (idx j = 0; j < width; ++j) pre[j] += wk[j] * src[j];
       }
       T* __restrict o = out + b * C + c0;
-      for (idx j = 0; j < width; ++j) o[j] = cpu::silu(pre[j]);
+      for (idx j = 0; j < width; ++j) o[j] = scalar::silu(pre[j]);
       // Shift: row k takes row k+1, the last row takes the new input.
       for (idx k = 0; k + 1 < K - 1; ++k) std::copy_n(st + (k + 1) * C, width, st + k * C);
       if (K > 1) std::copy_n(xr, width, st + (K - 2) * C);

@@ -12,7 +12,7 @@
 
 #include "kernels/cpu/backend.h"
 #include "kernels/cpu/column_reduction.h"
-#include "kernels/cpu/scalar_math.h"
+#include "kernels/scalar_math.h"
 
 namespace nexus::cpu {
 
@@ -35,7 +35,7 @@ void row_grads(T* __restrict dy, T* __restrict dz, double* __restrict part, idx 
     const T rg = r[g];
     double dot = 0.0;
     for (idx c = lo; c < hi; ++c) {
-      dy[c] = cpu::silu(z[c]);
+      dy[c] = scalar::silu(z[c]);
       const T u = y[c] * dy[c];
       dot += double(dout[c]) * double(w[c]) * double(u);
       if (c < width) part[c] += double(dout[c] * u * rg);
@@ -45,7 +45,7 @@ void row_grads(T* __restrict dy, T* __restrict dz, double* __restrict part, idx 
       const T silu_z = dy[c];
       const T du = rg * w[c] * dout[c] - k * (y[c] * silu_z);
       dy[c] = du * silu_z;
-      dz[c] = du * y[c] * cpu::silu_grad(z[c]);
+      dz[c] = du * y[c] * scalar::silu_grad(z[c]);
     }
   }
 }
@@ -67,7 +67,7 @@ void gated_rmsnorm_forward(const Exec&, T* out, accum_t<T>* rstd, const T* y, co
       const T* __restrict wg = weight + off;        // [Cg]
       double ss = 0.0;
       for (idx c = 0; c < Cg; ++c) {
-        o[c] = yn[c] * cpu::silu(zn[c]);
+        o[c] = yn[c] * scalar::silu(zn[c]);
         ss += double(o[c]) * double(o[c]);
       }
       const T r = T(1.0 / std::sqrt(ss / double(Cg) + eps));
@@ -106,7 +106,7 @@ void gated_rmsnorm_backward(const Exec&, T* dy, T* dz, idx ld_dz, accum_t<T>* dw
           const T* __restrict yn = y + n * C + lo;     // [hi - lo]
           const T* __restrict zn = z + n * ld_z + lo;  // [hi - lo]
           double* __restrict pc = part + (lo - c0);    // [hi - lo]
-          for (idx j = 0; j < hi - lo; ++j) pc[j] += double(go[j] * (yn[j] * cpu::silu(zn[j])) * r);
+          for (idx j = 0; j < hi - lo; ++j) pc[j] += double(go[j] * (yn[j] * scalar::silu(zn[j])) * r);
         }
       }
       cpu::add_in_thread_order(dweight + c0, part, width);

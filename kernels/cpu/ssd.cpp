@@ -36,7 +36,7 @@
 
 #include "kernels/cpu/backend.h"
 #include "kernels/cpu/micro_gemm.h"
-#include "kernels/cpu/scalar_math.h"
+#include "kernels/scalar_math.h"
 #include "kernels/ops.h"
 #include "kernels/workspace.h"
 
@@ -44,8 +44,8 @@ namespace nexus::cpu {
 
 namespace {
 
-using cpu::sigmoid;
-using cpu::softplus;
+using scalar::sigmoid;
+using scalar::softplus;
 using micro::gemm;
 using micro::kMR;
 using micro::transpose;
@@ -62,7 +62,7 @@ T dot(const T* __restrict a, const T* __restrict b, idx n) {
 // Decay factors below this are flushed to zero: the product of two survivors is still a normal
 // number, and the terms dropped are < 1e-18 (float) of the ones kept.
 template <typename T>
-constexpr T kTiny = kDecayFlush<T>;
+constexpr T kTiny = scalar::kDecayFlush<T>;
 template <typename T>
 inline T flush(T v) {
   return v < kTiny<T> ? T(0) : v;

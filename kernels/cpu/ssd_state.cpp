@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "kernels/cpu/backend.h"
-#include "kernels/cpu/scalar_math.h"
+#include "kernels/scalar_math.h"
 
 namespace nexus::cpu {
 
@@ -21,9 +21,9 @@ void for_each_decayed_token(const T* dt_raw, idx ld_dt, const T* dt_bias, const 
   const double A = -std::exp(double(A_log[h]));
   double acc = 0;  // sum of dt in double: the decay of a long segment is a long sum
   for (idx t = 0; t < Tn; ++t) {
-    acc += double(softplus(dt_raw[(b * Tn + t) * ld_dt + h] + dt_bias[h]));
+    acc += double(scalar::softplus(dt_raw[(b * Tn + t) * ld_dt + h] + dt_bias[h]));
     const double e = std::exp(A * acc);
-    if (e < double(kDecayFlush<T>)) return;
+    if (e < double(scalar::kDecayFlush<T>)) return;
     f(t, T(e));
   }
 }

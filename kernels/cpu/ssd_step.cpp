@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "kernels/cpu/backend.h"
-#include "kernels/cpu/scalar_math.h"
+#include "kernels/scalar_math.h"
 
 namespace nexus::cpu {
 
@@ -25,7 +25,7 @@ void ssd_step(const Exec&, T* y, accum_t<T>* state, const T* x, const T* Bm, con
   for (idx b = 0; b < s.B; ++b) {
     for (idx h = 0; h < s.H; ++h) {
       const idx g = h / heads_per_group;
-      const T dt = cpu::softplus(dt_raw[b * ld.ld_dt + h] + dt_bias[h]);
+      const T dt = scalar::softplus(dt_raw[b * ld.ld_dt + h] + dt_bias[h]);
       const T decay = std::exp(-dt * std::exp(A_log[h]));    // exp(dt A), A = -exp(A_log)
       const T* __restrict xr = x + b * ld.ld_x + h * s.P;    // [P]
       const T* __restrict Br = Bm + b * ld.ld_bc + g * s.N;  // [N]

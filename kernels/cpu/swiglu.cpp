@@ -1,6 +1,6 @@
 // SwiGLU on the fused gate|up projection: out = silu(gate) * up, row by row.
 #include "kernels/cpu/backend.h"
-#include "kernels/cpu/scalar_math.h"
+#include "kernels/scalar_math.h"
 
 namespace nexus::cpu {
 
@@ -11,7 +11,7 @@ void swiglu_forward(const Exec&, T* out, const T* gate_up, idx N, idx F) {
     const T* __restrict gate = gate_up + n * 2 * F;  // [F]
     const T* __restrict up = gate + F;               // [F]
     T* __restrict o = out + n * F;                   // [F]
-    for (idx f = 0; f < F; ++f) o[f] = cpu::silu(gate[f]) * up[f];
+    for (idx f = 0; f < F; ++f) o[f] = scalar::silu(gate[f]) * up[f];
   }
 }
 
@@ -25,8 +25,8 @@ void swiglu_backward(const Exec&, T* dgate_up, const T* dout, const T* gate_up, 
     T* __restrict dgate = dgate_up + n * 2 * F;      // [F]
     T* __restrict dup = dgate + F;                   // [F]
     for (idx f = 0; f < F; ++f) {
-      dgate[f] = go[f] * up[f] * cpu::silu_grad(gate[f]);
-      dup[f] = go[f] * cpu::silu(gate[f]);
+      dgate[f] = go[f] * up[f] * scalar::silu_grad(gate[f]);
+      dup[f] = go[f] * scalar::silu(gate[f]);
     }
   }
 }

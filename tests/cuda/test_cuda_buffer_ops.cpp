@@ -20,10 +20,7 @@
 namespace nexus {
 namespace {
 
-using test::kCpu;
-using test::kGpu;
-using test::on_gpu;
-using test::on_host;
+using namespace test;  // kCpu, kGpu, on_gpu, on_host (cuda/gpu_buffers.h), random_vector
 
 // Sizes on both sides of the reduction block (2^15) and of one launch's grid.
 const idx kSizes[] = {0, 1, 17, 32768, 32769, 100003};
@@ -144,10 +141,10 @@ TEST(CudaAdamW, TheBf16ComputeCopyIsTheRoundedMaster) {
 TEST(CudaDispatch, AnOpWithoutACudaKernelIsRefusedNamingIt) {
   DeviceBuffer<float> x(kGpu, 4);
   try {
-    swiglu_forward(kGpu, x.data(), static_cast<const float*>(x.data()), idx(1), idx(1));
+    rope_forward(kGpu, x.data(), idx(1), idx(1), idx(1), idx(4), idx(2), idx(0), 10000.0);
     FAIL() << "no exception";
   } catch (const std::runtime_error& e) {
-    EXPECT_EQ(std::string(e.what()), "swiglu_forward: the CUDA backend has no kernel for this op yet");
+    EXPECT_EQ(std::string(e.what()), "rope_forward: the CUDA backend has no kernel for this op yet");
   }
 }
 

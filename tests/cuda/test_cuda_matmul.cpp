@@ -19,10 +19,7 @@
 namespace nexus {
 namespace {
 
-using test::kCpu;
-using test::kGpu;
-using test::on_gpu;
-using test::on_host;
+using namespace test;  // kCpu, kGpu, on_gpu, on_host (cuda/gpu_buffers.h), random_vector
 
 template <typename T>
 double max_abs_diff(const std::vector<T>& a, const std::vector<T>& b) {

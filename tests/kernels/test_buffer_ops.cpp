@@ -126,13 +126,13 @@ TEST(Dispatch, ACudaContextIsRefusedNamingTheOp) {
 TEST(Dispatch, AnOpTheCudaBackendLacksIsRefusedNamingIt) {
   std::vector<float> x(4, 1.0f);
   try {
-    swiglu_forward(Exec{Device::cuda, nullptr}, x.data(), static_cast<const float*>(x.data()), idx(1), idx(1));
+    rope_forward(Exec{Device::cuda, nullptr}, x.data(), idx(1), idx(1), idx(1), idx(4), idx(2), idx(0), 10000.0);
     FAIL() << "no exception";
   } catch (const std::runtime_error& e) {
 #if NEXUS_HAS_CUDA
-    EXPECT_EQ(std::string(e.what()), "swiglu_forward: the CUDA backend has no kernel for this op yet");
+    EXPECT_EQ(std::string(e.what()), "rope_forward: the CUDA backend has no kernel for this op yet");
 #else
-    EXPECT_EQ(std::string(e.what()), "swiglu_forward: this build has no CUDA backend");
+    EXPECT_EQ(std::string(e.what()), "rope_forward: this build has no CUDA backend");
 #endif
   }
   EXPECT_EQ(x, std::vector<float>(4, 1.0f));

@@ -1,31 +1,33 @@
-// Scalar activation functions shared by the CPU kernels, written once so every op (and its
-// backward) agrees on the same numerically safe form.
+// Scalar activation functions shared by the kernels of both backends (host and device code),
+// written once so every op, its backward and its CUDA twin agree on the same numerically safe form.
 #pragma once
 
 #include <cmath>
 
-namespace nexus::cpu {
+#include "kernels/types.h"
+
+namespace nexus::scalar {
 
 template <typename T>
-inline T sigmoid(T x) {
+NEXUS_HOST_DEVICE inline T sigmoid(T x) {
   return T(1) / (T(1) + std::exp(-x));
 }
 
 template <typename T>
-inline T silu(T x) {
+NEXUS_HOST_DEVICE inline T silu(T x) {
   return x * sigmoid(x);
 }
 
 // d silu(x) / dx = s (1 + x (1 - s)) with s = sigmoid(x)
 template <typename T>
-inline T silu_grad(T x) {
+NEXUS_HOST_DEVICE inline T silu_grad(T x) {
   const T s = sigmoid(x);
   return s * (T(1) + x * (T(1) - s));
 }
 
 // log(1 + e^x) without overflow for large x or loss of precision for very negative x.
 template <typename T>
-inline T softplus(T x) {
+NEXUS_HOST_DEVICE inline T softplus(T x) {
   return x > T(20) ? x : std::log1p(std::exp(x));
 }
 
@@ -37,4 +39,4 @@ inline constexpr T kDecayFlush = T(1e-18);
 template <>
 inline constexpr double kDecayFlush<double> = 1e-150;
 
-}  // namespace nexus::cpu
+}  // namespace nexus::scalar
