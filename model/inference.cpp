@@ -36,8 +36,7 @@ InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params
                                 std::to_string(block_tokens) + ", max_blocks = " + std::to_string(max_blocks) +
                                 " must be positive (max_blocks < 2^31)");
   const ModelConfig& c = config_;
-  const idx B = batch_, D = c.d_model, F = c.mlp_hidden, V = c.vocab_size;
-  const idx qdim = c.n_heads * c.head_dim, kvdim = c.n_kv_heads * c.head_dim;
+  const idx B = batch_;
   embed_ = params + table_.at("model.embed_tokens.weight").offset;
   final_norm_ = params + table_.at("model.final_layernorm.weight").offset;
   head_ = params + table_.at(c.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
@@ -46,43 +45,60 @@ InferenceSession<T>::InferenceSession(const ModelConfig& config, const T* params
   neighborhoods_ = c.layer_neighborhoods();
   for (const Neighborhood& n : neighborhoods_) max_sink = std::max(max_sink, n.sink);
   pinned_blocks_ = (max_sink + block_tokens_ - 1) / block_tokens_;
-  for (idx i = 0; i < c.n_layers; ++i) {
-    weights_.push_back(layer_tensors(params, table_, c, i));
-    LayerCache& lc = caches_[sz(i)];
-    if (c.is_attention(i)) {
-      lc.k_pool.assign(sz(kv_pool_elems(c, block_tokens_, max_blocks_)), T(0));
-      lc.v_pool.assign(lc.k_pool.size(), T(0));
-    } else {
-      lc.conv.assign(sz(conv_state_elems(c, B)), T(0));
-      lc.ssm.assign(sz(ssm_state_elems(c, B)), A(0));
-    }
-  }
+  for (idx i = 0; i < c.n_layers; ++i) weights_.push_back(layer_tensors(params, table_, c, i));
   pos_.assign(sz(B), 0);
   evicted_.assign(sz(B), 0);
   kv_len_.assign(sz(B), 0);
   block_table_.assign(sz(B * max_blocks_), -1);
   free_.assign(sz(max_blocks_), 0);
   column_.assign(sz(B), 0);
-  res_.assign(sz(B * D), T(0));
-  ln_.assign(sz(B * D), T(0));
-  rstd_.assign(sz(B * c.mamba_ngroups), A(0));  // [B] for the RMSNorms, [B, G] for the gated one
-  branch_.assign(sz(B * D), T(0));
-  gate_up_.assign(sz(B * 2 * F), T(0));
-  act_.assign(sz(B * F), T(0));
-  if (c.attention_layer_count() < c.n_layers) {
-    zxbcdt_.assign(sz(B * c.in_proj_dim()), T(0));
-    xbc_.assign(sz(B * c.conv_dim()), T(0));
-    y_.assign(sz(B * c.d_inner()), T(0));
-    gated_.assign(sz(B * c.d_inner()), T(0));
-  }
-  if (c.attention_layer_count() > 0) {
-    q_.assign(sz(B * qdim), T(0));
-    att_.assign(sz(B * qdim), T(0));
-    k_.assign(sz(B * kvdim), T(0));
-    v_.assign(sz(B * kvdim), T(0));
-  }
-  logits_.assign(sz(B * V), T(0));
+  Arena measure;
+  carve(measure);
+  memory_ = DeviceBuffer<std::byte>(ex_, idx(measure.used()));
+  Arena arena(memory_.data(), memory_.bytes());
+  carve(arena);
   reset();
+}
+
+template <typename T>
+void InferenceSession<T>::carve(Arena& arena) {
+  const ModelConfig& c = config_;
+  const idx B = batch_, D = c.d_model, F = c.mlp_hidden, V = c.vocab_size;
+  const idx qdim = c.n_heads * c.head_dim, kvdim = c.n_kv_heads * c.head_dim;
+  const bool has_mamba = c.attention_layer_count() < c.n_layers, has_attention = c.attention_layer_count() > 0;
+  caches_.assign(sz(c.n_layers), LayerCache{});
+  for (idx i = 0; i < c.n_layers; ++i) {
+    LayerCache& lc = caches_[sz(i)];
+    if (c.is_attention(i)) {
+      lc.k_pool = arena.take<T>(kv_pool_elems(c, block_tokens_, max_blocks_));
+      lc.v_pool = arena.take<T>(kv_pool_elems(c, block_tokens_, max_blocks_));
+    } else {
+      lc.conv = arena.take<T>(conv_state_elems(c, B));
+      lc.ssm = arena.take<A>(ssm_state_elems(c, B));
+    }
+  }
+  tokens_dev_ = arena.take<std::int32_t>(B);
+  block_table_dev_ = has_attention ? arena.take<std::int32_t>(B * max_blocks_) : nullptr;
+  kv_len_dev_ = has_attention ? arena.take<idx>(B) : nullptr;
+  res_ = arena.take<T>(B * D);
+  ln_ = arena.take<T>(B * D);
+  rstd_ = arena.take<A>(B * c.mamba_ngroups);  // [B] for the RMSNorms, [B, G] for the gated one
+  branch_ = arena.take<T>(B * D);
+  gate_up_ = arena.take<T>(B * 2 * F);
+  act_ = arena.take<T>(B * F);
+  if (has_mamba) {
+    zxbcdt_ = arena.take<T>(B * c.in_proj_dim());
+    xbc_ = arena.take<T>(B * c.conv_dim());
+    y_ = arena.take<T>(B * c.d_inner());
+    gated_ = arena.take<T>(B * c.d_inner());
+  }
+  if (has_attention) {
+    q_ = arena.take<T>(B * qdim);
+    att_ = arena.take<T>(B * qdim);
+    k_ = arena.take<T>(B * kvdim);
+    v_ = arena.take<T>(B * kvdim);
+  }
+  logits_ = arena.take<T>(B * V);
 }
 
 template <typename T>
@@ -130,10 +146,8 @@ void InferenceSession<T>::reset() {
   std::fill(block_table_.begin(), block_table_.end(), -1);
   std::fill(pos_.begin(), pos_.end(), 0);
   std::fill(evicted_.begin(), evicted_.end(), 0);
-  for (LayerCache& lc : caches_) {
-    fill_constant(ex_, lc.conv.data(), idx(lc.conv.size()), T(0));
-    fill_constant(ex_, lc.ssm.data(), idx(lc.ssm.size()), A(0));
-  }
+  // The whole block: caches and activations (the activations start at zero, as before any step).
+  memory_.zero();
 }
 
 template <typename T>
@@ -202,10 +216,11 @@ void InferenceSession<T>::reset_sequence(idx b) {
                             std::to_string(batch_));
   release_blocks(b);
   pos_[sz(b)] = 0;
+  const idx conv_row = conv_state_elems(config_, 1), ssm_row = ssm_state_elems(config_, 1);
   for (LayerCache& lc : caches_) {
-    const idx conv_row = idx(lc.conv.size()) / batch_, ssm_row = idx(lc.ssm.size()) / batch_;
-    fill_constant(ex_, lc.conv.data() + b * conv_row, conv_row, T(0));
-    fill_constant(ex_, lc.ssm.data() + b * ssm_row, ssm_row, A(0));
+    if (!lc.conv) continue;  // an attention layer: its blocks went back to the pool
+    fill_constant(ex_, lc.conv + b * conv_row, conv_row, T(0));
+    fill_constant(ex_, lc.ssm + b * ssm_row, ssm_row, A(0));
   }
 }
 
@@ -255,28 +270,34 @@ const T* InferenceSession<T>::step(const std::int32_t* tokens) {
                                   " is outside the vocabulary [0, " + std::to_string(V) + ")");
   evict_blocks();
   claim_blocks();
+  copy_to_device(ex, tokens_dev_, tokens, sz(B) * sizeof(std::int32_t));
+  if (block_table_dev_) {  // what attention_decode_paged reads, the same for every layer
+    for (idx b = 0; b < B; ++b) kv_len_[sz(b)] = pos_[sz(b)] + 1;
+    copy_to_device(ex, block_table_dev_, block_table_.data(), block_table_.size() * sizeof(std::int32_t));
+    copy_to_device(ex, kv_len_dev_, kv_len_.data(), kv_len_.size() * sizeof(idx));
+  }
 
-  embedding_forward(ex, res_.data(), tokens, embed_, B, D);
+  embedding_forward(ex, res_, static_cast<const std::int32_t*>(tokens_dev_), embed_, B, D);
   const T* branch = nullptr;  // the previous block's output, added by the next fused norm
   for (idx i = 0; i < c.n_layers; ++i) {
     const LayerTensors<const T*>& w = weights_[sz(i)];
-    residual_rmsnorm_forward(ex, res_.data(), ln_.data(), rstd_.data(), res_.data(), branch, w.input_norm, B, D,
+    residual_rmsnorm_forward(ex, res_, ln_, rstd_, res_, branch, w.input_norm, B, D,
                              c.norm_eps);
     if (c.is_attention(i))
       attention_step(w.attn, caches_[sz(i)], neighborhoods_[sz(i)]);
     else
       mamba_step(w.mamba, caches_[sz(i)]);
-    residual_rmsnorm_forward(ex, res_.data(), ln_.data(), rstd_.data(), res_.data(), branch_.data(), w.ff_norm, B, D,
+    residual_rmsnorm_forward(ex, res_, ln_, rstd_, res_, branch_, w.ff_norm, B, D,
                              c.norm_eps);
-    mlp_forward(ex, branch_.data(), MlpActivations<T>{gate_up_.data(), act_.data()}, ln_.data(), w.mlp, B, D,
+    mlp_forward(ex, branch_, MlpActivations<T>{gate_up_, act_}, ln_, w.mlp, B, D,
                 c.mlp_hidden);
-    branch = branch_.data();
+    branch = branch_;
   }
-  residual_rmsnorm_forward(ex, res_.data(), ln_.data(), rstd_.data(), res_.data(), branch, final_norm_, B, D,
+  residual_rmsnorm_forward(ex, res_, ln_, rstd_, res_, branch, final_norm_, B, D,
                            c.norm_eps);
-  matmul_forward(ex, logits_.data(), ln_.data(), head_, B, D, V);
+  matmul_forward(ex, logits_, ln_, head_, B, D, V);
   for (idx& p : pos_) ++p;
-  return logits_.data();
+  return logits_;
 }
 
 template <typename T>
@@ -287,7 +308,7 @@ const T* InferenceSession<T>::prefill(const std::int32_t* tokens, idx Tn) {
     for (idx b = 0; b < batch_; ++b) column_[sz(b)] = tokens[b * Tn + t];
     step(column_.data());
   }
-  return logits_.data();
+  return logits_;
 }
 
 // in_proj -> conv step over xBC -> SSM step -> gated RMSNorm with z -> out_proj, the full mixer's
@@ -298,13 +319,13 @@ void InferenceSession<T>::mamba_step(const MambaTensors<const T*>& w, LayerCache
   const Exec& ex = ex_;
   const idx B = batch_, D = c.d_model, E = c.in_proj_dim(), C = c.conv_dim(), Di = c.d_inner();
   const idx GN = c.mamba_ngroups * c.mamba_d_state;
-  T* z = zxbcdt_.data();
-  matmul_forward(ex, z, ln_.data(), w.in_proj, B, D, E);
-  conv1d_silu_step(ex, xbc_.data(), lc.conv.data(), z + Di, E, w.conv_w, w.conv_b, B, C, c.mamba_d_conv);
-  ssd_step(ex, y_.data(), lc.ssm.data(), xbc_.data(), xbc_.data() + Di, xbc_.data() + Di + GN, z + Di + C, w.dt_bias,
+  T* z = zxbcdt_;
+  matmul_forward(ex, z, ln_, w.in_proj, B, D, E);
+  conv1d_silu_step(ex, xbc_, lc.conv, z + Di, E, w.conv_w, w.conv_b, B, C, c.mamba_d_conv);
+  ssd_step(ex, y_, lc.ssm, xbc_, xbc_ + Di, xbc_ + Di + GN, z + Di + C, w.dt_bias,
            w.A_log, w.D, mamba_ssd_shape(c, B, 1), SsdStrides{C, C, E});
-  gated_rmsnorm_forward(ex, gated_.data(), rstd_.data(), y_.data(), z, E, w.norm, B, Di, c.mamba_ngroups, c.norm_eps);
-  matmul_forward(ex, branch_.data(), gated_.data(), w.out_proj, B, Di, D);
+  gated_rmsnorm_forward(ex, gated_, rstd_, y_, z, E, w.norm, B, Di, c.mamba_ngroups, c.norm_eps);
+  matmul_forward(ex, branch_, gated_, w.out_proj, B, Di, D);
 }
 
 // q/k/v projections -> RoPE at each sequence's own position -> K, V appended to the cache ->
@@ -316,22 +337,21 @@ void InferenceSession<T>::attention_step(const AttentionTensors<const T*>& w, La
   const Exec& ex = ex_;
   const idx B = batch_, D = c.d_model, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
   const idx qdim = Hq * hd, kvdim = Hkv * hd;
-  matmul_forward(ex, q_.data(), ln_.data(), w.q, B, D, qdim);
-  matmul_forward(ex, k_.data(), ln_.data(), w.k, B, D, kvdim);
-  matmul_forward(ex, v_.data(), ln_.data(), w.v, B, D, kvdim);
+  matmul_forward(ex, q_, ln_, w.q, B, D, qdim);
+  matmul_forward(ex, k_, ln_, w.k, B, D, kvdim);
+  matmul_forward(ex, v_, ln_, w.v, B, D, kvdim);
   for (idx b = 0; b < B; ++b) {
     const idx pos = pos_[sz(b)];
-    rope_forward(ex, q_.data() + b * qdim, 1, 1, Hq, hd, c.rotary_dim(), pos, c.rope_theta);
-    rope_forward(ex, k_.data() + b * kvdim, 1, 1, Hkv, hd, c.rotary_dim(), pos, c.rope_theta);
+    rope_forward(ex, q_ + b * qdim, 1, 1, Hq, hd, c.rotary_dim(), pos, c.rope_theta);
+    rope_forward(ex, k_ + b * kvdim, 1, 1, Hkv, hd, c.rotary_dim(), pos, c.rope_theta);
     const idx blk = block_table_[sz(b * max_blocks_ + paged_slot(paged_shape({}), pos / block_tokens_))];
     const idx at = (blk * block_tokens_ + pos % block_tokens_) * kvdim;
-    copy_values(ex, lc.k_pool.data() + at, static_cast<const T*>(k_.data() + b * kvdim), kvdim);
-    copy_values(ex, lc.v_pool.data() + at, static_cast<const T*>(v_.data() + b * kvdim), kvdim);
-    kv_len_[sz(b)] = pos + 1;
+    copy_values(ex, lc.k_pool + at, static_cast<const T*>(k_ + b * kvdim), kvdim);
+    copy_values(ex, lc.v_pool + at, static_cast<const T*>(v_ + b * kvdim), kvdim);
   }
-  attention_decode_paged(ex, att_.data(), q_.data(), lc.k_pool.data(), lc.v_pool.data(), block_table_.data(),
-                         kv_len_.data(), paged_shape(neighborhood));
-  matmul_forward(ex, branch_.data(), att_.data(), w.o, B, qdim, D);
+  attention_decode_paged(ex, att_, q_, lc.k_pool, lc.v_pool, static_cast<const std::int32_t*>(block_table_dev_),
+                         static_cast<const idx*>(kv_len_dev_), paged_shape(neighborhood));
+  matmul_forward(ex, branch_, att_, w.o, B, qdim, D);
 }
 
 template class InferenceSession<float>;

@@ -9,13 +9,18 @@
 // has a bounded neighborhood (sliding, block, dilated), a block goes back to the pool as soon as
 // no later query of any layer reads it (the sink's blocks stay), so a sequence holds at most
 // bounded_blocks() blocks however long it runs: generation memory stops growing with context.
-// Everything is allocated at construction; step() allocates nothing.
+// Everything is allocated at construction, in one block on the device of the session's Exec
+// (caches, activations, and the device copies of the step's tokens, block table and lengths);
+// step() allocates nothing. The bookkeeping (positions, block tables, the free list) lives on the
+// host, and each step copies what the kernels read of it to the device once.
 #pragma once
 
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
 
+#include "kernels/device_memory.h"
+#include "model/arena.h"
 #include "model/config.h"
 #include "model/layers.h"
 #include "model/params.h"
@@ -42,8 +47,9 @@ class InferenceSession {
   // negligible next to them. For a memory check before constructing one.
   static std::size_t cache_bytes(const ModelConfig& config, idx max_batch, idx block_tokens, idx max_blocks);
 
-  // One token per sequence (tokens: [max_batch]); returns the logits of the next token,
-  // [max_batch, vocab_size], valid until the next call. A token outside [0, vocab) throws
+  // One token per sequence (tokens: [max_batch], host memory); returns the logits of the next
+  // token, [max_batch, vocab_size] in device memory (read them on the host through a HostMirror),
+  // valid until the next call. A token outside [0, vocab) throws
   // std::invalid_argument; an exhausted KV pool throws KvCacheFull.
   const T* step(const std::int32_t* tokens);
   // Tn tokens per sequence (tokens: [max_batch, Tn]), one step at a time; returns the logits
@@ -64,14 +70,17 @@ class InferenceSession {
   // some attention layer reads back arbitrarily far (full, log): then it grows with the position.
   static idx bounded_blocks(const ModelConfig& config, idx block_tokens);
   idx position(idx b) const { return pos_[static_cast<std::size_t>(b)]; }  // tokens consumed by sequence b
-  const T* logits() const { return logits_.data(); }
+  const T* logits() const { return logits_; }
 
  private:
+  // Views into memory_; a layer has either the Mamba or the attention parts (the others null).
   struct LayerCache {
-    std::vector<T> conv;            // [B, K-1, conv_dim]  Mamba: the last K-1 conv inputs
-    std::vector<A> ssm;             // [B, H, P, N]        Mamba: SSM state
-    std::vector<T> k_pool, v_pool;  // [max_blocks, block_tokens, Hkv, hd]  attention: after RoPE
+    T* conv = nullptr;                     // [B, K-1, conv_dim]  Mamba: the last K-1 conv inputs
+    A* ssm = nullptr;                      // [B, H, P, N]        Mamba: SSM state
+    T* k_pool = nullptr, *v_pool = nullptr;  // [max_blocks, block_tokens, Hkv, hd]  attention: after RoPE
   };
+  // Lays every device buffer out in `arena` (a measuring pass when it has no memory).
+  void carve(Arena& arena);
   // Elements of one layer's state (see LayerCache).
   static idx kv_pool_elems(const ModelConfig& c, idx block_tokens, idx max_blocks);
   static idx conv_state_elems(const ModelConfig& c, idx batch);
@@ -92,6 +101,7 @@ class InferenceSession {
   const T* final_norm_ = nullptr;                // [D]
   const T* head_ = nullptr;                      // [V, D]
   std::vector<LayerCache> caches_;               // [n_layers]
+  DeviceBuffer<std::byte> memory_;               // everything below that the kernels read or write
 
   std::vector<Neighborhood> neighborhoods_;  // [n_layers] each attention layer's
   idx pinned_blocks_ = 0;                    // blocks holding the largest sink, never evicted
@@ -103,20 +113,25 @@ class InferenceSession {
   idx n_free_ = 0;
   std::vector<std::int32_t> column_;  // [B] prefill's tokens of one step
 
-  // One token per sequence of activations, reused by every layer.
-  std::vector<T> res_;      // [B, D] residual stream
-  std::vector<T> ln_;       // [B, D] a norm's output (the next block's input)
-  std::vector<A> rstd_;     // [B, G] gated norm statistics
-  std::vector<T> branch_;   // [B, D] a mixer's or MLP's output, added by the next norm
-  std::vector<T> gate_up_;  // [B, 2F]
-  std::vector<T> act_;      // [B, F]
-  std::vector<T> zxbcdt_;   // [B, in_proj_dim]
-  std::vector<T> xbc_;      // [B, conv_dim]
-  std::vector<T> y_;        // [B, d_inner]
-  std::vector<T> gated_;    // [B, d_inner]
-  std::vector<T> q_, att_;  // [B, Hq*hd]
-  std::vector<T> k_, v_;    // [B, Hkv*hd]
-  std::vector<T> logits_;   // [B, V]
+  // Device copies of the step's host inputs.
+  std::int32_t* tokens_dev_ = nullptr;       // [B]
+  std::int32_t* block_table_dev_ = nullptr;  // [B, max_blocks]
+  idx* kv_len_dev_ = nullptr;                // [B]
+
+  // One token per sequence of activations, reused by every layer (device memory).
+  T* res_ = nullptr;      // [B, D] residual stream
+  T* ln_ = nullptr;       // [B, D] a norm's output (the next block's input)
+  A* rstd_ = nullptr;     // [B, G] gated norm statistics ([B] for the RMSNorms)
+  T* branch_ = nullptr;   // [B, D] a mixer's or MLP's output, added by the next norm
+  T* gate_up_ = nullptr;  // [B, 2F]
+  T* act_ = nullptr;      // [B, F]
+  T* zxbcdt_ = nullptr;   // [B, in_proj_dim]  (Mamba layers only)
+  T* xbc_ = nullptr;      // [B, conv_dim]
+  T* y_ = nullptr;        // [B, d_inner]
+  T* gated_ = nullptr;    // [B, d_inner]
+  T* q_ = nullptr, *att_ = nullptr;  // [B, Hq*hd]  (attention layers only)
+  T* k_ = nullptr, *v_ = nullptr;    // [B, Hkv*hd]
+  T* logits_ = nullptr;   // [B, V]
 };
 
 // KV blocks of `block_tokens` tokens that `batch` sequences of `context` tokens take: one more

@@ -99,15 +99,25 @@ DistributedAdamW::Outcome DistributedAdamW::step(float* params, float* deltas, f
   return out;
 }
 
+bool DistributedAdamW::moments_on_host() const { return local_.exec().device == Device::cpu; }
+
 DistributedAdamW::FullMoments DistributedAdamW::full_moments(bool root) {
-  if (!sharded_) return {local_.exp_avg().data(), local_.exp_avg_sq().data()};
-  if (!root) return {};
+  if (!sharded_ && moments_on_host()) return {local_.exp_avg().data(), local_.exp_avg_sq().data()};
+  if (sharded_ && !root) return {};
   staging_.resize(2 * std::size_t(n_));
   return {staging_.data(), staging_.data() + n_};
 }
 
 void DistributedAdamW::gather_moments(int root) {
-  if (!sharded_) return;
+  const Exec& ex = local_.exec();
+  const std::size_t shard_bytes = std::size_t(shard_.numel) * sizeof(float);
+  if (!sharded_) {
+    if (moments_on_host() || group_.rank() != root) return;
+    const FullMoments full = full_moments(true);
+    copy_to_host(ex, full.exp_avg, local_.exp_avg().data(), shard_bytes);
+    copy_to_host(ex, full.exp_avg_sq, local_.exp_avg_sq().data(), shard_bytes);
+    return;
+  }
   const FullMoments full = full_moments(group_.rank() == root);
   if (group_.rank() != root) {
     Request sends[2] = {group_.isend(local_.exp_avg().data(), shard_.numel, root, kExpAvgTag),
@@ -115,48 +125,96 @@ void DistributedAdamW::gather_moments(int root) {
     wait_all(sends);
     return;
   }
-  std::vector<Request> receives;
-  receives.reserve(2 * std::size_t(group_.size()));
+  if (moments_on_host()) {  // the data plane writes straight into the staging
+    std::vector<Request> receives;
+    receives.reserve(2 * std::size_t(group_.size()));
+    for (int r = 0; r < group_.size(); ++r) {
+      const FlatShard s = flat_shard(n_, group_.size(), r);
+      if (r == root) {
+        std::copy_n(local_.exp_avg().data(), s.numel, full.exp_avg + s.offset);
+        std::copy_n(local_.exp_avg_sq().data(), s.numel, full.exp_avg_sq + s.offset);
+        continue;
+      }
+      receives.push_back(group_.irecv(full.exp_avg + s.offset, s.numel, r, kExpAvgTag));
+      receives.push_back(group_.irecv(full.exp_avg_sq + s.offset, s.numel, r, kExpAvgSqTag));
+    }
+    wait_all(receives);
+    return;
+  }
+  // Device moments: each shard lands in device memory, then moves to the host staging, one rank
+  // at a time (the root holds one shard pair more on its device, not n).
+  if (shard_recv_.size() == 0) shard_recv_ = DeviceBuffer<float>(ex, 2 * largest_flat_shard(n_, group_.size()));
   for (int r = 0; r < group_.size(); ++r) {
     const FlatShard s = flat_shard(n_, group_.size(), r);
-    if (r == root) {
-      std::copy_n(local_.exp_avg().data(), s.numel, full.exp_avg + s.offset);
-      std::copy_n(local_.exp_avg_sq().data(), s.numel, full.exp_avg_sq + s.offset);
-      continue;
+    const float *avg = local_.exp_avg().data(), *avg_sq = local_.exp_avg_sq().data();
+    if (r != root) {
+      float* recv = shard_recv_.data();
+      Request receives[2] = {group_.irecv(recv, s.numel, r, kExpAvgTag),
+                             group_.irecv(recv + s.numel, s.numel, r, kExpAvgSqTag)};
+      wait_all(receives);
+      avg = recv;
+      avg_sq = recv + s.numel;
     }
-    receives.push_back(group_.irecv(full.exp_avg + s.offset, s.numel, r, kExpAvgTag));
-    receives.push_back(group_.irecv(full.exp_avg_sq + s.offset, s.numel, r, kExpAvgSqTag));
+    copy_to_host(ex, full.exp_avg + s.offset, avg, std::size_t(s.numel) * sizeof(float));
+    copy_to_host(ex, full.exp_avg_sq + s.offset, avg_sq, std::size_t(s.numel) * sizeof(float));
   }
-  wait_all(receives);
 }
 
 void DistributedAdamW::scatter_moments(int root) {
-  if (!sharded_) return;
+  const Exec& ex = local_.exec();
   float* exp_avg = local_.exp_avg().data();
   float* exp_avg_sq = local_.exp_avg_sq().data();
+  if (!sharded_) {
+    if (moments_on_host()) return;
+    const std::size_t bytes = std::size_t(n_) * sizeof(float);
+    copy_to_device(ex, exp_avg, staging_.data(), bytes);
+    copy_to_device(ex, exp_avg_sq, staging_.data() + n_, bytes);
+    release_full_moments();
+    return;
+  }
   if (group_.rank() != root) {
     Request receives[2] = {group_.irecv(exp_avg, shard_.numel, root, kExpAvgTag),
                            group_.irecv(exp_avg_sq, shard_.numel, root, kExpAvgSqTag)};
     wait_all(receives);
     return;
   }
+  const float* full = staging_.data();
+  const bool host = moments_on_host();
+  if (!host && shard_recv_.size() == 0) shard_recv_ = DeviceBuffer<float>(ex, 2 * largest_flat_shard(n_, group_.size()));
   std::vector<Request> sends;
   sends.reserve(2 * std::size_t(group_.size()));
-  const float* full = staging_.data();
   for (int r = 0; r < group_.size(); ++r) {
     const FlatShard s = flat_shard(n_, group_.size(), r);
+    const std::size_t bytes = std::size_t(s.numel) * sizeof(float);
     if (r == root) {
-      std::copy_n(full + s.offset, s.numel, exp_avg);
-      std::copy_n(full + n_ + s.offset, s.numel, exp_avg_sq);
+      if (host) {
+        std::copy_n(full + s.offset, s.numel, exp_avg);
+        std::copy_n(full + n_ + s.offset, s.numel, exp_avg_sq);
+      } else {
+        copy_to_device(ex, exp_avg, full + s.offset, bytes);
+        copy_to_device(ex, exp_avg_sq, full + n_ + s.offset, bytes);
+      }
       continue;
     }
-    sends.push_back(group_.isend(full + s.offset, s.numel, r, kExpAvgTag));
-    sends.push_back(group_.isend(full + n_ + s.offset, s.numel, r, kExpAvgSqTag));
+    if (host) {  // the data plane reads straight from the staging
+      sends.push_back(group_.isend(full + s.offset, s.numel, r, kExpAvgTag));
+      sends.push_back(group_.isend(full + n_ + s.offset, s.numel, r, kExpAvgSqTag));
+      continue;
+    }
+    // Device moments: through the device buffer, one rank at a time.
+    float* send = shard_recv_.data();
+    copy_to_device(ex, send, full + s.offset, bytes);
+    copy_to_device(ex, send + s.numel, full + n_ + s.offset, bytes);
+    Request pair[2] = {group_.isend(send, s.numel, r, kExpAvgTag), group_.isend(send + s.numel, s.numel, r, kExpAvgSqTag)};
+    wait_all(pair);
   }
   wait_all(sends);
   release_full_moments();
 }
 
-void DistributedAdamW::release_full_moments() { std::vector<float>().swap(staging_); }
+void DistributedAdamW::release_full_moments() {
+  std::vector<float>().swap(staging_);
+  shard_recv_ = DeviceBuffer<float>();
+}
 
 }  // namespace nexus

@@ -63,27 +63,32 @@ class DistributedAdamW {
   std::int64_t steps() const { return local_.steps(); }
   void set_steps(std::int64_t steps) { local_.set_steps(steps); }
 
-  // Checkpoints hold the moments whole (their logical shapes). full_moments(root) gives the [n]
-  // exp_avg and exp_avg_sq that checkpoint I/O reads or writes on the root rank: under zero 0 the
-  // optimizer's own buffers (every rank); under zero 1 a staging copy of 2 n floats allocated on
-  // the root only (nullptr elsewhere) and held until release_full_moments(). That staging is the
-  // price of a file that loads on any number of ranks under either setting: while a checkpoint is
-  // written or read, the root holds as much optimizer state as under zero 0.
+  // Checkpoints hold the moments whole (their logical shapes), in host memory. full_moments(root)
+  // gives the [n] exp_avg and exp_avg_sq that checkpoint I/O reads or writes: on the CPU under
+  // zero 0 the optimizer's own buffers (every rank, no copy); otherwise a host staging copy of 2 n
+  // floats, held until release_full_moments() -- on the root only under zero 1 (nullptr
+  // elsewhere), on every rank under zero 0 on a GPU (each rank receives the root's broadcast into
+  // it). That staging is the price of a file that loads on any number of ranks under either
+  // setting: while a checkpoint is written or read, the root holds as much optimizer state as
+  // under zero 0.
   struct FullMoments {
     float* exp_avg = nullptr;
     float* exp_avg_sq = nullptr;
   };
   FullMoments full_moments(bool root);
-  // Zero 1, collective: the root's staging receives every rank's shards (before a save). Zero 0:
-  // nothing to do, the root's own moments are whole.
+  // Collective (before a save): the root's full moments receive every rank's shards (zero 1) or
+  // its own device moments (zero 0 on a GPU). Zero 0 on the CPU: nothing to do.
   void gather_moments(int root);
-  // Zero 1, collective: every rank takes its shard of the root's staging (after a load) and the
-  // staging is released. Zero 0: nothing here, the caller broadcasts the whole moments (one tree
-  // broadcast beats a message per rank).
+  // Collective (after a load): every rank takes its part of the full moments onto its device --
+  // its shard of the root's staging (zero 1), or the whole of its own staging, which the caller
+  // filled by a broadcast (zero 0 on a GPU: one tree broadcast beats a message per rank) -- and
+  // the staging is released. Zero 0 on the CPU: nothing here, the broadcast wrote the moments.
   void scatter_moments(int root);
   void release_full_moments();
 
  private:
+  bool moments_on_host() const;  // the moments' device is the CPU: checkpoints read them in place
+
   idx n_;
   const DataPlane& group_;
   bool sharded_;
@@ -92,7 +97,8 @@ class DistributedAdamW {
   DeviceBuffer<float> grad_shard_;   // [shard_.numel] summed deltas of this shard; the all-gather's send block
   DeviceBuffer<float> tail_gather_;  // [S * tail] the all-gathered tail, of which the last rank's block counts
   std::vector<double> norm_parts_;  // [S] every rank's sum of squares, summed in rank order
-  std::vector<float> staging_;      // [2 n] on the root while a checkpoint moves (zero 1), else empty
+  std::vector<float> staging_;      // [2 n] host copy while a checkpoint moves (not CPU zero 0), else empty
+  DeviceBuffer<float> shard_recv_;  // [2 largest shard] zero 1 off the CPU: a shard received on its way to staging_
 };
 
 }  // namespace nexus

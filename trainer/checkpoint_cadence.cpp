@@ -15,7 +15,7 @@ std::string CheckpointCadence::save(const RunState& st, const Model<float>& mode
   std::string path, error;
   opt.gather_moments(0);
   if (comm.is_root()) {
-    // Host memory on the CPU backend: the optimizer's own buffers (zero 0) or the staging (zero 1).
+    // Host memory: the optimizer's own buffers (CPU, zero 0) or the staging.
     const DistributedAdamW::FullMoments moments = opt.full_moments(true);
     CheckpointMeta meta;
     meta.step = st.step;
@@ -92,12 +92,11 @@ void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<f
   comm.broadcast(position.data(), position.size());
   comm.broadcast(params.data(), std::size_t(n) * sizeof(float));
   params.store();
-  if (opt.sharded()) {
-    opt.scatter_moments(0);
-  } else {
+  if (!opt.sharded()) {  // every rank's full moments receive the root's
     comm.broadcast(moments.exp_avg, std::size_t(n) * sizeof(float));
     comm.broadcast(moments.exp_avg_sq, std::size_t(n) * sizeof(float));
   }
+  opt.scatter_moments(0);
   st.step = header[0];
   st.tokens_seen = header[1];
   opt.set_steps(header[2]);
