@@ -43,9 +43,11 @@ void MetricsLog::step(const StepMetrics& m) {
   }
   const int eta = int(eta_s_ + 0.5);
   std::printf("step %6lld/%lld %3.0f%% | loss %.4f | lr %.2e | gnorm %.3f | %8.0f tok/s | %7.1f ms | mfu %5.1f%% | "
-              "mem %.0f MiB | eta %d:%02d:%02d%s\n",
+              "mem %.0f MiB%s | eta %d:%02d:%02d%s\n",
               (long long)m.step, (long long)m.total_steps, 100.0 * double(m.step) / double(std::max<idx>(m.total_steps, 1)),
-              m.loss, m.lr, m.grad_norm, m.tokens_per_s, m.ms, 100.0 * m.mfu, m.peak_mem_mib, eta / 3600,
+              m.loss, m.lr, m.grad_norm, m.tokens_per_s, m.ms, 100.0 * m.mfu, m.peak_mem_mib,
+              m.peak_device_mib > 0 ? (" | gpu " + std::to_string(long(m.peak_device_mib + 0.5)) + " MiB").c_str() : "",
+              eta / 3600,
               eta / 60 % 60, eta % 60, m.bad_steps ? (" | skipped " + std::to_string(m.bad_steps)).c_str() : "");
   std::fflush(stdout);
   write_json(nlohmann::json{{"step", m.step},
@@ -56,6 +58,7 @@ void MetricsLog::step(const StepMetrics& m) {
                             {"ms", m.ms},
                             {"mfu", m.mfu},
                             {"peak_mem_mib", m.peak_mem_mib},
+                            {"peak_device_mib", m.peak_device_mib},
                             {"bad_steps", m.bad_steps}}
                  .dump());
 }

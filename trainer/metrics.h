@@ -16,7 +16,8 @@ struct StepMetrics {
   double loss = 0, lr = 0, grad_norm = 0;
   double tokens_per_s = 0, ms = 0;
   double mfu = 0;  // model FLOPs achieved / GEMM peak measured at start
-  double peak_mem_mib = 0;
+  double peak_mem_mib = 0;     // host: the largest rank's resident-set peak
+  double peak_device_mib = 0;  // GPU: the largest rank's device memory peak (0 on the CPU)
   idx bad_steps = 0;
 };
 

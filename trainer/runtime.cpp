@@ -7,6 +7,7 @@
 #if NEXUS_HAS_CUDA
 #include "kernels/cuda/backend.h"
 #endif
+#include "kernels/cpu/blas_runtime.h"
 #include "model/memory_need.h"
 
 namespace nexus {
@@ -18,16 +19,46 @@ void apply_runtime(const RuntimeOptions& runtime) {
     if (cuda::visible_devices(&why) == 0)
       throw OptionsError(std::string("runtime.device = cuda: no CUDA device is visible (") + why +
                          "); use runtime.device = cpu, or run where a GPU is");
-    throw OptionsError("runtime.device = cuda: the CUDA backend has device memory, the buffer ops and AdamW, but "
-                       "not yet the layer kernels a training step needs; use runtime.device = cpu");
 #else
     throw OptionsError("runtime.device = cuda: this build of nexus has no CUDA backend (it was configured "
                        "without a CUDA compiler); use runtime.device = cpu");
 #endif
   }
+  // Model<bf16> (bf16 activations and compute weights over fp32 master weights) is not built yet:
+  // the CUDA kernels have their bf16 instantiations, the model and trainer run fp32 on both devices.
+  if (runtime.dtype == "bf16")
+    throw OptionsError("runtime.dtype = bf16: this build trains in fp32 only (the bf16 model with fp32 master "
+                       "weights is not built yet); use runtime.dtype = fp32");
   if (runtime.threads > 0) omp_set_num_threads(int(runtime.threads));
   if (!runtime.memory_limit.empty())
     set_memory_limit(parse_bytes(runtime.memory_limit).value_or(0), "runtime.memory_limit = " + runtime.memory_limit);
+}
+
+Exec runtime_exec(const RuntimeOptions& runtime) {
+  return runtime.device == "cuda" ? Exec{Device::cuda, nullptr} : Exec{};
+}
+
+double gemm_peak_gflops(const Exec& ex) {
+#if NEXUS_HAS_CUDA
+  if (ex.device == Device::cuda) return cuda::measure_gemm_peak_gflops();
+#endif
+  (void)ex;
+  return measure_gemm_peak_gflops(512, 0.2);
+}
+
+MemoryAvailable device_memory_available(const Exec& ex) {
+#if NEXUS_HAS_CUDA
+  if (ex.device == Device::cuda) return MemoryAvailable{cuda::free_device_bytes(), "the GPU's free memory (cudaMemGetInfo)"};
+#endif
+  return available_memory();
+}
+
+double device_peak_mib(const Exec& ex) {
+#if NEXUS_HAS_CUDA
+  if (ex.device == Device::cuda) return double(cuda::peak_allocated_bytes()) / double(1 << 20);
+#endif
+  (void)ex;
+  return 0;
 }
 
 }  // namespace nexus

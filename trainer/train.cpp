@@ -22,6 +22,7 @@
 #include "trainer/local_batch.h"
 #include "trainer/metrics.h"
 #include "trainer/plan.h"
+#include "trainer/runtime.h"
 #include "trainer/signals.h"
 
 namespace nexus {
@@ -62,7 +63,11 @@ void require_run_fits(const RunOptions& o, const BatchLayout& layout, const Comm
   // the root only, though the check below multiplies it by the processes on the root's machine:
   // conservative there by (processes - 1) x that staging, exact on every other machine.
   if (comm.is_root()) need.other = saturating_add(need.other, root_checkpoint_staging(o, layout));
-  const std::string shortfall = memory_shortfall("this run", need, comm.local_size(), available_memory());
+  // On a GPU the model, optimizer and activations live in the rank's own GPU memory.
+  const Exec ex = runtime_exec(o.runtime);
+  const std::string shortfall = ex.device == Device::cpu
+                                    ? memory_shortfall("this run", need, comm.local_size(), available_memory())
+                                    : memory_shortfall("this run", need, 1, device_memory_available(ex));
   if (comm.all(shortfall.empty())) return;
   // Machines may differ: a rank other than the root reports its own shortfall itself.
   if (!shortfall.empty() && !comm.is_root()) std::fprintf(stderr, "nexus: rank %d: %s\n", comm.rank(), shortfall.c_str());
@@ -126,13 +131,17 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   DataLoader train_data(make_sequences(o, false), layout.micro_batch * layout.dp, dp_rank, layout.dp);
   EvalCadence evals(o, layout.micro_batch * layout.dp, dp_rank, layout.dp);
 
-  Model<float> model(o.model, BatchShape{layout.micro_batch, local_len}, &mesh.cp_data());
+  const Exec ex = runtime_exec(o.runtime);
+  if (ex.device != Device::cpu && comm.size() > 1)
+    throw OptionsError("runtime.device = " + o.runtime.device + " on " + std::to_string(comm.size()) +
+                       " ranks: the GPU data plane is not wired into the trainer yet; run one rank per job");
+  Model<float> model(o.model, BatchShape{layout.micro_batch, local_len}, &mesh.cp_data(), ex);
   model.init(t.seed);  // same seed on every rank: identical weights without a broadcast
   DistributedAdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()), mesh.world_data(),
                              int(o.parallel.zero), model.exec());
   const ScheduleConfig schedule = o.schedule_config();
   // Every rank measures its GEMM peak at the same time, so the sum is the job's real peak.
-  const double peak_gflops = comm.sum(measure_gemm_peak_gflops(512, 0.2));
+  const double peak_gflops = comm.sum(gemm_peak_gflops(ex));
   const double train_flops_per_token = 3.0 * model.forward_flops_per_token();
   if (comm.is_root())
     log.note("model: " + std::to_string(model.num_params()) + " parameters, activation arena " +
@@ -209,6 +218,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       m.tokens_per_s = double(layout.global_batch * t.seq_len) / seconds;
       m.mfu = train_flops_per_token * m.tokens_per_s / (peak_gflops * 1e9);
       m.peak_mem_mib = comm.max(peak_rss_mib());
+      m.peak_device_mib = comm.max(device_peak_mib(ex));
       m.bad_steps = result.bad_steps;
       log.step(m);
     }

@@ -21,6 +21,18 @@ void copy_to_device(const Exec& ex, void* dst, const void* src, std::size_t byte
 void copy_to_host(const Exec& ex, void* dst, const void* src, std::size_t bytes);
 void zero_bytes(const Exec& ex, void* dst, std::size_t bytes);
 
+// Device memory this process holds through allocate_bytes (every DeviceBuffer and the backend's
+// scratch), now and at most so far: the figure a step reports as its peak GPU memory (cuBLASLt,
+// NCCL and the CUDA context hold a little more outside it).
+std::size_t allocated_bytes();
+std::size_t peak_allocated_bytes();
+// Free memory on the current GPU (cudaMemGetInfo): what a run's memory check compares against.
+std::size_t free_device_bytes();
+
+// The dense bf16 GEMM rate (GFLOP/s) cuBLASLt sustains on n x n x n products over about
+// `seconds`: the peak the run's MFU is measured against.
+double measure_gemm_peak_gflops(idx n = 8192, double seconds = 0.3);
+
 // How many CUDA devices this process sees (0 when there is no driver or no GPU), and why none
 // when there are none (the CUDA runtime's error text).
 int visible_devices(const char** why_none = nullptr);

@@ -1,24 +1,70 @@
 // The CUDA backend's device memory and device discovery.
+#include <mutex>
 #include <new>
+#include <unordered_map>
 
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.cuh"
 
 namespace nexus::cuda {
 
+namespace {
+
+// What allocate_bytes handed out, by pointer (allocations happen at setup, so a map under a mutex
+// costs nothing that matters).
+struct Ledger {
+  std::mutex mutex;
+  std::unordered_map<void*, std::size_t> sizes;
+  std::size_t now = 0, peak = 0;
+};
+Ledger& ledger() {
+  static Ledger l;
+  return l;
+}
+
+}  // namespace
+
 void* allocate_bytes(std::size_t bytes) {
   void* p = nullptr;
   // A zero-byte request still gets a unique, valid pointer, as on the CPU.
-  const cudaError_t e = cudaMalloc(&p, bytes ? bytes : 256);
+  bytes = bytes ? bytes : 256;
+  const cudaError_t e = cudaMalloc(&p, bytes);
   if (e == cudaErrorMemoryAllocation) {
     cudaGetLastError();  // clear the sticky-free error so later calls do not report it
     throw std::bad_alloc();
   }
   NEXUS_CUDA_CHECK(e);
+  Ledger& l = ledger();
+  const std::lock_guard<std::mutex> lock(l.mutex);
+  l.sizes[p] = bytes;
+  l.now += bytes;
+  if (l.now > l.peak) l.peak = l.now;
   return p;
 }
 
-void free_bytes(void* p) noexcept { cudaFree(p); }
+void free_bytes(void* p) noexcept {
+  if (!p) return;
+  {
+    Ledger& l = ledger();
+    const std::lock_guard<std::mutex> lock(l.mutex);
+    const auto it = l.sizes.find(p);
+    if (it != l.sizes.end()) {
+      l.now -= it->second;
+      l.sizes.erase(it);
+    }
+  }
+  cudaFree(p);
+}
+
+std::size_t allocated_bytes() {
+  const std::lock_guard<std::mutex> lock(ledger().mutex);
+  return ledger().now;
+}
+
+std::size_t peak_allocated_bytes() {
+  const std::lock_guard<std::mutex> lock(ledger().mutex);
+  return ledger().peak;
+}
 
 void copy_to_device(const Exec& ex, void* dst, const void* src, std::size_t bytes) {
   if (!bytes) return;
@@ -34,6 +80,12 @@ void copy_to_host(const Exec& ex, void* dst, const void* src, std::size_t bytes)
 
 void zero_bytes(const Exec& ex, void* dst, std::size_t bytes) {
   if (bytes) NEXUS_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream_of(ex)));
+}
+
+std::size_t free_device_bytes() {
+  std::size_t free = 0, total = 0;
+  NEXUS_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return free;
 }
 
 int visible_devices(const char** why_none) {
