@@ -28,6 +28,12 @@ ncclDataType_t nccl_type(DType t) {
   throw std::invalid_argument("no NCCL datatype for element type " + std::to_string(int(t)));
 }
 
+// NCCL's description of the last error (of `comm`, or of this thread's last call for null); may be empty.
+std::string last_error(ncclComm_t comm) {
+  const char* text = ncclGetLastError(comm);
+  return text ? text : "";
+}
+
 int world_rank() {
   int r = -1;
   MPI_Comm_rank(MPI_COMM_WORLD, &r);
@@ -92,7 +98,7 @@ struct NcclDataPlane::State {
 
   // Aborts the communicator (so no kernel of it spins on) and throws naming the call.
   [[noreturn]] void fail(const std::string& call, const std::string& why) {
-    const std::string last = comm ? ncclGetLastError(comm) : "";
+    const std::string last = comm ? last_error(comm) : "";
     if (comm && !aborted) ncclCommAbort(comm);
     comm = nullptr;
     aborted = true;
@@ -164,13 +170,21 @@ struct NcclDataPlane::State {
     // `ready` was last recorded when the last of these was posted: every one's data is written.
     cuda(cudaStreamWaitEvent(comm_stream, ready, 0), "cudaStreamWaitEvent");
     nccl(ncclGroupStart(), "ncclGroupStart");
+    // The group is closed whatever happens inside it: an open group would capture this thread's
+    // next NCCL calls, on any communicator.
+    ncclResult_t first = ncclSuccess;
+    const char* failed = nullptr;
     for (const QueuedOp& op : ops) {
-      if (op.send)
-        nccl(ncclSend(op.data, op.count, op.type, op.peer, comm, comm_stream), "ncclSend");
-      else
-        nccl(ncclRecv(op.data, op.count, op.type, op.peer, comm, comm_stream), "ncclRecv");
+      const ncclResult_t rc = op.send ? ncclSend(op.data, op.count, op.type, op.peer, comm, comm_stream)
+                                      : ncclRecv(op.data, op.count, op.type, op.peer, comm, comm_stream);
+      if (rc != ncclSuccess && rc != ncclInProgress && !failed) {
+        first = rc;
+        failed = op.send ? "ncclSend" : "ncclRecv";
+      }
     }
-    nccl(ncclGroupEnd(), "ncclGroupEnd (sends and receives)");
+    const ncclResult_t end = ncclGroupEnd();
+    if (failed) fail(failed, ncclGetErrorString(first));
+    nccl(end, "ncclGroupEnd (sends and receives)");
     cuda(cudaEventRecord(batch->done, comm_stream), "cudaEventRecord");
     batch->launched = true;
   }
@@ -244,7 +258,7 @@ NcclDataPlane::NcclDataPlane(const Communicator& group, Exec ex, std::chrono::se
   std::string problem;
   if (rank_ == 0) {
     if (const ncclResult_t rc = ncclGetUniqueId(&id); rc != ncclSuccess)
-      problem = std::string("ncclGetUniqueId: ") + ncclGetErrorString(rc) + " (" + ncclGetLastError(nullptr) + ")";
+      problem = std::string("ncclGetUniqueId: ") + ncclGetErrorString(rc) + " (" + last_error(nullptr) + ")";
   }
   group.broadcast(&id, sizeof id, 0);
   if (!group.all(problem.empty()))

@@ -13,21 +13,27 @@ namespace nexus {
 
 namespace detail {
 
-// Host slabs of one size for point-to-point transfers: taken by a transfer, given back when it
-// ends, kept for the next one. Only the thread that calls the data plane touches it.
+// Host slabs for point-to-point pieces: taken by a transfer, given back when it ends, kept for the
+// next one. A piece takes the smallest free slab that holds it (a new one of its size if none
+// does), so a step that repeats the previous step's messages finds an exact fit for each and
+// allocates nothing. Only the thread that calls the data plane touches it.
 class SlabPool {
  public:
-  using Slab = std::unique_ptr<unsigned char[]>;
-  explicit SlabPool(std::size_t slab_bytes) : slab_bytes_(slab_bytes) {}
-  std::size_t slab_bytes() const { return slab_bytes_; }
+  struct Slab {
+    std::unique_ptr<unsigned char[]> data;
+    std::size_t capacity = 0;
+  };
   std::size_t made() const { return made_; }
-  Slab take() {
-    if (free_.empty()) {
+  Slab take(std::size_t bytes) {
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it)
+      if (it->capacity >= bytes && (best == free_.end() || it->capacity < best->capacity)) best = it;
+    if (best == free_.end()) {
       ++made_;
-      return Slab(new unsigned char[slab_bytes_]);
+      return Slab{std::unique_ptr<unsigned char[]>(new unsigned char[bytes]), bytes};
     }
-    Slab s = std::move(free_.back());
-    free_.pop_back();
+    Slab s = std::move(*best);
+    free_.erase(best);
     return s;
   }
   void give_back(std::vector<Slab>& slabs) {
@@ -36,7 +42,6 @@ class SlabPool {
   }
 
  private:
-  std::size_t slab_bytes_;
   std::size_t made_ = 0;
   std::vector<Slab> free_;
 };
@@ -66,8 +71,13 @@ void with_type(DType t, F&& f) {
 // that finds them all done); the slabs then go back to the pool.
 class StagedPending final : public Request::Pending {
  public:
-  StagedPending(std::shared_ptr<SlabPool> pool, const Exec& ex, void* device_dst, std::size_t bytes)
-      : pool_(std::move(pool)), ex_(ex), device_dst_(static_cast<unsigned char*>(device_dst)), bytes_(bytes) {}
+  StagedPending(std::shared_ptr<SlabPool> pool, const Exec& ex, void* device_dst, std::size_t bytes,
+                std::size_t piece)
+      : pool_(std::move(pool)),
+        ex_(ex),
+        device_dst_(static_cast<unsigned char*>(device_dst)),
+        bytes_(bytes),
+        piece_(piece) {}
   ~StagedPending() override {
     pieces_.clear();  // each Request waits for its piece
     pool_->give_back(slabs_);
@@ -89,9 +99,8 @@ class StagedPending final : public Request::Pending {
  private:
   void finish() {
     if (device_dst_) {
-      const std::size_t piece = pool_->slab_bytes();
       for (std::size_t i = 0; i < slabs_.size(); ++i)
-        copy_to_device(ex_, device_dst_ + i * piece, slabs_[i].get(), std::min(piece, bytes_ - i * piece));
+        copy_to_device(ex_, device_dst_ + i * piece_, slabs_[i].data.get(), std::min(piece_, bytes_ - i * piece_));
       device_dst_ = nullptr;
     }
     pieces_.clear();
@@ -101,7 +110,7 @@ class StagedPending final : public Request::Pending {
   std::shared_ptr<SlabPool> pool_;
   Exec ex_;
   unsigned char* device_dst_;  // null for a send, and once a receive has been copied back
-  std::size_t bytes_;
+  std::size_t bytes_, piece_;
   std::vector<SlabPool::Slab> slabs_;
   std::vector<Request> pieces_;
 };
@@ -112,7 +121,7 @@ StagedDataPlane::StagedDataPlane(const DataPlane& host, Exec ex, std::size_t sta
     : host_(host), ex_(ex), staging_bytes_(staging_bytes) {
   if (staging_bytes == 0) throw std::invalid_argument("StagedDataPlane: a staging buffer of 0 bytes");
   staging_.reset(new unsigned char[staging_bytes]);
-  slabs_ = std::make_shared<SlabPool>(staging_bytes);
+  slabs_ = std::make_shared<SlabPool>();
 }
 
 StagedDataPlane::~StagedDataPlane() = default;
@@ -196,12 +205,12 @@ void StagedDataPlane::do_reduce_scatter_sum(const void* send, void* recv, idx co
 
 Request StagedDataPlane::do_isend(const void* data, idx count, DType t, int dest, int tag) const {
   const std::size_t bytes = std::size_t(std::max<idx>(count, 0)) * dtype_bytes(t);
-  auto pending = std::make_unique<StagedPending>(slabs_, ex_, nullptr, bytes);
+  auto pending = std::make_unique<StagedPending>(slabs_, ex_, nullptr, bytes, staging_bytes_);
   const auto* d = static_cast<const unsigned char*>(data);
   for (std::size_t at = 0; at < bytes; at += staging_bytes_) {
     const std::size_t n = std::min(staging_bytes_, bytes - at);
-    pending->slabs().push_back(slabs_->take());
-    unsigned char* slab = pending->slabs().back().get();
+    pending->slabs().push_back(slabs_->take(n));
+    unsigned char* slab = pending->slabs().back().data.get();
     copy_to_host(ex_, slab, d + at, n);
     pending->pieces().push_back(host_.isend(slab, idx(n), dest, tag));
   }
@@ -210,11 +219,11 @@ Request StagedDataPlane::do_isend(const void* data, idx count, DType t, int dest
 
 Request StagedDataPlane::do_irecv(void* data, idx count, DType t, int source, int tag) const {
   const std::size_t bytes = std::size_t(std::max<idx>(count, 0)) * dtype_bytes(t);
-  auto pending = std::make_unique<StagedPending>(slabs_, ex_, data, bytes);
+  auto pending = std::make_unique<StagedPending>(slabs_, ex_, data, bytes, staging_bytes_);
   for (std::size_t at = 0; at < bytes; at += staging_bytes_) {
     const std::size_t n = std::min(staging_bytes_, bytes - at);
-    pending->slabs().push_back(slabs_->take());
-    pending->pieces().push_back(host_.irecv(pending->slabs().back().get(), idx(n), source, tag));
+    pending->slabs().push_back(slabs_->take(n));
+    pending->pieces().push_back(host_.irecv(pending->slabs().back().data.get(), idx(n), source, tag));
   }
   return Request(std::move(pending));
 }

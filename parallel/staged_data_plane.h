@@ -9,10 +9,11 @@
 //   a larger message travels in pieces that fit it (an all-gather or reduce-scatter in pieces of
 //   `count`, each piece's send and receive parts together in the buffer);
 // - a point-to-point transfer holds its data on the host until it completes, and transfers may be
-//   in flight together (a ring posts its sends and receives before waiting on any), so it takes
-//   slabs of `staging_bytes` from a pool, one per piece; slabs come back when the transfer ends
-//   and are kept, so the pool grows to the run's peak of bytes in flight during the first step and
-//   never after. (One shared buffer with pieces sent one after another would need the receiver to
+//   in flight together (a ring posts its sends and receives before waiting on any), so each piece
+//   (at most `staging_bytes`) takes a host slab from a pool; slabs come back when the transfer ends
+//   and are kept, and a piece takes the smallest free slab that holds it, so the pool grows to the
+//   run's peak of bytes in flight during the first step and a step that repeats it allocates
+//   nothing. (One shared buffer with pieces sent one after another would need the receiver to
 //   post the next piece inside its wait(), and a ring whose ranks all wait on their sends first
 //   would deadlock.)
 // Every rank of the group must use the same staging_bytes: a point-to-point message is a sequence
@@ -43,7 +44,7 @@ class StagedDataPlane final : public DataPlane {
   int rank() const override { return host_.rank(); }
   int size() const override { return host_.size(); }
   std::size_t staging_bytes() const { return staging_bytes_; }
-  // Slabs the point-to-point pool has made so far (each staging_bytes): the peak in flight.
+  // Slabs the point-to-point pool has allocated so far: the peak number of pieces in flight.
   std::size_t slabs_made() const;
 
  private:
