@@ -58,7 +58,7 @@ class MpiPending final : public Request::Pending {
 
 MPI_Datatype mpi_type(DType t) {
   switch (t) {
-    case DType::u8: return MPI_BYTE;
+    case DType::u8: return MPI_UINT8_T;  // MPI_BYTE has no arithmetic: MPI_SUM on it is undefined
     case DType::i32: return MPI_INT32_T;
     case DType::i64: return MPI_INT64_T;
     case DType::f32: return MPI_FLOAT;

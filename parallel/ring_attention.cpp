@@ -225,10 +225,6 @@ void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout,
     const int src = (r - step + P) % P, reader = (r + step) % P;
     std::array<Request, 2> incoming;
     const bool receiving = step > 0 && hop_needed(reader, r, P, s);
-    if (receiving) {
-      incoming = {cp.irecv(arrived, z.kv, reader, kBwdDk), cp.irecv(arrived + z.kv, z.kv, reader, kBwdDv)};
-      st.bytes_received += grad_bytes;
-    }
     if (held) {
       T *dks = dk, *dvs = dv;  // step 0: own K/V, own queries
       if (step > 0) {
@@ -246,7 +242,6 @@ void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout,
                              out + o.q, lse + o.lse, blk.shape);
           ++st.block_calls;
           progress(transfers);
-          progress(incoming);
         }
       }
       if (step > 0) {
@@ -254,7 +249,13 @@ void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout,
         st.bytes_sent += grad_bytes;
       }
     }
+    // Posted with this step's sends, not before the compute: a data plane that launches
+    // point-to-point in groups (NCCL, one op after another per communicator) would otherwise start
+    // this receive in a group whose matching send the reader posts only in its next group, behind
+    // its own such receive, around the whole ring: a deadlock. Here every group is a closed exchange.
     if (receiving) {
+      incoming = {cp.irecv(arrived, z.kv, reader, kBwdDk), cp.irecv(arrived + z.kv, z.kv, reader, kBwdDv)};
+      st.bytes_received += grad_bytes;
       wait_all(incoming);
       if (any_arrived)
         axpy(ex, summed, static_cast<const T*>(arrived), 2 * z.kv, T(1));

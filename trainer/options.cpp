@@ -92,6 +92,9 @@ void for_each_option(Options& o, F&& f) {
   f("parallel.cp", o.parallel.cp, "context-parallel group size; dp = world size / cp");
   f("parallel.zero", o.parallel.zero,
     "0: every rank holds the whole AdamW state; 1: ZeRO-1, the AdamW moments sharded over all ranks (dp x cp)");
+  f("parallel.transport", o.parallel.transport,
+    "data plane: auto | mpi | staged | nccl (auto: mpi on the CPU; on a GPU nccl when built and one rank per GPU, "
+    "else staged: host copies around MPI)");
   auto& rt = o.runtime;
   f("runtime.device", rt.device, "cpu | cuda");
   f("runtime.dtype", rt.dtype, "fp32 | bf16 (activations and compute weights; bf16 needs runtime.device = cuda)");
@@ -382,6 +385,14 @@ void finalize(RunOptions& o) {
           kv("parallel.zero", o.parallel.zero) +
               " is not one of 0 (replicated optimizer state), 1 (ZeRO-1: AdamW moments sharded over the ranks)");
   require(rt.device == "cpu" || rt.device == "cuda", "runtime.device = \"" + rt.device + "\" is not one of cpu, cuda");
+  const std::string& tr = o.parallel.transport;
+  require(tr == "auto" || tr == "mpi" || tr == "staged" || tr == "nccl",
+          "parallel.transport = \"" + tr + "\" is not one of auto, mpi, staged, nccl");
+  require(rt.device == "cuda" || tr == "auto" || tr == "mpi",
+          "parallel.transport = " + tr + " needs runtime.device = cuda (on the CPU: auto or mpi)");
+  require(rt.device == "cpu" || tr != "mpi",
+          "parallel.transport = mpi with runtime.device = cuda would hand device pointers to MPI (needs a CUDA-aware "
+          "MPI); expected auto, staged or nccl");
   require(rt.dtype == "fp32" || rt.dtype == "bf16", "runtime.dtype = \"" + rt.dtype + "\" is not one of fp32, bf16");
   require(rt.dtype != "bf16" || rt.device == "cuda",
           "runtime.dtype = bf16 needs runtime.device = cuda (the CPU computes in fp32)");

@@ -100,6 +100,9 @@ struct DataOptions {
 struct ParallelOptions {
   idx cp = 1;  // context-parallel group size; dp = world / cp
   idx zero = 0;  // 0: every rank holds the whole AdamW state; 1: ZeRO-1, the moments sharded over the ranks
+  // The data plane (parallel/transport.h): auto | mpi | staged | nccl. auto: mpi on the CPU; on a GPU
+  // nccl when built and every rank has its own GPU, else staged (host copies around MPI).
+  std::string transport = "auto";
   bool operator==(const ParallelOptions&) const = default;
 };
 

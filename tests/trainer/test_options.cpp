@@ -28,7 +28,8 @@ const std::vector<std::string> kAllKeys = {
     "optim.grad_clip", "train.max_bad_steps", "train.eval_every", "train.eval_batches", "train.log_every",
     "train.out_dir", "checkpoint.every", "checkpoint.dir", "checkpoint.keep", "train.exit_after", "data.source",
     "data.path",
-    "data.mqar_pairs", "data.mqar_queries", "data.val_path", "parallel.cp", "parallel.zero", "runtime.device",
+    "data.mqar_pairs", "data.mqar_queries", "data.val_path", "parallel.cp", "parallel.zero", "parallel.transport",
+    "runtime.device",
     "runtime.dtype", "runtime.threads", "train.recompute", "runtime.memory_limit"};
 
 // A scratch INI file removed at the end of the test.
@@ -379,6 +380,22 @@ TEST(Options, RuntimeAndTextSourceAreCheckedWhileParsing) {
   EXPECT_CONTAINS(msg_of({"--runtime.threads=-1"}), "runtime.threads = -1");
   EXPECT_CONTAINS(msg_of({"--data.source=text", "--data.path=a.txt"}), "nexus data prepare");
   EXPECT_NO_THROW(parse_command_line(std::vector<std::string>{"--runtime.device=cuda", "--runtime.dtype=bf16"}));
+}
+
+TEST(Options, TransportIsCheckedAgainstTheDevice) {
+  auto msg_of = [](std::vector<std::string> args) { return error_of([&] { parse_command_line(args); }); };
+  auto transport_of = [](std::vector<std::string> args) {
+    return parse_command_line(args).options.parallel.transport;
+  };
+  EXPECT_EQ(transport_of({}), "auto");
+  EXPECT_CONTAINS(msg_of({"--parallel.transport=gloo"}),
+                  "parallel.transport = \"gloo\" is not one of auto, mpi, staged, nccl");
+  EXPECT_CONTAINS(msg_of({"--parallel.transport=nccl"}), "parallel.transport = nccl needs runtime.device = cuda");
+  EXPECT_CONTAINS(msg_of({"--parallel.transport=staged"}), "parallel.transport = staged needs runtime.device = cuda");
+  EXPECT_CONTAINS(msg_of({"--runtime.device=cuda", "--parallel.transport=mpi"}), "CUDA-aware");
+  EXPECT_EQ(transport_of({"--parallel.transport=mpi"}), "mpi");
+  for (const char* t : {"auto", "staged", "nccl"})
+    EXPECT_EQ(transport_of({"--runtime.device=cuda", std::string("--parallel.transport=") + t}), t);
 }
 
 TEST(Options, ValuesThatCannotRoundTripAreRejected) {

@@ -1,0 +1,171 @@
+// The GPU data planes under mpirun (labels gpu and mpi): every operation on device buffers against
+// the MPI Communicator on host copies of the same data.
+// - StagedDataPlane on GPU buffers: runs whenever each rank sees a GPU, also with several ranks on
+//   one GPU (the multi-rank GPU code path where NCCL cannot run).
+// - NcclDataPlane over the whole world and a dp x cp Mesh's groups: needs one GPU per rank (NCCL
+//   refuses two ranks on one GPU); with fewer GPUs than ranks the output says "NOT RUN" and why,
+//   and one-rank NCCL communicators (each rank alone) are checked instead.
+// Without a visible GPU every rank says so and the run exits 77 (ctest: skipped).
+// Tolerance: none. The values are small integers, so every sum is exact in float and double and
+// NCCL's reduction order cannot change a bit.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/backend.h"
+#include "kernels/device_memory.h"
+#include "parallel/mesh.h"
+#include "parallel/staged_data_plane.h"
+#if NEXUS_HAS_NCCL
+#include "parallel/nccl_data_plane.h"
+#endif
+
+namespace nexus {
+namespace {
+
+const Communicator* g_world = nullptr;
+GpuPlacement g_gpus;
+constexpr Exec kGpu{Device::cuda, nullptr};
+
+void say(const std::string& line) {
+  if (g_world->is_root()) std::printf("%s\n", line.c_str());
+}
+
+template <typename T>
+std::vector<T> values(idx n, int rank, int salt) {
+  std::vector<T> v(static_cast<std::size_t>(n));
+  for (idx i = 0; i < n; ++i) v[std::size_t(i)] = T((i * 5 + salt) % 19 + 50 * rank);
+  return v;
+}
+
+template <typename T>
+DeviceBuffer<T> on_gpu(const std::vector<T>& host) {
+  DeviceBuffer<T> d(kGpu, idx(host.size()));
+  copy_to_device(kGpu, d.data(), host.data(), d.bytes());
+  return d;
+}
+
+template <typename T>
+std::vector<T> on_host(const DeviceBuffer<T>& d) {
+  std::vector<T> host(static_cast<std::size_t>(d.size()));
+  copy_to_host(kGpu, host.data(), d.data(), d.bytes());
+  return host;
+}
+
+// Every operation of `gpu` (a data plane on device buffers over the same ranks as `host`) against
+// `host` on host copies.
+template <typename T>
+void planes_agree(const DataPlane& gpu, const DataPlane& host, const std::string& what) {
+  ASSERT_EQ(gpu.size(), host.size()) << what;
+  ASSERT_EQ(gpu.rank(), host.rank()) << what;
+  const int P = host.size(), r = host.rank();
+  for (idx n : {idx(1), idx(257), idx(4099)}) {
+    auto expect = values<T>(n, r, 1);
+    auto d = on_gpu(expect);
+    host.allreduce_sum(expect.data(), n);
+    gpu.allreduce_sum(d.data(), n);
+    EXPECT_EQ(on_host(d), expect) << what << ": all-reduce of " << n;
+
+    const auto mine = values<T>(n, r, 2);
+    std::vector<T> gathered(static_cast<std::size_t>(P * n));
+    host.allgather(mine.data(), n, gathered.data());
+    auto d_mine = on_gpu(mine);
+    DeviceBuffer<T> d_gathered(kGpu, P * n);
+    gpu.allgather(d_mine.data(), n, d_gathered.data());
+    EXPECT_EQ(on_host(d_gathered), gathered) << what << ": all-gather of " << n;
+
+    const auto blocks = values<T>(P * n, r, 3);
+    std::vector<T> reduced(static_cast<std::size_t>(n));
+    host.reduce_scatter_sum(blocks.data(), n, reduced.data());
+    auto d_blocks = on_gpu(blocks);
+    DeviceBuffer<T> d_reduced(kGpu, n);
+    gpu.reduce_scatter_sum(d_blocks.data(), n, d_reduced.data());
+    EXPECT_EQ(on_host(d_reduced), reduced) << what << ": reduce-scatter of " << n;
+
+    // One ring step, posted before anything is waited on.
+    const int to = (r + 1) % P, from = (r - 1 + P) % P;
+    const auto sent = values<T>(n, r, 4);
+    auto d_sent = on_gpu(sent);
+    DeviceBuffer<T> d_got(kGpu, n);
+    Request reqs[2] = {gpu.irecv(d_got.data(), n, from, 9), gpu.isend(d_sent.data(), n, to, 9)};
+    wait_all(reqs);
+    EXPECT_EQ(on_host(d_got), (values<T>(n, from, 4))) << what << ": ring send/receive of " << n;
+  }
+}
+
+TEST(GpuDataPlanes, StagedOnGpuBuffersEqualsTheCommunicator) {
+  const Communicator& w = *g_world;
+  const StagedDataPlane staged(w, kGpu, 4096);  // smaller than the largest messages: pieces
+  planes_agree<float>(staged, w, "staged world, float");
+  planes_agree<double>(staged, w, "staged world, double");
+  planes_agree<std::int64_t>(staged, w, "staged world, int64");
+  for (idx cp = 1; cp <= w.size(); ++cp) {
+    if (w.size() % cp != 0) continue;
+    const Mesh mesh(w, cp, DataTransport::staged, kGpu, 1 << 20);
+    planes_agree<float>(mesh.cp_data(), mesh.cp_group(), "staged cp group, cp " + std::to_string(cp));
+    planes_agree<float>(mesh.dp_data(), mesh.dp_group(), "staged dp group, cp " + std::to_string(cp));
+  }
+}
+
+#if NEXUS_HAS_NCCL
+TEST(GpuDataPlanes, NcclEqualsTheCommunicator) {
+  const Communicator& w = *g_world;
+  if (g_gpus.ranks_per_gpu > 1) {
+    say("NOT RUN: NCCL over " + std::to_string(w.size()) + " ranks: " + std::to_string(g_gpus.ranks_per_gpu) +
+        " ranks share a GPU (" + std::to_string(g_gpus.visible) +
+        " visible) and NCCL refuses two ranks on one GPU; needs one GPU per rank. Checked instead: one-rank NCCL "
+        "communicators, and the multi-rank GPU path over the staged plane (above).");
+    const Communicator alone = Communicator::self();
+    const NcclDataPlane nccl(alone, kGpu);
+    planes_agree<float>(nccl, alone, "nccl, one rank");
+    planes_agree<double>(nccl, alone, "nccl, one rank, double");
+    GTEST_SKIP() << "NCCL over several ranks needs one GPU per rank";
+  }
+  const NcclDataPlane nccl(w, kGpu);
+  planes_agree<float>(nccl, w, "nccl world, float");
+  planes_agree<double>(nccl, w, "nccl world, double");
+  planes_agree<std::int32_t>(nccl, w, "nccl world, int32");
+  planes_agree<std::int64_t>(nccl, w, "nccl world, int64");
+  for (idx cp = 1; cp <= w.size(); ++cp) {
+    if (w.size() % cp != 0) continue;
+    const Mesh mesh(w, cp, DataTransport::nccl, kGpu, 0);
+    planes_agree<float>(mesh.world_data(), mesh.world(), "nccl mesh world, cp " + std::to_string(cp));
+    planes_agree<float>(mesh.cp_data(), mesh.cp_group(), "nccl cp group, cp " + std::to_string(cp));
+    planes_agree<float>(mesh.dp_data(), mesh.dp_group(), "nccl dp group, cp " + std::to_string(cp));
+  }
+}
+#else
+TEST(GpuDataPlanes, NcclEqualsTheCommunicator) {
+  say("NOT RUN: this build has no NCCL data plane (NCCL not found at configure time)");
+  GTEST_SKIP() << "no NCCL in this build";
+}
+#endif
+
+}  // namespace
+}  // namespace nexus
+
+int main(int argc, char** argv) {
+  nexus::MpiRuntime mpi(&argc, &argv);
+  const nexus::Communicator world = nexus::Communicator::world();
+  nexus::g_world = &world;
+  ::testing::InitGoogleTest(&argc, argv);
+  const char* why = "";
+  const bool have_gpu = nexus::cuda::visible_devices(&why) > 0;
+  if (!world.all(have_gpu)) {
+    std::printf("SKIPPED (rank %d): %s; the GPU data planes need a GPU on every rank\n", world.rank(),
+                have_gpu ? "another rank sees no CUDA device" : (std::string("no CUDA device visible: ") + why).c_str());
+    return 77;
+  }
+  nexus::g_gpus = nexus::select_local_gpu(world);
+  nexus::say("GPU data planes: " + std::to_string(world.size()) + " ranks, " + std::to_string(nexus::g_gpus.visible) +
+             " GPU(s) visible per rank, at most " + std::to_string(nexus::g_gpus.ranks_per_gpu) + " rank(s) per GPU");
+  if (world.rank() != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  const bool ok = RUN_ALL_TESTS() == 0;
+  return world.all(ok) ? 0 : 1;
+}
