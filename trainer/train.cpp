@@ -113,7 +113,14 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   const TrainOptions& t = o.train;
   // cp-inner mesh: ranks [d*cp, (d+1)*cp) share each sequence (neighbours, so one node), and
   // data-parallel replica d reads its own rows of every global batch.
-  const Mesh mesh(comm, layout.cp);
+  // A GPU run first makes its node-local GPU current (before any CUDA allocation or stream), then
+  // builds its data planes on it: NCCL, or device buffers staged through host memory.
+  const Exec ex = runtime_exec(o.runtime);
+  const DataTransport transport = ex.device == Device::cpu
+                                      ? choose_transport(o.parallel.transport, Device::cpu, nccl_built(), GpuPlacement{})
+                                      : select_local_gpu(comm, o.parallel.transport);
+  constexpr std::size_t kStagingBytes = std::size_t(64) << 20;  // the staged plane's host pieces
+  const Mesh mesh(comm, layout.cp, transport, ex, kStagingBytes);
   const idx dp_rank = mesh.dp_rank(), local_len = t.seq_len / layout.cp;
   MetricsLog log(t.out_dir, comm.is_root());
   if (comm.is_root()) {
@@ -122,6 +129,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
                 comm.size(), (long long)layout.dp, (long long)layout.cp, (long long)layout.micro_batch,
                 (long long)layout.grad_accum, (long long)layout.global_batch, ini.c_str());
     std::ofstream(std::filesystem::path(t.out_dir) / "config.ini") << ini;
+    if (ex.device != Device::cpu) std::printf("# device: %s, data plane: %s\n", o.runtime.device.c_str(), transport_name(transport));
   }
   failpoint("train_setup");
   require_run_fits(o, layout, comm);
@@ -131,10 +139,6 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   DataLoader train_data(make_sequences(o, false), layout.micro_batch * layout.dp, dp_rank, layout.dp);
   EvalCadence evals(o, layout.micro_batch * layout.dp, dp_rank, layout.dp);
 
-  const Exec ex = runtime_exec(o.runtime);
-  if (ex.device != Device::cpu && comm.size() > 1)
-    throw OptionsError("runtime.device = " + o.runtime.device + " on " + std::to_string(comm.size()) +
-                       " ranks: the GPU data plane is not wired into the trainer yet; run one rank per job");
   Model<float> model(o.model, BatchShape{layout.micro_batch, local_len}, &mesh.cp_data(), ex);
   model.init(t.seed);  // same seed on every rank: identical weights without a broadcast
   DistributedAdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()), mesh.world_data(),
