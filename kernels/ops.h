@@ -63,8 +63,8 @@ namespace detail {
 
 NEXUS_ROUTE(embedding_forward);
 NEXUS_ROUTE(embedding_backward);
-NEXUS_ROUTE(residual_rmsnorm_forward);
-NEXUS_ROUTE(rmsnorm_backward);
+NEXUS_ROUTE_CUDA(residual_rmsnorm_forward);
+NEXUS_ROUTE_CUDA(rmsnorm_backward);
 NEXUS_ROUTE_CUDA(matmul_forward);
 NEXUS_ROUTE_CUDA(matmul_backward);
 NEXUS_ROUTE_CUDA(swiglu_forward);

@@ -6,6 +6,7 @@
 
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/scratch.cuh"
 
 namespace nexus::cuda {
@@ -36,11 +37,11 @@ __global__ void axpy_kernel(T* __restrict__ y, const T* __restrict__ x, idx n, T
     y[i] = add_product_rn(y[i], alpha, x[i]);
 }
 
-// One CUDA block per reduction block: each thread sums a strided share in double, then a fixed
-// shared-memory tree; partial[b] = the block's sum. The order is fixed by the launch shape alone.
+// One CUDA block per reduction block: each thread sums a strided share in double, then the fixed
+// block tree of kernels/cuda/reduce.cuh; partial[b] = the block's sum. The order is fixed by the
+// launch shape alone.
 template <typename T>
 __global__ void sum_of_squares_blocks(const T* __restrict__ x, idx n, double* __restrict__ partial) {
-  __shared__ double lane[kThreads];
   const idx start = blockIdx.x * kReduceBlock;
   const idx len = n - start < kReduceBlock ? n - start : kReduceBlock;
   double sum = 0.0;
@@ -48,13 +49,8 @@ __global__ void sum_of_squares_blocks(const T* __restrict__ x, idx n, double* __
     const double v = static_cast<double>(x[start + i]);
     sum += v * v;
   }
-  lane[threadIdx.x] = sum;
-  __syncthreads();
-  for (unsigned half = kThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) lane[threadIdx.x] += lane[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) partial[blockIdx.x] = lane[0];
+  sum = block_sum<kThreads>(sum);
+  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
 }
 
 // The block sums added in block order by one thread, as the CPU adds them.
