@@ -61,8 +61,8 @@ namespace detail {
 #define NEXUS_ROUTE_CUDA(op) NEXUS_ROUTE(op)
 #endif
 
-NEXUS_ROUTE(embedding_forward);
-NEXUS_ROUTE(embedding_backward);
+NEXUS_ROUTE_CUDA(embedding_forward);
+NEXUS_ROUTE_CUDA(embedding_backward);
 NEXUS_ROUTE_CUDA(residual_rmsnorm_forward);
 NEXUS_ROUTE_CUDA(rmsnorm_backward);
 NEXUS_ROUTE_CUDA(matmul_forward);
