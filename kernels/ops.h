@@ -73,7 +73,7 @@ NEXUS_ROUTE_CUDA(rope_forward);
 NEXUS_ROUTE_CUDA(rope_backward);
 NEXUS_ROUTE(attention_forward);
 NEXUS_ROUTE(attention_backward);
-NEXUS_ROUTE(attention_merge);
+NEXUS_ROUTE_CUDA(attention_merge);
 NEXUS_ROUTE(conv1d_silu_forward);
 NEXUS_ROUTE(conv1d_silu_backward);
 NEXUS_ROUTE(ssd_forward);
