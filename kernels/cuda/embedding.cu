@@ -2,15 +2,18 @@
 // scatter-add backward.
 //
 // The backward is deterministic by ownership, as the CPU's: thread d owns column d of every row of
-// dtable and walks the tokens in order, so no two threads ever add into the same address and each
-// entry receives its additions in token order (the CPU's order too: fp32 and fp64 results equal
-// the CPU's bit for bit). The cost is parallelism: only D threads, each making N dependent
-// read-add-writes into dtable (the next token may name the same row), about one L2 round trip
-// each, so the op takes ~N x 0.5 us however wide the GPU (a few ms at N = 16k). Atomics would run
-// in ~N*D/bandwidth but add in arrival order; sorting the tokens (stable, by id) would restore
-// both speed and order and is the upgrade if this shows in a profile.
+// dtable and walks the tokens in order (kernels/cuda/embedding_walk.h), so no two threads ever add
+// into the same address and each entry receives its additions in token order (the CPU's order too:
+// fp32 and fp64 results equal the CPU's bit for bit). The cost is parallelism: only D threads,
+// each walking all N tokens with read-add-writes into dtable whose next read may depend on the
+// last write (the next token may name the same row). The walk reads kBatch (8) rows at once, so
+// it waits about N/8 memory round trips, ~0.1 ms per thousand tokens however wide the GPU (about
+// 1 ms at N = 16k, against ~N*D/bandwidth for atomics, which would add in arrival order). Sorting
+// the tokens (stable, by id) would restore both speed and order; it is the upgrade if this ever
+// shows in a profile.
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/embedding_walk.h"
 
 namespace nexus::cuda {
 
@@ -32,12 +35,8 @@ __global__ void embedding_forward_kernel(T* __restrict__ out, const std::int32_t
 template <typename T>
 __global__ void embedding_backward_kernel(accum_t<T>* __restrict__ dtable, const std::int32_t* __restrict__ tokens,
                                           const T* __restrict__ dout, idx N, idx D) {
-  using A = accum_t<T>;
   for (idx d = blockIdx.x * idx(blockDim.x) + threadIdx.x; d < D; d += idx(gridDim.x) * blockDim.x)
-    for (idx n = 0; n < N; ++n) {
-      A& dst = dtable[idx(tokens[n]) * D + d];
-      dst = dst + A(dout[n * D + d]);
-    }
+    embedding::add_column_in_token_order(dtable, tokens, dout, N, D, d);
 }
 
 }  // namespace

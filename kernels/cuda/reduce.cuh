@@ -82,7 +82,7 @@ namespace column_sum {
 
 constexpr unsigned kColTile = 32, kRowLanes = 8;
 constexpr idx kMinSlabRows = 64;
-constexpr idx kMaxSlabs = 4096;  // bounds the scratch: kMaxSlabs * cols sums
+constexpr idx kMaxSlabs = 512;  // bounds the scratch: kMaxSlabs * cols sums (64 MiB for 16k columns)
 
 inline idx slab_rows(idx N) {
   const idx rows = (N + kMaxSlabs - 1) / kMaxSlabs;
