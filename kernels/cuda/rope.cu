@@ -27,7 +27,9 @@ __global__ void rope_rotate_kernel(T* x, RopeDims g, double theta, double sign) 
     const idx t = j / half, i = j - t * half;
     const double inv_freq = pow(theta, -double(2 * i) / double(g.rotary_dim));
     const double a = sign * double(g.pos0 + t) * inv_freq;
-    const C c = C(cos(a)), s = C(sin(a));
+    double sin_a, cos_a;
+    sincos(a, &sin_a, &cos_a);
+    const C c = C(cos_a), s = C(sin_a);
     for (idx b = 0; b < g.B; ++b)
       for (idx h = 0; h < g.H; ++h) {
         T* lo = x + (b * g.Tn + t) * row + h * g.head_dim + i;  // x[i]; x[i + r/2] is half further

@@ -65,7 +65,8 @@ TEST(CudaAttentionMerge, Fp64MatchesTheCpu) { attention_merge_matches_the_cpu<do
 TEST(CudaAttentionMerge, Bf16MatchesTheFp32CpuOnRoundedInputs) {
   for (const Shape s : kShapes) {
     const std::size_t n = std::size_t(s.rows * s.head_dim);
-    const Bf16Rounded out0 = round_to_bf16(random_vector<float>(n, 1)), out_b = round_to_bf16(random_vector<float>(n, 3));
+    const Bf16Rounded out0 = round_to_bf16(random_vector<float>(n, 1)),
+                      out_b = round_to_bf16(random_vector<float>(n, 3));
     std::vector<float> out = out0.value, lse = random_lse<float>(s.rows, 2, 7);
     const std::vector<float> lse_b = random_lse<float>(s.rows, 4, 5);
     DeviceBuffer<bf16> g_out = on_gpu(out0.stored), g_out_b = on_gpu(out_b.stored);

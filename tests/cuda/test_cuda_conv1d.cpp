@@ -44,10 +44,14 @@ struct Case {
 template <typename T, typename A>
 Case<T, A> make_case(const Shape& s) {
   const auto n = [](idx a) { return std::size_t(a); };
-  return {random_as<T>(n(s.B * s.Tn * s.ld_x), 1, -2.0, 2.0), random_as<T>(n(s.B * (s.K - 1) * s.C), 2, -2.0, 2.0),
-          random_as<T>(n(s.C * s.K), 3),  random_as<T>(n(s.C), 4),
-          random_as<T>(n(s.B * s.Tn * s.C), 5), random_as<T>(n(s.B * s.Tn * s.ld_dx), 6),
-          random_as<T>(n(s.B * (s.K - 1) * s.C), 7), random_vector<A>(n(s.C * s.K), 8),
+  return {random_as<T>(n(s.B * s.Tn * s.ld_x), 1, -2.0, 2.0),
+          random_as<T>(n(s.B * (s.K - 1) * s.C), 2, -2.0, 2.0),
+          random_as<T>(n(s.C * s.K), 3),
+          random_as<T>(n(s.C), 4),
+          random_as<T>(n(s.B * s.Tn * s.C), 5),
+          random_as<T>(n(s.B * s.Tn * s.ld_dx), 6),
+          random_as<T>(n(s.B * (s.K - 1) * s.C), 7),
+          random_vector<A>(n(s.C * s.K), 8),
           random_vector<A>(n(s.C), 9)};
 }
 
@@ -82,8 +86,8 @@ TEST(CudaConv1d, Fp64MatchesTheCpu) { conv1d_matches_the_cpu<double>(1e-12, 1e-1
 TEST(CudaConv1d, Bf16MatchesTheFp32CpuOnRoundedInputs) {
   for (const Shape s : kShapes) {
     const Case<bf16, float> g = make_case<bf16, float>(s);
-    Case<float, float> h{to_float(g.x),    to_float(g.halo), to_float(g.w),     to_float(g.bias), to_float(g.dout),
-                         to_float(g.dx),   to_float(g.dhalo), g.dw,             g.dbias};
+    Case<float, float> h{to_float(g.x),  to_float(g.halo),  to_float(g.w), to_float(g.bias), to_float(g.dout),
+                         to_float(g.dx), to_float(g.dhalo), g.dw,          g.dbias};
     std::vector<float> out(std::size_t(s.B * s.Tn * s.C));
     DeviceBuffer<bf16> g_x = on_gpu(g.x), g_halo = on_gpu(g.halo), g_w = on_gpu(g.w), g_bias = on_gpu(g.bias),
                        g_dout = on_gpu(g.dout), g_dx = on_gpu(g.dx), g_dhalo = on_gpu(g.dhalo),

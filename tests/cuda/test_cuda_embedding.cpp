@@ -57,7 +57,8 @@ TEST(CudaEmbedding, Bf16EqualsTheFp32CpuOnRoundedInputs) {
   for (const Shape s : kShapes) {
     const std::size_t nd = std::size_t(s.N * s.D), vd = std::size_t(s.V * s.D);
     const std::vector<std::int32_t> tokens = random_tokens(s.N, s.V, 1);
-    const Bf16Rounded table = round_to_bf16(random_vector<float>(vd, 2)), dout = round_to_bf16(random_vector<float>(nd, 3));
+    const Bf16Rounded table = round_to_bf16(random_vector<float>(vd, 2)),
+                      dout = round_to_bf16(random_vector<float>(nd, 3));
     std::vector<float> out(nd), dtable = random_vector<float>(vd, 4);
     DeviceBuffer<std::int32_t> g_tokens = on_gpu(tokens);
     DeviceBuffer<bf16> g_table = on_gpu(table.stored), g_dout = on_gpu(dout.stored), g_out(kGpu, idx(nd));

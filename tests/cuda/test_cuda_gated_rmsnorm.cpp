@@ -30,13 +30,15 @@ template <typename T>
 void gated_rmsnorm_matches_the_cpu(double tol, double tol_dw) {
   for (const Shape s : kShapes) {
     const std::size_t nc = std::size_t(s.N * s.C), c = std::size_t(s.C);
-    const std::vector<T> y = random_vector<T>(nc, 1, -2.0, 2.0), z = random_vector<T>(std::size_t(s.N * s.ld_z), 2, -3.0, 3.0),
+    const std::vector<T> y = random_vector<T>(nc, 1, -2.0, 2.0),
+                         z = random_vector<T>(std::size_t(s.N * s.ld_z), 2, -3.0, 3.0),
                          w = random_vector<T>(c, 3, 0.5, 1.5), dout = random_vector<T>(nc, 4);
     std::vector<T> out(nc), rstd(std::size_t(s.N * s.groups)), dy(nc),
         dz = random_vector<T>(std::size_t(s.N * s.ld_dz), 5), dw = random_vector<T>(c, 6);
     DeviceBuffer<T> g_y = on_gpu(y), g_z = on_gpu(z), g_w = on_gpu(w), g_dout = on_gpu(dout), g_out(kGpu, idx(nc)),
                     g_rstd(kGpu, s.N * s.groups), g_dy(kGpu, idx(nc)), g_dz = on_gpu(dz), g_dw = on_gpu(dw);
-    gated_rmsnorm_forward(kCpu, out.data(), rstd.data(), y.data(), z.data(), s.ld_z, w.data(), s.N, s.C, s.groups, kEps);
+    gated_rmsnorm_forward(kCpu, out.data(), rstd.data(), y.data(), z.data(), s.ld_z, w.data(), s.N, s.C, s.groups,
+                          kEps);
     gated_rmsnorm_forward(kGpu, g_out.data(), g_rstd.data(), g_y.data(), g_z.data(), s.ld_z, g_w.data(), s.N, s.C,
                           s.groups, kEps);
     const std::string where = " N=" + std::to_string(s.N) + " C=" + std::to_string(s.C) + " groups=" +
@@ -69,7 +71,8 @@ TEST(CudaGatedRmsnorm, Bf16MatchesTheFp32CpuOnRoundedInputs) {
     std::vector<float> out(nc), rstd(std::size_t(s.N * s.groups)), dy(nc), dz = dz0.value,
         dw = random_vector<float>(c, 6);
     DeviceBuffer<bf16> g_y = on_gpu(y.stored), g_z = on_gpu(z.stored), g_w = on_gpu(w.stored),
-                       g_dout = on_gpu(dout.stored), g_out(kGpu, idx(nc)), g_dy(kGpu, idx(nc)), g_dz = on_gpu(dz0.stored);
+                       g_dout = on_gpu(dout.stored), g_out(kGpu, idx(nc)), g_dy(kGpu, idx(nc)),
+                       g_dz = on_gpu(dz0.stored);
     DeviceBuffer<float> g_rstd(kGpu, s.N * s.groups), g_dw = on_gpu(dw);
     gated_rmsnorm_forward(kCpu, out.data(), rstd.data(), y.value.data(), z.value.data(), s.ld_z, w.value.data(), s.N,
                           s.C, s.groups, kEps);
