@@ -1,4 +1,5 @@
-// Whole-buffer ops on the GPU: fills, copies, scale, axpy (grid-stride elementwise loops) and the
+// Whole-buffer ops on the GPU: fills, copies, strided copies and adds, scale, axpy (grid-stride
+// elementwise loops) and the
 // reductions the trainer reads on the host (sum of squares, all finite, counting targets). Same
 // contracts as kernels/cpu/buffer_ops.cpp; the sum of squares keeps the CPU's fixed 2^15-element
 // blocks added in block order, so its result is deterministic (and equal on every replica).
@@ -6,6 +7,7 @@
 
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/scratch.cuh"
 
 namespace nexus::cuda {
@@ -18,6 +20,33 @@ constexpr idx kReduceBlock = idx{1} << 15;  // as the CPU backend
 template <typename T>
 __global__ void fill_kernel(T* x, idx n, T value) {
   for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x) x[i] = value;
+}
+
+// Element i of a Strided3 view (i2 innermost): its offsets on the dst and src sides.
+struct StridedOffsets {
+  idx dst, src;
+};
+__device__ inline StridedOffsets strided_offsets(const Strided3& s, idx i) {
+  const idx i2 = i % s.n2, i01 = i / s.n2;
+  const idx i1 = i01 % s.n1, i0 = i01 / s.n1;
+  return {i0 * s.dst_ld0 + i1 * s.dst_ld1 + i2, i0 * s.src_ld0 + i1 * s.src_ld1 + i2};
+}
+
+template <typename T>
+__global__ void copy_strided_kernel(T* __restrict__ dst, const T* __restrict__ src, Strided3 s) {
+  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < s.n0 * s.n1 * s.n2; i += idx(gridDim.x) * blockDim.x) {
+    const StridedOffsets at = strided_offsets(s, i);
+    dst[at.dst] = src ? src[at.src] : T(compute_t<T>(0));
+  }
+}
+
+template <typename T>
+__global__ void add_strided_kernel(T* __restrict__ dst, const T* __restrict__ src, Strided3 s) {
+  using C = compute_t<T>;
+  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < s.n0 * s.n1 * s.n2; i += idx(gridDim.x) * blockDim.x) {
+    const StridedOffsets at = strided_offsets(s, i);
+    dst[at.dst] = T(C(dst[at.dst]) + C(src[at.src]));
+  }
 }
 
 template <typename T>
@@ -36,11 +65,11 @@ __global__ void axpy_kernel(T* __restrict__ y, const T* __restrict__ x, idx n, T
     y[i] = add_product_rn(y[i], alpha, x[i]);
 }
 
-// One CUDA block per reduction block: each thread sums a strided share in double, then a fixed
-// shared-memory tree; partial[b] = the block's sum. The order is fixed by the launch shape alone.
+// One CUDA block per reduction block: each thread sums a strided share in double, then the fixed
+// block tree of kernels/cuda/reduce.cuh; partial[b] = the block's sum. The order is fixed by the
+// launch shape alone.
 template <typename T>
 __global__ void sum_of_squares_blocks(const T* __restrict__ x, idx n, double* __restrict__ partial) {
-  __shared__ double lane[kThreads];
   const idx start = blockIdx.x * kReduceBlock;
   const idx len = n - start < kReduceBlock ? n - start : kReduceBlock;
   double sum = 0.0;
@@ -48,13 +77,8 @@ __global__ void sum_of_squares_blocks(const T* __restrict__ x, idx n, double* __
     const double v = static_cast<double>(x[start + i]);
     sum += v * v;
   }
-  lane[threadIdx.x] = sum;
-  __syncthreads();
-  for (unsigned half = kThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) lane[threadIdx.x] += lane[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) partial[blockIdx.x] = lane[0];
+  sum = block_sum<kThreads>(sum);
+  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
 }
 
 // The block sums added in block order by one thread, as the CPU adds them.
@@ -90,6 +114,16 @@ template <typename T>
 void copy_values(const Exec& ex, T* dst, const T* src, idx n) {
   if (n > 0)
     NEXUS_CUDA_CHECK(cudaMemcpyAsync(dst, src, std::size_t(n) * sizeof(T), cudaMemcpyDeviceToDevice, stream_of(ex)));
+}
+
+template <typename T>
+void copy_strided(const Exec& ex, T* dst, const T* src, const Strided3& s) {
+  launch_over<kThreads>(ex, s.n0 * s.n1 * s.n2, copy_strided_kernel<T>, dst, src, s);
+}
+
+template <typename T>
+void add_strided(const Exec& ex, T* dst, const T* src, const Strided3& s) {
+  launch_over<kThreads>(ex, s.n0 * s.n1 * s.n2, add_strided_kernel<T>, dst, src, s);
 }
 
 template <typename T>
@@ -146,6 +180,13 @@ idx count_targets(const Exec& ex, const std::int32_t* targets, idx N) {
   template bool all_finite<T>(const Exec&, const T*, idx);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
+#undef NEXUS_INSTANTIATE
+#define NEXUS_INSTANTIATE(T)                                                          \
+  template void copy_strided<T>(const Exec&, T*, const T*, const Strided3&); \
+  template void add_strided<T>(const Exec&, T*, const T*, const Strided3&);
+NEXUS_INSTANTIATE(float)
+NEXUS_INSTANTIATE(double)
+NEXUS_INSTANTIATE(bf16)
 #undef NEXUS_INSTANTIATE
 
 }  // namespace nexus::cuda

@@ -13,7 +13,7 @@ void* stream_scratch(const Exec& ex, Scratch purpose, std::size_t bytes) {
     std::size_t bytes = 0;
   };
   static std::mutex mutex;
-  static std::unordered_map<void*, Block> per_stream[2];  // [purpose] by cudaStream_t; process lifetime
+  static std::unordered_map<void*, Block> per_stream[kScratchPurposes];  // [purpose] by cudaStream_t; process lifetime
   const std::lock_guard<std::mutex> lock(mutex);
   Block& b = per_stream[static_cast<int>(purpose)][ex.stream];
   if (b.bytes < bytes) {

@@ -1,6 +1,7 @@
 // Device scratch the backend keeps per stream, one buffer per purpose: the reductions that return
-// a value to the host (sum of squares, all finite, counting targets: per-block partial results and
-// the final word) and cuBLASLt's workspace. Grown on demand and kept: after a run's first step
+// a value to the host (sum of squares, all finite, counting targets, the cross-entropy loss:
+// per-block partial results and the final word), cuBLASLt's workspace, and the per-slab partial
+// column sums of the parameter gradients (kernels/cuda/reduce.cuh). Grown on demand and kept: after a run's first step
 // nothing is allocated again.
 #pragma once
 
@@ -10,7 +11,8 @@
 
 namespace nexus::cuda {
 
-enum class Scratch { reduction, gemm_workspace };
+enum class Scratch { reduction, gemm_workspace, column_partials };
+inline constexpr int kScratchPurposes = 3;
 void* stream_scratch(const Exec& ex, Scratch purpose, std::size_t bytes);
 inline void* reduction_scratch(const Exec& ex, std::size_t bytes) { return stream_scratch(ex, Scratch::reduction, bytes); }
 
