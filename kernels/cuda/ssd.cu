@@ -26,6 +26,7 @@
 
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/ssd_common.cuh"
 #include "kernels/cuda/ssd_layout.h"
 #include "kernels/scalar_math.h"
 
@@ -38,13 +39,6 @@ using ssd::kThreads;
 using ssd::kTile;
 using ssd::odd_stride;
 
-// exp(x) for x <= 0, zero below the flush threshold of the CPU kernel.
-template <typename A>
-__device__ inline A flushed_exp(A x) {
-  const A e = std::exp(x);
-  return e < scalar::kDecayFlush<A> ? A(0) : e;
-}
-
 template <typename A>
 __device__ inline A dot(const A* a, const A* b, idx n) {
   A s = 0;
@@ -53,10 +47,6 @@ __device__ inline A dot(const A* a, const A* b, idx n) {
 }
 
 __device__ inline idx min_idx(idx a, idx b) { return a < b ? a : b; }
-
-// a / b for the flat indices of a state or a tile (below 2^32): a 64-bit division is a call whose
-// saved registers spill.
-__device__ inline idx quotient(idx a, idx b) { return idx(unsigned(a) / unsigned(b)); }
 
 // Everything the kernels share: the operands, the shape and the workspace views.
 template <typename T>
@@ -84,9 +74,7 @@ struct Ssd {
   __device__ double* dtsum(idx b, idx h) const {
     return reinterpret_cast<double*>(ws + lay.dtsum) + (b * s.H + h) * lay.nc;
   }
-  __device__ A* state(idx b, idx h, idx c) const {
-    return acc(lay.states) + ((b * s.H + h) * lay.nc + c) * s.P * s.N;
-  }
+  __device__ A* state(idx b, idx h, idx c) const { return acc(lay.states) + ((b * s.H + h) * lay.nc + c) * s.P * s.N; }
   __device__ A* dstate(idx b, idx h, idx c) const {
     return acc(lay.dstates) + ((b * s.H + h) * lay.nc + c) * s.P * s.N;
   }
@@ -134,7 +122,8 @@ __global__ void __launch_bounds__(kThreads) chunk_decay_kernel(Ssd<T> v) {
   A* dt = v.dt(b, h) + t0;
   A* acs = v.acs(b, h) + t0;
   const A bias = A(v.dt_bias[h]);
-  for (idx j = threadIdx.x; j < L; j += blockDim.x) dt[j] = scalar::softplus(A(v.dt_raw[v.dt_index(b, t0 + j, h)]) + bias);
+  for (idx j = threadIdx.x; j < L; j += blockDim.x)
+    dt[j] = scalar::softplus(A(v.dt_raw[v.dt_index(b, t0 + j, h)]) + bias);
   __syncthreads();
   if (threadIdx.x != 0) return;
   const A Ah = v.head_A(h);
@@ -192,8 +181,7 @@ __global__ void chunk_state_kernel(Ssd<T> v, const T* __restrict__ dy) {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     scan_kernel(Ssd<T> v, const accum_t<T>* __restrict__ init, accum_t<T>* __restrict__ final_state,
-                const accum_t<T>* __restrict__ dfinal,
-                accum_t<T>* __restrict__ dinit, bool backward) {
+                const accum_t<T>* __restrict__ dfinal, accum_t<T>* __restrict__ dinit, bool backward) {
   using A = accum_t<T>;
   const idx bh = blockIdx.x, b = quotient(bh, v.s.H), h = bh - b * v.s.H, nc = v.lay.nc, PN = v.s.P * v.s.N;
   const A* cdec = v.cdec(b, h);
@@ -586,8 +574,18 @@ void launch_tiled(const Exec& ex, dim3 grid, idx smem_elements, void (*kernel)(P
 template <typename T>
 Ssd<T> make_ssd(const T* x, const T* Bm, const T* Cm, const T* dt_raw, const T* dt_bias, const T* A_log, const T* D,
                 const SsdShape& s, const SsdStrides& ld, T* workspace) {
-  return Ssd<T>{x,  Bm, Cm, dt_raw, dt_bias, A_log, D, s, ld, ssd::Layout(s, idx(sizeof(accum_t<T>))),
-                reinterpret_cast<unsigned char*>(workspace), s.G > 0 ? s.H / s.G : 1};
+  return Ssd<T>{x,
+                Bm,
+                Cm,
+                dt_raw,
+                dt_bias,
+                A_log,
+                D,
+                s,
+                ld,
+                ssd::Layout(s, idx(sizeof(accum_t<T>))),
+                reinterpret_cast<unsigned char*>(workspace),
+                s.G > 0 ? s.H / s.G : 1};
 }
 
 dim3 chunk_grid(const SsdShape& s) { return dim3(unsigned(ssd::num_chunks(s)), unsigned(s.H), unsigned(s.B)); }
@@ -595,16 +593,16 @@ dim3 chunk_grid(const SsdShape& s) { return dim3(unsigned(ssd::num_chunks(s)), u
 }  // namespace
 
 template <typename T>
-void ssd_forward(const Exec& ex, T* y, accum_t<T>* final_state, accum_t<T>* decay, const T* x, const T* Bm,
-                 const T* Cm, const T* dt_raw, const T* dt_bias, const T* A_log, const T* D,
-                 const accum_t<T>* init_state, const SsdShape& s, const SsdStrides& ld, T* workspace) {
+void ssd_forward(const Exec& ex, T* y, accum_t<T>* final_state, accum_t<T>* decay, const T* x, const T* Bm, const T* Cm,
+                 const T* dt_raw, const T* dt_bias, const T* A_log, const T* D, const accum_t<T>* init_state,
+                 const SsdShape& s, const SsdStrides& ld, T* workspace) {
   using A = accum_t<T>;
   if (s.B <= 0 || s.H <= 0) return;
   const Ssd<T> v = make_ssd(x, Bm, Cm, dt_raw, dt_bias, A_log, D, s, ld, workspace);
   launch_tiled<A>(ex, chunk_grid(s), 0, chunk_decay_kernel<T>, v);
   launch_tiled<A>(ex, chunk_grid(s), 2 * v.lay.q, chunk_state_kernel<T>, v, static_cast<const T*>(nullptr));
-  scan_kernel<T><<<unsigned(s.B * s.H), kThreads, 0, stream_of(ex)>>>(v, init_state, final_state, nullptr, nullptr,
-                                                                      false);
+  scan_kernel<T>
+      <<<unsigned(s.B * s.H), kThreads, 0, stream_of(ex)>>>(v, init_state, final_state, nullptr, nullptr, false);
   NEXUS_CUDA_CHECK_LAUNCH();
   if (decay) {
     decay_kernel<T><<<grid_for(s.B * s.H, kThreads), kThreads, 0, stream_of(ex)>>>(v, decay);
@@ -612,7 +610,6 @@ void ssd_forward(const Exec& ex, T* y, accum_t<T>* final_state, accum_t<T>* deca
   }
   launch_tiled<A>(ex, chunk_grid(s), ssd::output_smem_elements(s), output_kernel<T>, v, y);
 }
-
 
 template <typename T>
 void ssd_backward(const Exec& ex, T* dx, T* dB, T* dC, T* ddt_raw, accum_t<T>* ddt_bias, accum_t<T>* dA_log,
@@ -624,8 +621,8 @@ void ssd_backward(const Exec& ex, T* dx, T* dB, T* dC, T* ddt_raw, accum_t<T>* d
   const Ssd<T> v = make_ssd(x, Bm, Cm, dt_raw, dt_bias, A_log, D, s, ld, workspace);
   launch_tiled<A>(ex, chunk_grid(s), 0, chunk_decay_kernel<T>, v);
   launch_tiled<A>(ex, chunk_grid(s), 2 * v.lay.q, chunk_state_kernel<T>, v, dy);
-  scan_kernel<T><<<unsigned(s.B * s.H), kThreads, 0, stream_of(ex)>>>(v, init_state, nullptr, dfinal_state, dinit_state,
-                                                                      true);
+  scan_kernel<T>
+      <<<unsigned(s.B * s.H), kThreads, 0, stream_of(ex)>>>(v, init_state, nullptr, dfinal_state, dinit_state, true);
   NEXUS_CUDA_CHECK_LAUNCH();
   launch_tiled<A>(ex, chunk_grid(s), ssd::head_grad_smem_elements(s), head_grad_kernel<T>, v, dx, ddt_raw, dy);
   launch_tiled<A>(ex, dim3(unsigned(v.lay.nc * ssd::num_tiles(v.lay.q)), unsigned(s.G), unsigned(s.B)),
@@ -634,11 +631,11 @@ void ssd_backward(const Exec& ex, T* dx, T* dB, T* dC, T* ddt_raw, accum_t<T>* d
   NEXUS_CUDA_CHECK_LAUNCH();
 }
 
-#define NEXUS_INSTANTIATE(T)                                                                                         \
-  template void ssd_forward<T>(const Exec&, T*, accum_t<T>*, accum_t<T>*, const T*, const T*, const T*, const T*, \
+#define NEXUS_INSTANTIATE(T)                                                                                        \
+  template void ssd_forward<T>(const Exec&, T*, accum_t<T>*, accum_t<T>*, const T*, const T*, const T*, const T*,   \
                                const T*, const T*, const T*, const accum_t<T>*, const SsdShape&, const SsdStrides&, \
-                               T*);                                                                               \
-  template void ssd_backward<T>(const Exec&, T*, T*, T*, T*, accum_t<T>*, accum_t<T>*, accum_t<T>*, accum_t<T>*,      \
+                               T*);                                                                                 \
+  template void ssd_backward<T>(const Exec&, T*, T*, T*, T*, accum_t<T>*, accum_t<T>*, accum_t<T>*, accum_t<T>*,    \
                                 const T*, const accum_t<T>*, const T*, const T*, const T*, const T*, const T*,      \
                                 const T*, const T*, const accum_t<T>*, const SsdShape&, const SsdStrides&, T*);
 NEXUS_INSTANTIATE(float)

@@ -15,10 +15,10 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "cuda/gpu_buffers.h"
+#include "cuda/ssd_support.h"
 #include "kernels/ops.h"
 #include "support/check.h"
 
@@ -27,27 +27,11 @@ namespace {
 
 using namespace test;  // kCpu, kGpu, on_gpu, on_host (cuda/gpu_buffers.h), random_vector, max_rel_diff
 
-struct Case {
-  idx B, Tn, H, P, G, N, Q;
-  idx HP() const { return H * P; }
-  idx GN() const { return G * N; }
-  // One in_proj-like row per token, x | B | C | dt column slices of it (as the model passes them).
-  idx ox() const { return 3; }
-  idx ob() const { return ox() + HP(); }
-  idx oc() const { return ob() + GN(); }
-  idx odt() const { return oc() + GN(); }
-  idx ld() const { return odt() + H + 2; }
-  SsdShape shape() const { return {B, Tn, H, P, G, N, Q}; }
-  SsdStrides strides() const { return {ld(), ld(), ld()}; }
-  std::size_t rows() const { return std::size_t(B * Tn * ld()); }
-  std::size_t state() const { return std::size_t(B * H * P * N); }
-};
-
 // The cases: chunk sizes 8/16/64, Tn a multiple of Q, ragged, and shorter than Q; one and two
 // groups with several heads each; P and N not powers of two; one or two sequences.
 const Case kCases[] = {
-    {1, 32, 2, 5, 1, 3, 8},      {2, 45, 4, 7, 2, 6, 16},   {2, 130, 2, 12, 2, 10, 64},
-    {1, 5, 3, 3, 1, 4, 16},      {1, 70, 2, 40, 1, 33, 64}, {2, 48, 6, 9, 2, 17, 16},
+    {1, 32, 2, 5, 1, 3, 8}, {2, 45, 4, 7, 2, 6, 16},   {2, 130, 2, 12, 2, 10, 64},
+    {1, 5, 3, 3, 1, 4, 16}, {1, 70, 2, 40, 1, 33, 64}, {2, 48, 6, 9, 2, 17, 16},
 };
 
 struct Inputs {
@@ -72,67 +56,15 @@ Inputs make_inputs(const Case& c, std::uint64_t seed) {
 // Every input rounded to bf16 (the bf16 run's inputs, and the fp32 reference's).
 Inputs rounded_to_bf16(Inputs in) {
   for (std::vector<double>* v : {&in.rows, &in.dt_bias, &in.A_log, &in.D, &in.dy})
-    for (double& x : *v) x = double(float(bf16(float(x))));
+    for (double& x : *v) x = round_to_bf16(x);
   return in;
 }
-
-template <typename T>
-T from_double(double v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return bf16(float(v));
-  else
-    return T(v);
-}
-template <typename T>
-double as_double(T v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return double(float(v));
-  else
-    return double(v);
-}
-
-// A buffer on the device ex runs on, filled from doubles and read back as doubles.
-template <typename T>
-struct Buffer {
-  DeviceBuffer<T> mem;
-  Buffer(const Exec& ex, const std::vector<double>& init) : mem(ex, idx(init.size())) {
-    std::vector<T> host(init.size());
-    for (std::size_t i = 0; i < init.size(); ++i) host[i] = from_double<T>(init[i]);
-    copy_to_device(ex, mem.data(), host.data(), mem.bytes());
-  }
-  Buffer(const Exec& ex, std::size_t n) : Buffer(ex, std::vector<double>(n, 0.0)) {}
-  T* data() { return mem.data(); }
-  std::vector<double> read() {
-    std::vector<T> host(std::size_t(mem.size()));
-    copy_to_host(mem.exec(), host.data(), mem.data(), mem.bytes());
-    std::vector<double> out(host.size());
-    for (std::size_t i = 0; i < host.size(); ++i) out[i] = as_double(host[i]);
-    return out;
-  }
-};
 
 // Everything the two ops write, as doubles. drows holds dx | dB | dC | ddt_raw in the inputs' row
 // layout (the columns in between stay zero).
 struct Outputs {
   std::vector<double> y, final_state, decay, drows, ddt_bias, dA_log, dD, dinit;
 };
-
-// The ops as nexus:: routes them; bf16 straight to the CUDA backend (the CPU has no bf16 kernels,
-// and the route would instantiate its CPU branch too).
-template <typename T, typename... Args>
-void forward(const Exec& ex, Args&&... args) {
-  if constexpr (std::is_same_v<T, bf16>)
-    cuda::ssd_forward(ex, std::forward<Args>(args)...);
-  else
-    ssd_forward(ex, std::forward<Args>(args)...);
-}
-template <typename T, typename... Args>
-void backward(const Exec& ex, Args&&... args) {
-  if constexpr (std::is_same_v<T, bf16>)
-    cuda::ssd_backward(ex, std::forward<Args>(args)...);
-  else
-    ssd_backward(ex, std::forward<Args>(args)...);
-}
 
 // ssd_forward then ssd_backward on ex. `options`: init_state, final_state, decay, dfinal_state
 // and dinit_state given (otherwise all null).
@@ -148,13 +80,15 @@ Outputs run(const Exec& ex, const Case& c, const Inputs& in, bool options) {
   T* r = rows.data();
   T* dr = drows.data();
   A* opt_init = options ? init.data() : nullptr;
-  forward<T>(ex, y.data(), options ? final_state.data() : nullptr, options ? decay.data() : nullptr, r + c.ox(),
-              r + c.ob(), r + c.oc(), r + c.odt(), bias.data(), alog.data(), D.data(), opt_init, s, ld, ws.data());
-  backward<T>(ex, dr + c.ox(), dr + c.ob(), dr + c.oc(), dr + c.odt(), ddt_bias.data(), dA_log.data(), dD.data(),
-               options ? dinit.data() : nullptr, dy.data(), options ? dfinal.data() : nullptr, r + c.ox(), r + c.ob(),
-               r + c.oc(), r + c.odt(), bias.data(), alog.data(), D.data(), opt_init, s, ld, ws.data());
-  return {y.read(), final_state.read(), decay.read(), drows.read(), ddt_bias.read(), dA_log.read(), dD.read(),
-          dinit.read()};
+  NEXUS_SSD_TEST_CALL(T, ssd_forward, ex, y.data(), options ? final_state.data() : nullptr,
+                      options ? decay.data() : nullptr, r + c.ox(), r + c.ob(), r + c.oc(), r + c.odt(), bias.data(),
+                      alog.data(), D.data(), opt_init, s, ld, ws.data());
+  NEXUS_SSD_TEST_CALL(T, ssd_backward, ex, dr + c.ox(), dr + c.ob(), dr + c.oc(), dr + c.odt(), ddt_bias.data(),
+                      dA_log.data(), dD.data(), options ? dinit.data() : nullptr, dy.data(),
+                      options ? dfinal.data() : nullptr, r + c.ox(), r + c.ob(), r + c.oc(), r + c.odt(), bias.data(),
+                      alog.data(), D.data(), opt_init, s, ld, ws.data());
+  return {y.read(),        final_state.read(), decay.read(), drows.read(),
+          ddt_bias.read(), dA_log.read(),      dD.read(),    dinit.read()};
 }
 
 double rel_err(const std::vector<double>& a, const std::vector<double>& b) { return max_rel_diff(a, b, 1.0); }
@@ -172,9 +106,7 @@ void expect_close(const Outputs& gpu, const Outputs& cpu, double tol_act, double
 }
 
 std::string describe(const Case& c, bool options) {
-  return "B=" + std::to_string(c.B) + " Tn=" + std::to_string(c.Tn) + " H=" + std::to_string(c.H) +
-         " P=" + std::to_string(c.P) + " G=" + std::to_string(c.G) + " N=" + std::to_string(c.N) +
-         " Q=" + std::to_string(c.Q) + (options ? " with states" : " without states");
+  return describe(c) + (options ? " with states" : " without states");
 }
 
 template <typename T>
@@ -199,8 +131,7 @@ TEST(CudaSsd, Bf16MatchesTheFp32CpuOnTheRoundedInputs) {
   for (const Case& c : kCases)
     for (const bool options : {false, true}) {
       const Inputs in = rounded_to_bf16(make_inputs(c, seed += 10));
-      expect_close(run<bf16>(kGpu, c, in, options), run<float>(kCpu, c, in, options), 1e-2, 1e-3,
-                   describe(c, options));
+      expect_close(run<bf16>(kGpu, c, in, options), run<float>(kCpu, c, in, options), 1e-2, 1e-3, describe(c, options));
     }
 }
 

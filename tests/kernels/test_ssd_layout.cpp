@@ -18,8 +18,8 @@ namespace {
 using namespace cuda::ssd;
 
 const SsdShape kShapes[] = {
-    {1, 32, 2, 5, 1, 3, 8},   {2, 45, 4, 7, 2, 6, 16}, {2, 130, 2, 12, 2, 10, 64}, {1, 5, 3, 3, 1, 4, 16},
-    {1, 0, 2, 4, 1, 4, 16},   {3, 1, 1, 1, 1, 1, 1},   {1, 2048, 24, 64, 1, 128, 128}, {1, 7, 2, 3, 1, 2, 0},
+    {1, 32, 2, 5, 1, 3, 8}, {2, 45, 4, 7, 2, 6, 16}, {2, 130, 2, 12, 2, 10, 64},     {1, 5, 3, 3, 1, 4, 16},
+    {1, 0, 2, 4, 1, 4, 16}, {3, 1, 1, 1, 1, 1, 1},   {1, 2048, 24, 64, 1, 128, 128}, {1, 7, 2, 3, 1, 2, 0},
 };
 
 TEST(CudaSsdLayout, ChunksCoverTheSequenceOnceInOrder) {
@@ -57,8 +57,8 @@ TEST(CudaSsdLayout, WorkspacePiecesAreAlignedDisjointAndFit) {
       const Layout lay(s, acc);
       const idx bh = s.B * s.H, nc = lay.nc, pn = s.P * s.N;
       const std::vector<std::pair<idx, idx>> pieces = {
-          {lay.dt, bh * s.Tn * acc},   {lay.acs, bh * s.Tn * acc},        {lay.cdec, bh * nc * acc},
-          {lay.dtsum, bh * nc * 8},    {lay.states, bh * nc * pn * acc}, {lay.dstates, bh * nc * pn * acc},
+          {lay.dt, bh * s.Tn * acc},        {lay.acs, bh * s.Tn * acc},       {lay.cdec, bh * nc * acc},
+          {lay.dtsum, bh * nc * 8},         {lay.states, bh * nc * pn * acc}, {lay.dstates, bh * nc * pn * acc},
           {lay.partials, bh * nc * 3 * acc}};
       idx end = 0;
       for (const auto& [at, bytes] : pieces) {
