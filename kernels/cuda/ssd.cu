@@ -175,30 +175,32 @@ __global__ void chunk_state_kernel(Ssd<T> v, const T* __restrict__ dy) {
   }
 }
 
-// Grid B*H. In place over the chunks of (b, h): on entry states[c] is chunk c's local term, on
-// exit the value entering chunk c in scan order; the carry starts from `in` (null: zero) and ends
-// in `out` (if non-null).
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    scan_kernel(Ssd<T> v, const accum_t<T>* __restrict__ init, accum_t<T>* __restrict__ final_state,
-                const accum_t<T>* __restrict__ dfinal, accum_t<T>* __restrict__ dinit, bool backward) {
-  using A = accum_t<T>;
-  const idx bh = blockIdx.x, b = quotient(bh, v.s.H), h = bh - b * v.s.H, nc = v.lay.nc, PN = v.s.P * v.s.N;
-  const A* cdec = v.cdec(b, h);
-  auto scan = [&](A* states, const A* in, A* out, bool reverse) {
-    for (idx k = threadIdx.x; k < PN; k += blockDim.x) {
-      A carry = in ? in[bh * PN + k] : A(0);
-      for (idx i = 0; i < nc; ++i) {
-        const idx c = reverse ? nc - 1 - i : i;
-        const A local = states[c * PN + k];
-        states[c * PN + k] = carry;
-        carry = cdec[c] * carry + local;
-      }
-      if (out) out[bh * PN + k] = carry;
+// In place over the nc chunks of row bh (states [nc, PN]): on entry states[c] is chunk c's local
+// term, on exit the value entering chunk c in scan order; the carry starts from `in` (null: zero)
+// and ends in `out` (if non-null).
+template <typename A>
+__device__ void scan_chunks(A* __restrict__ states, const A* __restrict__ cdec, idx nc, idx PN, idx bh,
+                            const A* __restrict__ in, A* __restrict__ out, bool reverse) {
+  for (idx k = threadIdx.x; k < PN; k += blockDim.x) {
+    A carry = in ? in[bh * PN + k] : A(0);
+    for (idx i = 0; i < nc; ++i) {
+      const idx c = reverse ? nc - 1 - i : i;
+      const A local = states[c * PN + k];
+      states[c * PN + k] = carry;
+      carry = cdec[c] * carry + local;
     }
-  };
-  scan(v.state(b, h, 0), init, final_state, false);
-  if (backward) scan(v.dstate(b, h, 0), dfinal, dinit, true);
+    if (out) out[bh * PN + k] = carry;
+  }
+}
+
+// Grid B*H: the states forward from init_state to final_state; the backward also the state
+// gradients in reverse, from dfinal_state to dinit_state.
+template <typename T>
+__global__ void scan_kernel(Ssd<T> v, const accum_t<T>* __restrict__ init, accum_t<T>* __restrict__ final_state,
+                            const accum_t<T>* __restrict__ dfinal, accum_t<T>* __restrict__ dinit, bool backward) {
+  const idx bh = blockIdx.x, b = quotient(bh, v.s.H), h = bh - b * v.s.H, nc = v.lay.nc, PN = v.s.P * v.s.N;
+  scan_chunks(v.state(b, h, 0), v.cdec(b, h), nc, PN, bh, init, final_state, false);
+  if (backward) scan_chunks(v.dstate(b, h, 0), v.cdec(b, h), nc, PN, bh, dfinal, dinit, true);
 }
 
 // One thread per (b, h). A kernel of its own: the fp64 exp is a call, whose saved registers

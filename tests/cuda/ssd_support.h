@@ -12,19 +12,22 @@
 
 namespace nexus::test {
 
+// The token rows the model passes the SSD ops: x | B | C are column slices of one row (stride ld),
+// dt_raw a column slice of another, wider or narrower (stride ldt). Both live in one buffer here,
+// the dt rows after the x | B | C rows.
 struct Case {
   idx B, Tn, H, P, G, N, Q;
   idx HP() const { return H * P; }
   idx GN() const { return G * N; }
-  // One in_proj-like row per token, x | B | C | dt column slices of it (as the model passes them).
   idx ox() const { return 3; }
   idx ob() const { return ox() + HP(); }
   idx oc() const { return ob() + GN(); }
-  idx odt() const { return oc() + GN(); }
-  idx ld() const { return odt() + H + 2; }
+  idx ld() const { return oc() + GN() + 2; }
+  idx odt() const { return B * Tn * ld() + 1; }
+  idx ldt() const { return H + 3; }
   SsdShape shape() const { return {B, Tn, H, P, G, N, Q}; }
-  SsdStrides strides() const { return {ld(), ld(), ld()}; }
-  std::size_t rows() const { return std::size_t(B * Tn * ld()); }
+  SsdStrides strides() const { return {ld(), ld(), ldt()}; }
+  std::size_t rows() const { return std::size_t(B * Tn * (ld() + ldt())); }
   std::size_t state() const { return std::size_t(B * H * P * N); }
 };
 

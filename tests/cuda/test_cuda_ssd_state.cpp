@@ -38,7 +38,7 @@ StateInputs make_inputs(const Case& c, std::uint64_t seed, bool strong, bool bf1
   StateInputs in;
   in.rows = random_vector(c.rows(), seed);
   for (idx r = 0; r < c.B * c.Tn; ++r)
-    for (idx h = 0; h < c.H; ++h) in.rows[std::size_t(r * c.ld() + c.odt() + h)] -= 4.0;  // dt ~ 0.01 .. 0.05
+    for (idx h = 0; h < c.H; ++h) in.rows[std::size_t(c.odt() + r * c.ldt() + h)] -= 4.0;  // dt ~ 0.01 .. 0.05
   in.dt_bias = random_vector(std::size_t(c.H), seed + 1, -1.0, 0.0);
   in.A_log = strong ? random_vector(std::size_t(c.H), seed + 2, 2.0, 3.0)
                     : random_vector(std::size_t(c.H), seed + 2, -1.5, 0.0);
@@ -125,12 +125,13 @@ std::pair<std::vector<double>, std::vector<double>> run_steps(const Exec& ex, co
   Buffer<A> state(ex, in.state);
   const SsdShape s{c.B, 1, c.H, c.P, c.G, c.N, 1};
   // The inputs hold [B, Tn, ld]: step t reads row t of each sequence, Tn * ld apart.
-  const SsdStrides ld{c.Tn * c.ld(), c.Tn * c.ld(), c.Tn * c.ld()};
+  const SsdStrides ld{c.Tn * c.ld(), c.Tn * c.ld(), c.Tn * c.ldt()};
   std::vector<double> ys;
   for (idx t = 0; t < c.Tn; ++t) {
     T* r = rows.data() + t * c.ld();
-    NEXUS_SSD_TEST_CALL(T, ssd_step, ex, y.data(), state.data(), r + c.ox(), r + c.ob(), r + c.oc(), r + c.odt(),
-                        bias.data(), alog.data(), D.data(), s, ld);
+    T* dt = rows.data() + c.odt() + t * c.ldt();
+    NEXUS_SSD_TEST_CALL(T, ssd_step, ex, y.data(), state.data(), r + c.ox(), r + c.ob(), r + c.oc(), dt, bias.data(),
+                        alog.data(), D.data(), s, ld);
     const std::vector<double> yt = y.read();
     ys.insert(ys.end(), yt.begin(), yt.end());
   }
