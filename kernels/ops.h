@@ -76,11 +76,11 @@ NEXUS_ROUTE(attention_backward);
 NEXUS_ROUTE_CUDA(attention_merge);
 NEXUS_ROUTE_CUDA(conv1d_silu_forward);
 NEXUS_ROUTE_CUDA(conv1d_silu_backward);
-NEXUS_ROUTE(ssd_forward);
-NEXUS_ROUTE(ssd_backward);
-NEXUS_ROUTE(ssd_state_output_forward);
-NEXUS_ROUTE(ssd_state_output_backward);
-NEXUS_ROUTE(decayed_state_update);
+NEXUS_ROUTE_CUDA(ssd_forward);
+NEXUS_ROUTE_CUDA(ssd_backward);
+NEXUS_ROUTE_CUDA(ssd_state_output_forward);
+NEXUS_ROUTE_CUDA(ssd_state_output_backward);
+NEXUS_ROUTE_CUDA(decayed_state_update);
 NEXUS_ROUTE_CUDA(gated_rmsnorm_forward);
 NEXUS_ROUTE_CUDA(gated_rmsnorm_backward);
 NEXUS_ROUTE_CUDA(cross_entropy_forward);
@@ -96,7 +96,7 @@ NEXUS_ROUTE_CUDA(sum_of_squares);
 NEXUS_ROUTE_CUDA(all_finite);
 NEXUS_ROUTE_CUDA(adamw_update);
 NEXUS_ROUTE_CUDA(conv1d_silu_step);
-NEXUS_ROUTE(ssd_step);
+NEXUS_ROUTE_CUDA(ssd_step);
 NEXUS_ROUTE(attention_decode_paged);
 
 #undef NEXUS_ROUTE

@@ -36,6 +36,7 @@
 
 #include "kernels/cpu/backend.h"
 #include "kernels/cpu/micro_gemm.h"
+#include "kernels/cuda/ssd_layout.h"
 #include "kernels/scalar_math.h"
 #include "kernels/ops.h"
 #include "kernels/workspace.h"
@@ -296,8 +297,10 @@ namespace nexus {
 
 idx ssd_workspace(const SsdShape& s) {
   // Includes one scratch block per thread for omp_get_max_threads() threads: request the
-  // workspace with the thread count that will run the op.
-  return cpu::Layout(s, omp_get_max_threads()).total;
+  // workspace with the thread count that will run the op. The CUDA kernels lay out the same
+  // buffer their own way, with fp32 states and state gradients also for bf16 (twice the bytes of
+  // bf16 elements): the larger of the two fits both backends.
+  return std::max(cpu::Layout(s, omp_get_max_threads()).total, cuda::ssd::workspace_elements(s));
 }
 
 }  // namespace nexus
