@@ -14,18 +14,20 @@
 #include "model/model.h"
 #include "trainer/commands.h"
 #include "trainer/export.h"
+#include "trainer/runtime.h"
 
 namespace nexus {
 
 namespace {
 
 const char* kEvalUsage =
-    "Usage: nexus eval --model PATH (--tokens 1,2,3 | --text TEXT) [--logits-out FILE.npy]\n"
+    "Usage: nexus eval --model PATH (--tokens 1,2,3 | --text TEXT) [--logits-out FILE.npy] [--device cpu|cuda]\n"
     "  One forward pass (batch 1) over the sequence; prints the mean next-token loss.\n"
     "  --model PATH        a step_*.h5 checkpoint, a checkpoint directory (its latest) or an export folder\n"
     "  --tokens LIST       token ids separated by commas\n"
     "  --text TEXT         text, encoded by the byte tokenizer (one token per byte)\n"
-    "  --logits-out FILE   write the logits [T, vocab_size] as float32 .npy\n";
+    "  --logits-out FILE   write the logits [T, vocab_size] as float32 .npy\n"
+    "  --device DEVICE     cpu (default) or cuda: where the forward pass runs (fp32)\n";
 
 [[noreturn]] void usage_error(const std::string& what) { throw EvalError("nexus eval: " + what + "\n" + kEvalUsage); }
 
@@ -80,9 +82,9 @@ void write_npy(const std::string& path, const float* data, const std::vector<idx
 }
 
 int command_eval(int argc, char** argv) {
-  std::string model_path, logits_out, text, token_list;
+  std::string model_path, logits_out, text, token_list, device = "cpu";
   bool have_text = false, have_tokens = false;
-  for (const CommandArg& a : split_command_args<EvalError>(argc, argv, {"--model", "--tokens", "--text", "--logits-out"},
+  for (const CommandArg& a : split_command_args<EvalError>(argc, argv, {"--model", "--tokens", "--text", "--logits-out", "--device"},
                                                            "nexus eval: ", std::string("\n") + kEvalUsage)) {
     if (a.key == "--help") {
       std::printf("%s", kEvalUsage);
@@ -97,11 +99,14 @@ int command_eval(int argc, char** argv) {
       have_text = true;
     } else if (a.key == "--logits-out") {
       logits_out = a.value;
+    } else if (a.key == "--device") {
+      device = a.value;
     } else {
       usage_error("unexpected argument " + (a.key.empty() ? a.value : a.key));
     }
   }
   if (model_path.empty()) usage_error("needs --model PATH");
+  const Exec ex = command_exec(device, "nexus eval");
   if (have_text == have_tokens) usage_error("needs exactly one of --tokens and --text");
 
   const LoadedModel loaded = load_model_files(model_path);
@@ -128,8 +133,8 @@ int command_eval(int argc, char** argv) {
   targets.push_back(-1);
   MemoryNeed need = training_memory_need(c, BatchShape{1, T});
   need.optimizer = 0;  // no optimizer; the loaded weights are already counted as in use
-  require_memory("nexus eval over " + std::to_string(T) + " tokens", need);
-  Model<float> model(c, BatchShape{1, T});
+  require_device_memory("nexus eval over " + std::to_string(T) + " tokens", need, ex);
+  Model<float> model(c, BatchShape{1, T}, nullptr, ex);
   copy_to_device(model.exec(), model.params(), loaded.params.data(), loaded.params.size() * sizeof(float));
   const LossSum loss = model.forward(tokens.data(), targets.data());
   const idx V = c.vocab_size;

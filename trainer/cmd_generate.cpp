@@ -17,6 +17,7 @@
 #include "model/inference.h"
 #include "model/memory_need.h"
 #include "trainer/commands.h"
+#include "trainer/runtime.h"
 #include "trainer/export.h"
 
 namespace nexus {
@@ -29,7 +30,7 @@ struct GenerateError : ConfigError {
 
 const char* kGenerateUsage =
     "Usage: nexus generate --model PATH (--prompt TEXT | --tokens IDS) --max-new-tokens N [--temperature T]\n"
-    "                      [--top-k K] [--seed S]\n"
+    "                      [--top-k K] [--seed S] [--device cpu|cuda]\n"
     "  Continues TEXT (byte tokenizer) until N new tokens or end-of-text; prints the text.\n"
     "  --model PATH          a step_*.h5 checkpoint, a checkpoint directory (its latest) or an export folder\n"
     "  --prompt TEXT         the beginning of the text (may be empty: generation starts a new document)\n"
@@ -38,7 +39,8 @@ const char* kGenerateUsage =
     "  --max-new-tokens N    at most N tokens after the prompt\n"
     "  --temperature T       softmax temperature; 0 picks the most likely token (default 0.8)\n"
     "  --top-k K             sample among the K most likely tokens; 0 means all (default 40)\n"
-    "  --seed S              sampling seed (default 1234)\n";
+    "  --seed S              sampling seed (default 1234)\n"
+    "  --device DEVICE       cpu (default) or cuda: where the model runs (fp32)\n";
 
 [[noreturn]] void usage_error(const std::string& what) {
   throw GenerateError("nexus generate: " + what + "\n" + kGenerateUsage);
@@ -94,7 +96,7 @@ std::int32_t sample_token(const float* logits, idx n, double temperature, idx to
 }  // namespace
 
 int command_generate(int argc, char** argv) {
-  std::string model_path, prompt, token_list;
+  std::string model_path, prompt, token_list, device = "cpu";
   long long max_new = 0, top_k = 40;
   double temperature = 0.8;
   std::uint64_t seed = 1234;
@@ -102,7 +104,7 @@ int command_generate(int argc, char** argv) {
   po::options_description options;
   options.add_options()("help,h", "")("model", po::value(&model_path))("prompt", po::value(&prompt))("tokens", po::value(&token_list))(
       "max-new-tokens", po::value(&max_new))("temperature", po::value(&temperature))("top-k", po::value(&top_k))(
-      "seed", po::value(&seed));
+      "seed", po::value(&seed))("device", po::value(&device));
   const po::positional_options_description no_positional;  // a stray word is an error
   po::variables_map vm;
   try {
@@ -117,6 +119,7 @@ int command_generate(int argc, char** argv) {
     return 0;
   }
   if (model_path.empty()) usage_error("needs --model PATH");
+  const Exec ex = command_exec(device, "nexus generate");
   const bool text_mode = !vm.count("tokens");
   if (text_mode && !vm.count("prompt")) usage_error("needs --prompt TEXT or --tokens IDS");
   if (!text_mode && vm.count("prompt")) usage_error("--prompt and --tokens are alternatives: give one");
@@ -158,8 +161,25 @@ int command_generate(int argc, char** argv) {
   const bool bounded = InferenceSession<float>::bounded_blocks(c, kBlockTokens) > 0;
   MemoryNeed need;
   need.activations = InferenceSession<float>::cache_bytes(c, 1, kBlockTokens, blocks);
-  require_memory("nexus generate (" + std::to_string(n_prompt + max_new) + " tokens of context)", need);
-  InferenceSession<float> session(c, loaded.params.data(), 1, kBlockTokens, blocks);
+  if (ex.device != Device::cpu) need.parameters = std::size_t(loaded.params.size()) * sizeof(float);  // a device copy
+  require_device_memory("nexus generate (" + std::to_string(n_prompt + max_new) + " tokens of context)", need, ex);
+  // The weights on the session's device: the loaded host copy itself on the CPU.
+  DeviceBuffer<float> device_params;
+  const float* params = loaded.params.data();
+  if (ex.device != Device::cpu) {
+    device_params = DeviceBuffer<float>(ex, idx(loaded.params.size()));
+    copy_to_device(ex, device_params.data(), params, device_params.bytes());
+    params = device_params.data();
+  }
+  InferenceSession<float> session(c, params, 1, kBlockTokens, blocks, ex);
+  // The next token's logits on the host, for the sampler: the session's own buffer on the CPU, a
+  // copy into one reused host buffer otherwise.
+  std::vector<float> host_logits(ex.device == Device::cpu ? 0 : std::size_t(c.vocab_size));
+  auto on_host = [&](const float* device_logits) {
+    if (ex.device == Device::cpu) return device_logits;
+    copy_to_host(ex, host_logits.data(), device_logits, host_logits.size() * sizeof(float));
+    return static_cast<const float*>(host_logits.data());
+  };
   if (c.attention_layer_count() > 0)
     std::fprintf(stderr, "attention: %s; KV cache %lld blocks of %lld tokens%s\n", c.attention_neighborhood.c_str(),
                  static_cast<long long>(blocks), static_cast<long long>(kBlockTokens),
@@ -170,7 +190,7 @@ int command_generate(int argc, char** argv) {
   std::fflush(stdout);
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  const float* logits = session.prefill(context.data(), n_prompt);
+  const float* logits = on_host(session.prefill(context.data(), n_prompt));
   require_finite_logits(logits, c.vocab_size, "after the prompt", loaded.description);
   const auto t1 = Clock::now();
   std::mt19937_64 rng(seed);
@@ -189,7 +209,7 @@ int command_generate(int argc, char** argv) {
     }
     std::fflush(stdout);
     if (generated + 1 < max_new) {
-      logits = session.step(&next);
+      logits = on_host(session.step(&next));
       require_finite_logits(logits, c.vocab_size, "at generated token " + std::to_string(generated + 1),
                             loaded.description);
     }

@@ -12,18 +12,24 @@
 
 namespace nexus {
 
-void apply_runtime(const RuntimeOptions& runtime) {
-  if (runtime.device == "cuda") {
+namespace {
+
+// Throws OptionsError (prefixed by `what`) unless this build and machine can run on a GPU.
+void require_cuda(const std::string& what) {
 #if NEXUS_HAS_CUDA
-    const char* why = "";
-    if (cuda::visible_devices(&why) == 0)
-      throw OptionsError(std::string("runtime.device = cuda: no CUDA device is visible (") + why +
-                         "); use runtime.device = cpu, or run where a GPU is");
+  const char* why = "";
+  if (cuda::visible_devices(&why) == 0)
+    throw OptionsError(what + ": no CUDA device is visible (" + why + "); use cpu, or run where a GPU is");
 #else
-    throw OptionsError("runtime.device = cuda: this build of nexus has no CUDA backend (it was configured "
-                       "without a CUDA compiler); use runtime.device = cpu");
+  throw OptionsError(what + ": this build of nexus has no CUDA backend (it was configured without a CUDA compiler); "
+                     "use cpu");
 #endif
-  }
+}
+
+}  // namespace
+
+void apply_runtime(const RuntimeOptions& runtime) {
+  if (runtime.device == "cuda") require_cuda("runtime.device = cuda");
   // Model<bf16> (bf16 activations and compute weights over fp32 master weights) is not built yet:
   // the CUDA kernels have their bf16 instantiations, the model and trainer run fp32 on both devices.
   if (runtime.dtype == "bf16")
@@ -32,6 +38,19 @@ void apply_runtime(const RuntimeOptions& runtime) {
   if (runtime.threads > 0) omp_set_num_threads(int(runtime.threads));
   if (!runtime.memory_limit.empty())
     set_memory_limit(parse_bytes(runtime.memory_limit).value_or(0), "runtime.memory_limit = " + runtime.memory_limit);
+}
+
+Exec command_exec(const std::string& device, const std::string& what) {
+  if (device == "cpu") return Exec{};
+  if (device != "cuda") throw OptionsError(what + ": --device " + device + " is not one of cpu, cuda");
+  require_cuda(what + " --device cuda");
+  return Exec{Device::cuda, nullptr};
+}
+
+void require_device_memory(const std::string& what, const MemoryNeed& need, const Exec& ex) {
+  if (ex.device == Device::cpu) return require_memory(what, need);
+  const std::string shortfall = memory_shortfall(what, need, 1, device_memory_available(ex));
+  if (!shortfall.empty()) throw ConfigError(shortfall);
 }
 
 Exec runtime_exec(const RuntimeOptions& runtime) {

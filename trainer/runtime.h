@@ -17,6 +17,14 @@ void apply_runtime(const RuntimeOptions& runtime);
 // The execution context of runtime.device (the GPU the process has selected, default stream).
 Exec runtime_exec(const RuntimeOptions& runtime);
 
+// The execution context of a command's --device (`what` names the command in errors): cpu, or
+// cuda after the same checks as runtime.device = cuda. Throws OptionsError otherwise.
+Exec command_exec(const std::string& device, const std::string& what);
+
+// require_memory (model/memory_need.h) against ex's device: the machine's memory on the CPU, the
+// GPU's free memory on a GPU. Throws ConfigError naming `what` and the shortfall.
+void require_device_memory(const std::string& what, const MemoryNeed& need, const Exec& ex);
+
 // The dense GEMM rate MFU is measured against on ex's device (GFLOP/s, measured here): SGEMM on
 // the CPU, cuBLASLt bf16 with fp32 accumulation on a GPU.
 double gemm_peak_gflops(const Exec& ex);
