@@ -30,7 +30,7 @@ template <typename T>
 DeviceBuffer<T> random_on_gpu(idx n, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> u(lo, hi);
-  std::vector<T> host(std::size_t(n));
+  std::vector<T> host(static_cast<std::size_t>(n));
   for (T& x : host) x = T(float(u(rng)));
   DeviceBuffer<T> b(kGpu, n);
   copy_to_device(kGpu, b.data(), host.data(), b.bytes());
@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
   // The head: logits for the whole sequence, then the fused cross-entropy forward + backward.
   DeviceBuffer<bf16> logits = random_on_gpu<bf16>(N * V, 17, -4, 4);
   DeviceBuffer<float> ce_lse(kGpu, N);
-  std::vector<std::int32_t> host_targets(std::size_t(N));
+  std::vector<std::int32_t> host_targets(static_cast<std::size_t>(N));
   for (idx i = 0; i < N; ++i) host_targets[std::size_t(i)] = std::int32_t((i * 7919) % V);
   DeviceBuffer<std::int32_t> targets(kGpu, N);
   copy_to_device(kGpu, targets.data(), host_targets.data(), targets.bytes());

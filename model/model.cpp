@@ -262,7 +262,7 @@ LossSum Model<T>::forward(const std::int32_t* tokens, const std::int32_t* target
 }
 
 template <typename T>
-void Model<T>::backward(double loss_scale) {
+void Model<T>::backward(double loss_scale, const DeltasReady& ready) {
   if (!has_forward_) throw std::logic_error("Model::backward called before forward");
   const Exec& ex = ex_;
   const ModelConfig& c = config_;
@@ -277,6 +277,14 @@ void Model<T>::backward(double loss_scale) {
   matmul_backward(ex, d_ln_, G + head_off, logits_, lnf_, P + head_off, N, D, V, false);
   fill_constant(ex, d_res_, N * D, T(0));
   rmsnorm_backward(ex, d_res_, G + final_norm_off, d_ln_, res_final_, P + final_norm_off, rstdf_, N, D);
+  // Finished ranges, top down through the table [embedding | layer 0 .. L-1 | final norm | lm_head]
+  // (tied embeddings: the head's deltas land in the embedding's, reported last).
+  idx done_from = num_params();
+  auto finished = [&](idx from) {
+    if (ready) ready(from, done_from - from);
+    done_from = from;
+  };
+  finished(final_norm_off);
   // d_res_ is now the gradient of every residual stream point walked backwards: each branch's
   // output gradient is d_res_ itself, and each norm's backward adds into it.
   // A recomputed block's activations are rebuilt from the input the layer kept, just before its
@@ -303,8 +311,10 @@ void Model<T>::backward(double loss_scale) {
     else
       mamba_mixer_backward(ex, d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba, c, B, Tn);
     rmsnorm_backward(ex, d_res_, g.input_norm, d_ln_, l.res_in, w.input_norm, l.rstd1, N, D);
+    finished(idx(g.input_norm - G));  // the layer's first tensor
   }
   embedding_backward(ex, G + embed_offset_, tokens_, d_res_, N, D);
+  finished(0);
   has_forward_ = false;  // logits were consumed: a second backward needs a new forward
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "kernels/device_memory.h"
@@ -87,7 +88,11 @@ class Model {
   const T* logits() const { return logits_; }
 
   // differentiate. deltas += d(loss_scale * LossSum.sum) / d(params) for the last forward's batch.
-  void backward(double loss_scale);
+  // `ready` (optional) hears of each parameter range whose deltas this backward has finished, as
+  // soon as it has, top down: [final norm, end) with lm_head, each layer from the last to the
+  // first, then the embedding -- what an overlapped reduction posts while the backward goes on.
+  using DeltasReady = std::function<void(idx offset, idx count)>;
+  void backward(double loss_scale, const DeltasReady& ready = {});
 
   std::size_t arena_bytes() const { return arena_bytes_; }
   // Bytes this rank sent for cross-rank mixing (ring K/V excluded: see ring_attention.h) in the

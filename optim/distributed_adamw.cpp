@@ -49,11 +49,13 @@ DistributedAdamW::DistributedAdamW(idx n, const AdamWHyper& hyper, const std::ve
 }
 
 DistributedAdamW::Outcome DistributedAdamW::step(float* params, float* deltas, float scale, double loss,
-                                                 double grad_clip, double lr) {
+                                                 double grad_clip, double lr, bool summed) {
   const Exec& ex = local_.exec();
   Outcome out;
+  if (summed && sharded_)
+    throw std::logic_error("DistributedAdamW::step: summed deltas under zero 1 (its reduce-scatter is the sum)");
   if (!sharded_) {
-    group_.allreduce_sum(deltas, n_);
+    if (!summed) group_.allreduce_sum(deltas, n_);
     scale_inplace(ex, deltas, n_, scale);
     out.grad_norm = clip_grad_norm(ex, deltas, n_, grad_clip);
     out.applied = std::isfinite(loss) && std::isfinite(out.grad_norm);

@@ -53,7 +53,10 @@ class DistributedAdamW {
   // group's sum (1 / the global target count), `loss` is the step's global mean loss (the step is
   // skipped when it is not finite, as when the norm is not). params[n] ends identical on every
   // rank. Collective over the group.
-  Outcome step(float* params, float* deltas, float scale, double loss, double grad_clip, double lr);
+  // `summed`: zero 0 only -- the deltas are already the group's sum (an OverlappedDeltaReduction
+  // ran during the backward), so the step skips its own all-reduce.
+  Outcome step(float* params, float* deltas, float scale, double loss, double grad_clip, double lr,
+               bool summed = false);
 
   bool sharded() const { return sharded_; }
   // This rank's part of the flat buffer: all of it ({0, n}) unless sharded.

@@ -106,21 +106,23 @@ void Communicator::set_bucket_bytes(std::size_t bytes) {
   bucket_bytes_ = bytes;
 }
 
-void Communicator::do_allreduce_sum(void* data, idx count, DType t) const {
-  if (size_ == 1 || count == 0) return;
+void Communicator::do_allreduce_sum(void* data, idx count, DType t) const { do_iallreduce_sum(data, count, t).wait(); }
+
+Request Communicator::do_iallreduce_sum(void* data, idx count, DType t) const {
+  if (size_ == 1 || count == 0) return Request();
   const std::size_t elem = dtype_bytes(t);
   const idx bucket = std::max<idx>(1, idx(bucket_bytes_ / elem));
-  std::vector<MPI_Request> requests;
-  requests.reserve(std::size_t((count + bucket - 1) / bucket));
+  auto pending = std::make_unique<MpiPending>();
+  pending->pieces.reserve(std::size_t((count + bucket - 1) / bucket));
   auto* p = static_cast<unsigned char*>(data);
   for (idx begin = 0; begin < count; begin += bucket) {
     const int n = mpi_count(std::min(bucket, count - begin), "all-reduce bucket");
-    requests.emplace_back();
+    pending->pieces.push_back(MPI_REQUEST_NULL);
     check(MPI_Iallreduce(MPI_IN_PLACE, p + std::size_t(begin) * elem, n, mpi_type(t), MPI_SUM, comm_,
-                         &requests.back()),
+                         &pending->pieces.back()),
           "MPI_Iallreduce");
   }
-  check(MPI_Waitall(int(requests.size()), requests.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+  return Request(std::move(pending));
 }
 
 void Communicator::do_allgather(const void* send, void* recv, idx count, DType t) const {

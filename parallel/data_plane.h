@@ -99,6 +99,13 @@ class DataPlane {
   void allreduce_sum(T* data, idx count) const {
     do_allreduce_sum(data, count, dtype_of<T>());
   }
+  // allreduce_sum, started now and complete when the Request is: the caller keeps computing while
+  // the transport moves the data (gradient buckets during the backward pass). `data` must not be
+  // touched until then. A transport without a non-blocking path completes it before returning.
+  template <typename T>
+  Request iallreduce_sum(T* data, idx count) const {
+    return do_iallreduce_sum(data, count, dtype_of<T>());
+  }
   // recv[size * count] = every rank's send[count], in rank order. send must not overlap recv.
   template <typename T>
   void allgather(const T* send, idx count, T* recv) const {
@@ -122,6 +129,11 @@ class DataPlane {
 
  protected:
   virtual void do_allreduce_sum(void* data, idx count, DType t) const = 0;
+  // Default: the blocking all-reduce, then an already-complete Request.
+  virtual Request do_iallreduce_sum(void* data, idx count, DType t) const {
+    do_allreduce_sum(data, count, t);
+    return Request();
+  }
   virtual void do_allgather(const void* send, void* recv, idx count, DType t) const = 0;
   virtual void do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const = 0;
   virtual Request do_isend(const void* data, idx count, DType t, int dest, int tag) const = 0;

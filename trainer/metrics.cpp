@@ -46,7 +46,9 @@ void MetricsLog::step(const StepMetrics& m) {
               "mem %.0f MiB%s | eta %d:%02d:%02d%s\n",
               (long long)m.step, (long long)m.total_steps, 100.0 * double(m.step) / double(std::max<idx>(m.total_steps, 1)),
               m.loss, m.lr, m.grad_norm, m.tokens_per_s, m.ms, 100.0 * m.mfu, m.peak_mem_mib,
-              m.peak_device_mib > 0 ? (" | gpu " + std::to_string(long(m.peak_device_mib + 0.5)) + " MiB").c_str() : "",
+              (std::string(m.peak_device_mib > 0 ? " | gpu " + std::to_string(long(m.peak_device_mib + 0.5)) + " MiB" : "") +
+               (m.comm_wait_ms > 0 ? " | comm wait " + std::to_string(long(m.comm_wait_ms + 0.5)) + " ms" : ""))
+                  .c_str(),
               eta / 3600,
               eta / 60 % 60, eta % 60, m.bad_steps ? (" | skipped " + std::to_string(m.bad_steps)).c_str() : "");
   std::fflush(stdout);
@@ -59,6 +61,7 @@ void MetricsLog::step(const StepMetrics& m) {
                             {"mfu", m.mfu},
                             {"peak_mem_mib", m.peak_mem_mib},
                             {"peak_device_mib", m.peak_device_mib},
+                            {"comm_wait_ms", m.comm_wait_ms},
                             {"bad_steps", m.bad_steps}}
                  .dump());
 }

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "data/mqar.h"
 #include "data/token_source.h"
@@ -15,6 +16,7 @@
 #include "model/model.h"
 #include "optim/adamw.h"
 #include "optim/distributed_adamw.h"
+#include "optim/overlapped_reduction.h"
 #include "optim/schedule.h"
 #include "parallel/mesh.h"
 #include "trainer/checkpoint_cadence.h"
@@ -80,26 +82,34 @@ void require_run_fits(const RunOptions& o, const BatchLayout& layout, const Comm
 // step is then skipped).
 struct StepOutcome {
   double loss = 0, grad_norm = 0;
+  double comm_wait_s = 0;  // overlapped delta reduction: the time the step waited for it (exposed)
   bool applied = false;
 };
-StepOutcome train_step(Model<float>& model, DistributedAdamW& optimizer, DataLoader& data, LocalBatch& local,
-                       Batch& batch, idx grad_accum, const DataPlane& world, double grad_clip, double lr, idx step) {
+StepOutcome train_step(Model<float>& model, DistributedAdamW& optimizer, OverlappedDeltaReduction* overlap,
+                       DataLoader& data, LocalBatch& local, Batch& batch, idx grad_accum, const DataPlane& world,
+                       double grad_clip, double lr, idx step) {
   model.zero_deltas();
   double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
+  if (overlap) overlap->begin();
   for (idx micro = 0; micro < grad_accum; ++micro) {
     data.next(batch);
     local.take(batch);
     const LossSum l = model.forward(local.tokens(), local.targets());
-    model.backward(1.0);
+    // The last micro-batch's backward finishes each layer's deltas: its buckets go out at once.
+    if (overlap && micro + 1 == grad_accum)
+      model.backward(1.0, [overlap](idx offset, idx count) { overlap->ready(offset, count); });
+    else
+      model.backward(1.0);
     totals[0] += l.sum;
     totals[1] += double(l.count);
   }
   world.allreduce_sum(totals, 2);
-  if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
   StepOutcome out;
+  if (overlap) out.comm_wait_s = overlap->finish();
+  if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
   out.loss = totals[0] / totals[1];
-  const DistributedAdamW::Outcome integrated =
-      optimizer.step(model.params(), model.deltas(), float(1.0 / totals[1]), out.loss, grad_clip, lr);
+  const DistributedAdamW::Outcome integrated = optimizer.step(model.params(), model.deltas(), float(1.0 / totals[1]),
+                                                              out.loss, grad_clip, lr, overlap != nullptr);
   out.grad_norm = integrated.grad_norm;
   out.applied = integrated.applied;
   return out;
@@ -161,6 +171,12 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
                                      : ""));
   }
 
+  // zero 0 on several ranks: the delta all-reduce runs in buckets during the backward.
+  std::unique_ptr<OverlappedDeltaReduction> overlap;
+  if (!optimizer.sharded() && comm.size() > 1 && o.parallel.overlap_mib > 0)
+    overlap = std::make_unique<OverlappedDeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
+                                                         std::size_t(o.parallel.overlap_mib) << 20);
+
   RunState st;
   CheckpointCadence checkpoints(o, comm, log);
   if (!resume.empty()) checkpoints.restore(resume, st, model, optimizer, train_data);
@@ -189,7 +205,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
     }
     const auto start = std::chrono::steady_clock::now();
     const double lr = learning_rate(schedule, step);
-    const StepOutcome out = train_step(model, optimizer, train_data, local, batch, layout.grad_accum,
+    const StepOutcome out = train_step(model, optimizer, overlap.get(), train_data, local, batch, layout.grad_accum,
                                        mesh.world_data(), o.optim.grad_clip, lr, step);
     const double loss = out.loss, grad_norm = out.grad_norm;
     if (out.applied) {
@@ -223,6 +239,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       m.mfu = train_flops_per_token * m.tokens_per_s / (peak_gflops * 1e9);
       m.peak_mem_mib = comm.max(peak_rss_mib());
       m.peak_device_mib = comm.max(device_peak_mib(ex));
+      m.comm_wait_ms = comm.max(1e3 * out.comm_wait_s);
       m.bad_steps = result.bad_steps;
       log.step(m);
     }
