@@ -11,7 +11,8 @@
 // tiles are visited and how they are masked is kernels/cuda/attention_tiling.h.
 //
 //  - forward: one block per (query tile, sequence and query head); online softmax over the key
-//    tiles, K and V taking turns in one shared buffer.
+//    tiles, K and V taking turns in one shared buffer. bf16 at head_dim 64 and 128 runs on tensor
+//    cores instead (kernels/cuda/attention_mma.cu).
 //  - backward, race-free and deterministic without atomics: the per-row D = rowsum(dO * O) first
 //    (one warp per row); then dq by one block per (query tile, query head) looping over key tiles,
 //    and dk, dv by one block per (key tile, kv head) looping over the group's query heads in order
@@ -23,6 +24,7 @@
 #include <string>
 #include <type_traits>
 
+#include "kernels/cuda/attention_mma.cuh"
 #include "kernels/cuda/attention_tiling.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.cuh"
@@ -125,7 +127,7 @@ __global__ void __launch_bounds__(Config<accum_t<T>, kMaxHd>::kThreads, 1)
     tile_max = group_max<kLanes>(tile_max);
     const C new_max = row_max > tile_max ? row_max : tile_max;
     const C shift = new_max == neg_inf<C>() ? C(0) : new_max;  // no key seen yet: keep exp(-inf) = 0
-    const C alpha = std::exp(row_max - shift);                      // rescales what earlier tiles gave
+    const C alpha = std::exp(row_max - shift);  // rescales what earlier tiles gave
     C tile_sum = C(0);
 #pragma unroll
     for (int u = 0; u < Cfg::kPerLane; ++u) {
@@ -354,6 +356,8 @@ template <typename T>
 void attention_forward(const Exec& ex, T* out, accum_t<T>* lse, const T* q, const T* k, const T* v,
                        const AttentionShape& s) {
   if (s.B * s.Tq * s.n_heads == 0) return;
+  if constexpr (std::is_same_v<T, bf16>)
+    if (attention_forward_mma_supports(s)) return attention_forward_mma(ex, out, lse, q, k, v, s);
   with_max_head_dim("attention_forward", s.head_dim, [&](auto max_hd) {
     using Cfg = Config<accum_t<T>, decltype(max_hd)::value>;
     const auto kernel = attention_forward_kernel<T, decltype(max_hd)::value>;
