@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(Config<accum_t<T>, kMaxHd>::kThreads, 1)
   C* sV = sK + kTile * kLd;
   C* sQ = sV + kTile * kLd;
   C* sdO = sQ + kTile * kLd;
-  C* sPt = sdO + kTile * kLd;  // [kTile keys, kLdS]: P transposed
+  C* sPt = sdO + kTile * kLd;    // [kTile keys, kLdS]: P transposed
   C* sdSt = sPt + kTile * kLdS;  // [kTile keys, kLdS]: dS transposed
   C* sLse = sdSt + kTile * kLdS;
   C* sD = sLse + kTile;

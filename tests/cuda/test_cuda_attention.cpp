@@ -51,6 +51,7 @@ std::vector<Case> cases() {
       {"full ring keys before+overlap hd=64 gqa=2", shape(2, 45, 100, 4, 2, 64, 55, 0)},
       {"full ring keys partly after (rows without keys) hd=80 gqa=4", shape(1, 33, 50, 8, 2, 80, 0, 20)},
       {"full ring keys all after (lse=-inf) hd=128", shape(2, 40, 40, 2, 1, 128, 0, 40)},
+      {"full ring hd=128 gqa=4", shape(2, 70, 90, 4, 1, 128, 20, 0)},
       {"full T=1 hd=16", shape(3, 1, 1, 2, 1, 16)},
       {"non-causal hd=64 gqa=4", shape(2, 37, 53, 4, 1, 64, 0, 0, false)},
       {"full hd=256 gqa=2", shape(1, 40, 40, 2, 1, 256)},
