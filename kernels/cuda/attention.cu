@@ -28,7 +28,7 @@
 #include "kernels/cuda/attention_tiling.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.cuh"
-#include "kernels/cuda/lane_group.cuh"
+#include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/scratch.cuh"
 
 namespace nexus::cuda {
@@ -168,7 +168,7 @@ __global__ void row_dot_kernel(accum_t<T>* __restrict__ D, const T* __restrict__
   if (row >= rows) return;  // whole warps: blockDim is a multiple of 32
   C sum = C(0);
   for (int d = lane; d < hd; d += 32) sum += static_cast<C>(dout[row * hd + d]) * static_cast<C>(out[row * hd + d]);
-  sum = group_sum<32>(sum);
+  sum = warp_sum(sum);
   if (lane == 0) D[row] = sum;
 }
 
@@ -258,7 +258,8 @@ template <typename T, int kMaxHd>
 __global__ void __launch_bounds__(Config<accum_t<T>, kMaxHd>::kThreads, 1)
     attention_dkdv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict__ dout,
                           const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                          const accum_t<T>* __restrict__ lse, const accum_t<T>* __restrict__ D, const AttentionShape s) {
+                          const accum_t<T>* __restrict__ lse, const accum_t<T>* __restrict__ D,
+                          const AttentionShape s) {
   using C = accum_t<T>;
   using Cfg = Config<C, kMaxHd>;
   constexpr int kTile = Cfg::kTile, kLanes = Cfg::kLanes, kLd = Cfg::kLd, kLdS = Cfg::kLdScores;

@@ -16,7 +16,7 @@
 #include "kernels/cuda/attention_tiling.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.cuh"
-#include "kernels/cuda/lane_group.cuh"
+#include "kernels/cuda/reduce.cuh"
 
 namespace nexus::cuda {
 
@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
                                   const T* __restrict__ v_pool, const std::int32_t* __restrict__ block_table,
                                   const idx* __restrict__ kv_len, const PagedKvShape s) {
   using C = accum_t<T>;
-  __shared__ C warp_max[kWarps], warp_sum[kWarps];
+  __shared__ C part_max[kWarps], part_sum[kWarps];  // each warp's running max and sum
   __shared__ C warp_acc[kWarps][kMaxHeadDim];
   const idx Hq = s.n_heads, Hkv = s.n_kv_heads, b = blockIdx.x / Hq, h = blockIdx.x % Hq, g = h / (Hq / Hkv);
   const int hd = int(s.head_dim), warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 #pragma unroll
     for (int t = 0; t < kDimsPerLane; ++t)
       if (lane + 32 * t < hd) part += qr[t] * static_cast<C>(k_pool[at + lane + 32 * t]);
-    const C score = group_sum<32>(part) * scale;
+    const C score = warp_sum(part) * scale;
     const C m_new = score > m ? score : m;
     const C correction = std::exp(m - m_new);  // 0 on the warp's first key (m = -inf)
     const C p = std::exp(score - m_new);
@@ -73,8 +73,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     m = m_new;
   }
   if (lane == 0) {
-    warp_max[warp] = m;
-    warp_sum[warp] = l;
+    part_max[warp] = m;
+    part_sum[warp] = l;
   }
 #pragma unroll
   for (int t = 0; t < kDimsPerLane; ++t)
@@ -82,11 +82,11 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   __syncthreads();
   // Merge in warp order: weights exp(m_w - M); a warp that saw no key has m_w = -inf, weight 0.
   C M = -std::numeric_limits<C>::infinity();
-  for (int w = 0; w < kWarps; ++w) M = warp_max[w] > M ? warp_max[w] : M;
+  for (int w = 0; w < kWarps; ++w) M = part_max[w] > M ? part_max[w] : M;
   C total = C(0), weight[kWarps];
   for (int w = 0; w < kWarps; ++w) {
-    weight[w] = M == -std::numeric_limits<C>::infinity() ? C(0) : std::exp(warp_max[w] - M);
-    total += weight[w] * warp_sum[w];
+    weight[w] = M == -std::numeric_limits<C>::infinity() ? C(0) : std::exp(part_max[w] - M);
+    total += weight[w] * part_sum[w];
   }
   const C inv = total > C(0) ? C(1) / total : C(0);  // no key at all (empty cache): out = 0
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {

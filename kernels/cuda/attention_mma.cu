@@ -178,7 +178,8 @@ void launch(const Exec& ex, bf16* out, float* lse, const bf16* q, const bf16* k,
   const auto kernel = attention_forward_mma_kernel<kHd>;
   NEXUS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<kHd>::kBytes));
   const idx heads = s.B * s.n_heads, tiles = tiling::tiles(s.Tq, kRows);
-  if (heads > 0x7fffffff || tiles > 65535) throw std::invalid_argument("attention_forward: shape exceeds the CUDA grid");
+  if (heads > 0x7fffffff || tiles > 65535)
+    throw std::invalid_argument("attention_forward: shape exceeds the CUDA grid");
   kernel<<<dim3(unsigned(heads), unsigned(tiles)), kWarps * 32, Layout<kHd>::kBytes, stream_of(ex)>>>(out, lse, q, k,
                                                                                                    v, s);
   NEXUS_CUDA_CHECK_LAUNCH();

@@ -20,7 +20,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -33,7 +32,7 @@
 namespace nexus {
 namespace {
 
-using namespace test;  // kCpu, kGpu, on_gpu, on_host (cuda/gpu_buffers.h), random_vector
+using namespace test;  // kCpu, kGpu, on_gpu, on_host, round_to_bf16, to_float, same_bits (cuda/gpu_buffers.h)
 
 struct Case {
   std::string name;
@@ -123,8 +122,7 @@ void attention_matches_the_cpu(double fwd_tol, double bwd_tol) {
           EXPECT_LE(max_rel_diff(got[t], *want[t], 1.0), bwd_tol) << c.name << " " << names[t];
           first[t] = got[t];
         } else {
-          EXPECT_EQ(std::memcmp(got[t].data(), first[t].data(), got[t].size() * sizeof(T)), 0)
-              << c.name << " " << names[t] << " differs between two runs";
+          EXPECT_TRUE(same_bits(got[t], first[t])) << c.name << " " << names[t] << " differs between two runs";
         }
       }
     }
@@ -134,49 +132,31 @@ void attention_matches_the_cpu(double fwd_tol, double bwd_tol) {
 TEST(CudaAttention, Fp32MatchesTheCpu) { attention_matches_the_cpu<float>(2e-5, 1e-4); }
 TEST(CudaAttention, Fp64MatchesTheCpu) { attention_matches_the_cpu<double>(1e-12, 1e-12); }
 
-// x rounded to bf16, and the rounded values back in fp32 for the CPU reference.
-std::vector<float> rounded(const std::vector<float>& x, std::vector<bf16>& as_bf16) {
-  as_bf16.resize(x.size());
-  std::vector<float> back(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    as_bf16[i] = bf16(x[i]);
-    back[i] = float(as_bf16[i]);
-  }
-  return back;
-}
-
-std::vector<float> widened(const std::vector<bf16>& x) {
-  std::vector<float> r(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) r[i] = float(x[i]);
-  return r;
-}
-
 TEST(CudaAttention, Bf16MatchesTheFp32CpuOnRoundedInputs) {
   const double tol = std::ldexp(1.0, -8) + 1e-4;
   for (const Case& c : cases()) {
     const AttentionShape& s = c.s;
-    std::vector<bf16> q_h, k_h, v_h, dout_h, out_h;
-    const std::vector<float> q = rounded(random_vector<float>(q_size(s), 1, -2, 2), q_h),
-                             k = rounded(random_vector<float>(k_size(s), 2, -2, 2), k_h),
-                             v = rounded(random_vector<float>(k_size(s), 3), v_h),
-                             dout = rounded(random_vector<float>(q_size(s), 4), dout_h);
+    const Bf16Rounded q = round_to_bf16(random_vector<float>(q_size(s), 1, -2, 2)),
+                      k = round_to_bf16(random_vector<float>(k_size(s), 2, -2, 2)),
+                      v = round_to_bf16(random_vector<float>(k_size(s), 3)),
+                      dout = round_to_bf16(random_vector<float>(q_size(s), 4));
     std::vector<float> out(q_size(s)), lse(lse_size(s));
-    attention_forward(kCpu, out.data(), lse.data(), q.data(), k.data(), v.data(), s);
+    attention_forward(kCpu, out.data(), lse.data(), q.value.data(), k.value.data(), v.value.data(), s);
     // The CPU has no bf16 kernels, so the public route cannot be instantiated for bf16 here.
-    DeviceBuffer<bf16> g_q = on_gpu(q_h), g_k = on_gpu(k_h), g_v = on_gpu(v_h), g_dout = on_gpu(dout_h),
-                       g_out(kGpu, idx(q_size(s)));
+    DeviceBuffer<bf16> g_q = on_gpu(q.stored), g_k = on_gpu(k.stored), g_v = on_gpu(v.stored),
+                       g_dout = on_gpu(dout.stored), g_out(kGpu, idx(q_size(s)));
     DeviceBuffer<float> g_lse(kGpu, idx(lse_size(s)));
     cuda::attention_forward(kGpu, g_out.data(), g_lse.data(), g_q.data(), g_k.data(), g_v.data(), s);
-    EXPECT_LE(max_rel_diff(widened(on_host(g_out)), out, 1.0), tol) << c.name << " forward out";
+    EXPECT_LE(max_rel_diff(to_float(on_host(g_out)), out, 1.0), tol) << c.name << " forward out";
     expect_lse_near(on_host(g_lse), lse, 2e-5, c.name);
 
     // The backward of both from the same (bf16-rounded) final out and the CPU's lse, gradients
     // from zero so that each is rounded to bf16 once.
-    const std::vector<float> out_r = rounded(out, out_h);
+    const Bf16Rounded out_r = round_to_bf16(out);
     std::vector<float> dq(q_size(s), 0.0f), dk(k_size(s), 0.0f), dv(k_size(s), 0.0f);
-    attention_backward(kCpu, dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out_r.data(),
-                       lse.data(), s);
-    DeviceBuffer<bf16> g_out_r = on_gpu(out_h), g_dq(kGpu, idx(dq.size())), g_dk(kGpu, idx(dk.size())),
+    attention_backward(kCpu, dq.data(), dk.data(), dv.data(), dout.value.data(), q.value.data(), k.value.data(),
+                       v.value.data(), out_r.value.data(), lse.data(), s);
+    DeviceBuffer<bf16> g_out_r = on_gpu(out_r.stored), g_dq(kGpu, idx(dq.size())), g_dk(kGpu, idx(dk.size())),
                        g_dv(kGpu, idx(dv.size()));
     DeviceBuffer<float> g_cpu_lse = on_gpu(lse);
     g_dq.zero();
@@ -184,9 +164,9 @@ TEST(CudaAttention, Bf16MatchesTheFp32CpuOnRoundedInputs) {
     g_dv.zero();
     cuda::attention_backward(kGpu, g_dq.data(), g_dk.data(), g_dv.data(), g_dout.data(), g_q.data(), g_k.data(),
                              g_v.data(), g_out_r.data(), g_cpu_lse.data(), s);
-    EXPECT_LE(max_rel_diff(widened(on_host(g_dq)), dq, 1.0), tol) << c.name << " dq";
-    EXPECT_LE(max_rel_diff(widened(on_host(g_dk)), dk, 1.0), tol) << c.name << " dk";
-    EXPECT_LE(max_rel_diff(widened(on_host(g_dv)), dv, 1.0), tol) << c.name << " dv";
+    EXPECT_LE(max_rel_diff(to_float(on_host(g_dq)), dq, 1.0), tol) << c.name << " dq";
+    EXPECT_LE(max_rel_diff(to_float(on_host(g_dk)), dk, 1.0), tol) << c.name << " dk";
+    EXPECT_LE(max_rel_diff(to_float(on_host(g_dv)), dv, 1.0), tol) << c.name << " dv";
   }
 }
 

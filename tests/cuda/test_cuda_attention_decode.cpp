@@ -147,7 +147,8 @@ void decode_matches_the_cpu(double tol, GpuOp gpu_op) {
           std::vector<double> want, got;
           run_both<CpuT, GpuT>(c, want, got, gpu_op);
           const std::string where = n.name + " hd=" + std::to_string(hd) + " block_tokens=" +
-                                    std::to_string(block_tokens) + " Hq/Hkv=" + std::to_string(heads[l][0] / heads[l][1]);
+                                    std::to_string(block_tokens) +
+                                    " Hq/Hkv=" + std::to_string(heads[l][0] / heads[l][1]);
           ASSERT_TRUE(std::all_of(want.begin(), want.end(), [](double x) { return std::isfinite(x); })) << where;
           EXPECT_LE(max_rel_diff(got, want, 1.0), tol) << where;
         }
