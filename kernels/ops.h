@@ -71,8 +71,8 @@ NEXUS_ROUTE_CUDA(swiglu_forward);
 NEXUS_ROUTE_CUDA(swiglu_backward);
 NEXUS_ROUTE_CUDA(rope_forward);
 NEXUS_ROUTE_CUDA(rope_backward);
-NEXUS_ROUTE(attention_forward);
-NEXUS_ROUTE(attention_backward);
+NEXUS_ROUTE_CUDA(attention_forward);
+NEXUS_ROUTE_CUDA(attention_backward);
 NEXUS_ROUTE_CUDA(attention_merge);
 NEXUS_ROUTE_CUDA(conv1d_silu_forward);
 NEXUS_ROUTE_CUDA(conv1d_silu_backward);
@@ -97,7 +97,7 @@ NEXUS_ROUTE_CUDA(all_finite);
 NEXUS_ROUTE_CUDA(adamw_update);
 NEXUS_ROUTE_CUDA(conv1d_silu_step);
 NEXUS_ROUTE_CUDA(ssd_step);
-NEXUS_ROUTE(attention_decode_paged);
+NEXUS_ROUTE_CUDA(attention_decode_paged);
 
 #undef NEXUS_ROUTE
 #undef NEXUS_ROUTE_CUDA

@@ -48,7 +48,7 @@ struct PagedKvShape {
   idx pinned_blocks = 0;   // the first blocks of a sequence, never reused (< max_blocks_per_seq)
 };
 // The table slot of a sequence's logical block `block` (its tokens [block, block + 1) * block_tokens).
-inline idx paged_slot(const PagedKvShape& s, idx block) {
+NEXUS_HOST_DEVICE inline idx paged_slot(const PagedKvShape& s, idx block) {
   return block < s.pinned_blocks ? block
                                  : s.pinned_blocks + (block - s.pinned_blocks) % (s.max_blocks_per_seq - s.pinned_blocks);
 }

@@ -38,6 +38,21 @@ __device__ inline A warp_max(A v) {
   for (unsigned offset = kWarp / 2; offset > 0; offset /= 2) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, offset));
   return v;
 }
+// The same trees over each aligned group of kWidth lanes (a power of two <= 32): every lane of a
+// group ends with its group's result. Every lane of the warp must call them.
+template <unsigned kWidth, typename A>
+__device__ inline A group_sum(A v) {
+  static_assert(kWidth >= 1 && kWidth <= kWarp && (kWidth & (kWidth - 1)) == 0);
+  for (unsigned offset = kWidth / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset, kWidth);
+  return v;
+}
+template <unsigned kWidth, typename A>
+__device__ inline A group_max(A v) {
+  static_assert(kWidth >= 1 && kWidth <= kWarp && (kWidth & (kWidth - 1)) == 0);
+  for (unsigned offset = kWidth / 2; offset > 0; offset /= 2)
+    v = fmax(v, __shfl_xor_sync(0xffffffffu, v, offset, kWidth));
+  return v;
+}
 
 // Block-wide sum / max over a 1-D block of kThreads threads, returned to every thread: warp trees,
 // then one tree over the warps' results. Every thread of the block must call it (it synchronises).
