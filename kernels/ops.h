@@ -13,10 +13,14 @@
 // A device with no backend in this build throws std::runtime_error("<op>: this build has no
 // CUDA backend") before anything touches the pointers; in a build with CUDA, an op the CUDA
 // backend does not have yet (routed by NEXUS_ROUTE, not NEXUS_ROUTE_CUDA) throws
-// "<op>: the CUDA backend has no kernel for this op yet".
+// "<op>: the CUDA backend has no kernel for this op yet". A call with bf16 data (pointers or
+// values) on the CPU throws "<op>: bf16 compute runs on the CUDA backend only (the CPU computes in
+// fp32)": the CPU has no bf16 kernels, and the route never instantiates cpu::op for bf16, so a
+// bf16 caller (Model<bf16>) compiles and links in every build.
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "kernels/cpu/backend.h"
@@ -31,31 +35,52 @@ namespace nexus {
 namespace detail {
 // Throws std::runtime_error naming the op and the device this build cannot run it on.
 [[noreturn]] void no_backend(const char* op, Device device);
+// Throws std::runtime_error: "<op>: bf16 compute runs on the CUDA backend only (the CPU computes
+// in fp32)".
+[[noreturn]] void bf16_on_cpu(const char* op);
+
+template <typename A>
+inline constexpr bool is_bf16_arg = std::is_same_v<A, bf16> || std::is_same_v<A, bf16*> || std::is_same_v<A, const bf16*>;
+// True when a call passes bf16 data (a bf16 pointer or value): the CPU has no bf16 kernels, so
+// the route must not even instantiate cpu::op for it (cpu::op<bf16> is declared, never defined).
+template <typename... Args>
+inline constexpr bool has_bf16_arg = (is_bf16_arg<std::remove_cvref_t<Args>> || ...);
 }  // namespace detail
 
 // The public op `op`: nexus::op(ex, args...) runs <backend>::op(ex, args...) for ex.device.
-// A CUDA build adds its branch here: if (ex.device == Device::cuda) return cuda::op(...).
-#define NEXUS_ROUTE(op)                                                              \
-  struct op##_route {                                                                \
-    template <typename... Args>                                                      \
-    decltype(auto) operator()(const Exec& ex, Args&&... args) const {                \
-      if (ex.device == Device::cpu) return cpu::op(ex, std::forward<Args>(args)...); \
-      detail::no_backend(#op, ex.device);                                            \
-    }                                                                                \
-  };                                                                                 \
+// The return type is the backend declaration's, so a bf16 call (whose CPU branch is discarded)
+// returns what every other call of the op returns.
+#define NEXUS_ROUTE(op)                                                                          \
+  struct op##_route {                                                                            \
+    template <typename... Args>                                                                  \
+    auto operator()(const Exec& ex, Args&&... args) const                                        \
+        -> decltype(cpu::op(ex, std::forward<Args>(args)...)) {                                  \
+      if constexpr (detail::has_bf16_arg<Args...>) {                                             \
+        if (ex.device == Device::cpu) detail::bf16_on_cpu(#op);                                  \
+      } else {                                                                                   \
+        if (ex.device == Device::cpu) return cpu::op(ex, std::forward<Args>(args)...);           \
+      }                                                                                          \
+      detail::no_backend(#op, ex.device);                                                        \
+    }                                                                                            \
+  };                                                                                             \
   inline constexpr op##_route op {}
 
 // An op the CUDA backend has: routed to nexus::cuda::<op> in a build with CUDA (NEXUS_HAS_CUDA),
 // exactly like NEXUS_ROUTE otherwise.
 #if NEXUS_HAS_CUDA
-#define NEXUS_ROUTE_CUDA(op)                                                          \
-  struct op##_route {                                                                 \
-    template <typename... Args>                                                       \
-    decltype(auto) operator()(const Exec& ex, Args&&... args) const {                 \
-      if (ex.device == Device::cpu) return cpu::op(ex, std::forward<Args>(args)...);  \
-      return cuda::op(ex, std::forward<Args>(args)...);                               \
-    }                                                                                 \
-  };                                                                                  \
+#define NEXUS_ROUTE_CUDA(op)                                                                     \
+  struct op##_route {                                                                            \
+    template <typename... Args>                                                                  \
+    auto operator()(const Exec& ex, Args&&... args) const                                        \
+        -> decltype(cpu::op(ex, std::forward<Args>(args)...)) {                                  \
+      if constexpr (detail::has_bf16_arg<Args...>) {                                             \
+        if (ex.device == Device::cpu) detail::bf16_on_cpu(#op);                                  \
+      } else {                                                                                   \
+        if (ex.device == Device::cpu) return cpu::op(ex, std::forward<Args>(args)...);           \
+      }                                                                                          \
+      return cuda::op(ex, std::forward<Args>(args)...);                                          \
+    }                                                                                            \
+  };                                                                                             \
   inline constexpr op##_route op {}
 #else
 #define NEXUS_ROUTE_CUDA(op) NEXUS_ROUTE(op)

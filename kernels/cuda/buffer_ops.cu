@@ -51,7 +51,9 @@ __global__ void add_strided_kernel(T* __restrict__ dst, const T* __restrict__ sr
 
 template <typename T>
 __global__ void scale_kernel(T* x, idx n, T factor) {
-  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x) x[i] *= factor;
+  using C = compute_t<T>;
+  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x)
+    x[i] = T(C(x[i]) * C(factor));
 }
 
 // y + a*x rounded twice, as the CPU computes it (ISO C++ builds do not contract into an FMA;
@@ -62,7 +64,7 @@ __device__ inline double add_product_rn(double y, double a, double x) { return _
 template <typename T>
 __global__ void axpy_kernel(T* __restrict__ y, const T* __restrict__ x, idx n, T alpha) {
   for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x)
-    y[i] = add_product_rn(y[i], alpha, x[i]);
+    y[i] = T(add_product_rn(compute_t<T>(y[i]), compute_t<T>(alpha), compute_t<T>(x[i])));
 }
 
 // One CUDA block per reduction block: each thread sums a strided share in double, then the fixed
@@ -74,7 +76,7 @@ __global__ void sum_of_squares_blocks(const T* __restrict__ x, idx n, double* __
   const idx len = n - start < kReduceBlock ? n - start : kReduceBlock;
   double sum = 0.0;
   for (idx i = threadIdx.x; i < len; i += kThreads) {
-    const double v = static_cast<double>(x[start + i]);
+    const double v = static_cast<double>(compute_t<T>(x[start + i]));  // exact from bf16 too
     sum += v * v;
   }
   sum = block_sum<kThreads>(sum);
@@ -92,7 +94,7 @@ template <typename T>
 __global__ void any_not_finite(const T* __restrict__ x, idx n, unsigned* __restrict__ bad) {
   unsigned mine = 0;
   for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x)
-    mine |= !isfinite(x[i]);
+    mine |= !isfinite(compute_t<T>(x[i]));
   if (mine) atomicOr(bad, 1u);  // an OR: the order of arrival cannot change the result
 }
 
@@ -180,6 +182,7 @@ idx count_targets(const Exec& ex, const std::int32_t* targets, idx N) {
   template bool all_finite<T>(const Exec&, const T*, idx);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
+NEXUS_INSTANTIATE(bf16)  // Model<bf16>'s activations and compute weights; arithmetic in float
 #undef NEXUS_INSTANTIATE
 #define NEXUS_INSTANTIATE(T)                                                          \
   template void copy_strided<T>(const Exec&, T*, const T*, const Strided3&); \

@@ -4,6 +4,7 @@
 // CPU (CUDA's expf and glibc's are both faithfully rounded, not always to the same neighbour).
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/reduce.cuh"
 #include "kernels/scalar_math.h"
 
 namespace nexus::cuda {
@@ -16,8 +17,9 @@ template <typename T>
 __global__ void swiglu_forward_kernel(T* __restrict__ out, const T* __restrict__ gate_up, idx N, idx F) {
   for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < N * F; i += idx(gridDim.x) * blockDim.x) {
     const idx n = i / F, f = i - n * F;
+    using C = compute_t<T>;
     const T* gate = gate_up + n * 2 * F;  // [F], then up [F]
-    out[i] = scalar::silu(gate[f]) * gate[F + f];
+    out[i] = T(scalar::silu(C(gate[f])) * C(gate[F + f]));
   }
 }
 
@@ -26,9 +28,10 @@ __global__ void swiglu_backward_kernel(T* __restrict__ dgate_up, const T* __rest
                                        const T* __restrict__ gate_up, idx N, idx F) {
   for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < N * F; i += idx(gridDim.x) * blockDim.x) {
     const idx n = i / F, f = i - n * F;
-    const T g = gate_up[n * 2 * F + f], up = gate_up[n * 2 * F + F + f], go = dout[i];
-    dgate_up[n * 2 * F + f] = go * up * scalar::silu_grad(g);
-    dgate_up[n * 2 * F + F + f] = go * scalar::silu(g);
+    using C = compute_t<T>;
+    const C g = C(gate_up[n * 2 * F + f]), up = C(gate_up[n * 2 * F + F + f]), go = C(dout[i]);
+    dgate_up[n * 2 * F + f] = T(go * up * scalar::silu_grad(g));
+    dgate_up[n * 2 * F + F + f] = T(go * scalar::silu(g));
   }
 }
 
@@ -48,5 +51,8 @@ template void swiglu_forward<float>(const Exec&, float*, const float*, idx, idx)
 template void swiglu_forward<double>(const Exec&, double*, const double*, idx, idx);
 template void swiglu_backward<float>(const Exec&, float*, const float*, const float*, idx, idx);
 template void swiglu_backward<double>(const Exec&, double*, const double*, const double*, idx, idx);
+// bf16 storage, arithmetic in float (compute_t), one rounding per stored output.
+template void swiglu_forward<bf16>(const Exec&, bf16*, const bf16*, idx, idx);
+template void swiglu_backward<bf16>(const Exec&, bf16*, const bf16*, const bf16*, idx, idx);
 
 }  // namespace nexus::cuda

@@ -89,6 +89,39 @@ void elementwise_ops_match_the_cpu() {
 TEST(CudaBufferOps, ElementwiseOpsAndReductionsMatchTheCpuFloat) { elementwise_ops_match_the_cpu<float>(); }
 TEST(CudaBufferOps, ElementwiseOpsAndReductionsMatchTheCpuDouble) { elementwise_ops_match_the_cpu<double>(); }
 
+// bf16 storage, float arithmetic: the same float operations on the host, rounded to bf16 once
+// (round to nearest even on both sides), give the same bits; the sum of squares widens each
+// element exactly to double, so it matches the CPU's fp32 sum over the widened values to 1e-12.
+TEST(CudaBufferOps, Bf16ElementwiseOpsAndReductionsMatchFloatArithmeticRounded) {
+  for (idx n : kSizes) {
+    const std::size_t un = std::size_t(n);
+    const Bf16Rounded x = round_to_bf16(random_vector<float>(un, 1)), y = round_to_bf16(random_vector<float>(un, 2));
+    DeviceBuffer<bf16> gx = on_gpu(x.stored), gy = on_gpu(y.stored), ga(kGpu, n);
+    const bf16 factor(0.37f), alpha(-1.3f);
+    std::vector<bf16> want(un);
+
+    fill_constant(kGpu, ga.data(), n, bf16(-2.5f));
+    EXPECT_TRUE(same_bits(on_host(ga), std::vector<bf16>(un, bf16(-2.5f)))) << "fill_constant n=" << n;
+    copy_values(kGpu, ga.data(), gx.data(), n);
+    EXPECT_TRUE(same_bits(on_host(ga), x.stored)) << "copy_values n=" << n;
+    scale_inplace(kGpu, ga.data(), n, factor);
+    for (std::size_t i = 0; i < un; ++i) want[i] = bf16(x.value[i] * float(factor));
+    EXPECT_TRUE(same_bits(on_host(ga), want)) << "scale_inplace n=" << n;
+    axpy(kGpu, gy.data(), gx.data(), n, alpha);
+    for (std::size_t i = 0; i < un; ++i) want[i] = bf16(y.value[i] + float(alpha) * x.value[i]);
+    EXPECT_TRUE(same_bits(on_host(gy), want)) << "axpy n=" << n;
+
+    const double ref = sum_of_squares(kCpu, x.value.data(), n), got = sum_of_squares(kGpu, gx.data(), n);
+    EXPECT_LE(std::fabs(got - ref), 1e-12 * std::fabs(ref)) << "sum_of_squares n=" << n;
+    EXPECT_TRUE(all_finite(kGpu, gx.data(), n)) << n;
+    if (n > 0) {
+      std::vector<bf16> z = x.stored;
+      z[un / 2] = bf16(std::numeric_limits<float>::infinity());
+      EXPECT_FALSE(all_finite(kGpu, on_gpu(z).data(), n)) << n;
+    }
+  }
+}
+
 TEST(CudaBufferOps, CountTargetsMatchesTheCpu) {
   for (idx n : kSizes) {
     std::vector<std::int32_t> t(static_cast<std::size_t>(n));
