@@ -31,6 +31,14 @@ AdamW::AdamW(idx n, const AdamWHyper& hyper, std::vector<DecayRange> ranges, con
 }
 
 void AdamW::step(float* params, const float* deltas, double lr) {
+  // fp32 training: the master weights are the compute weights, so there is no copy to write.
+  update(params, static_cast<float*>(nullptr), deltas, lr);
+}
+
+void AdamW::step(float* master, bf16* compute, const float* deltas, double lr) { update(master, compute, deltas, lr); }
+
+template <typename C>
+void AdamW::update(float* master, C* compute, const float* deltas, double lr) {
   ++steps_;
   const double t = static_cast<double>(steps_);
   // Scalars in double, as PyTorch computes them on the host; the elementwise work is fp32.
@@ -48,9 +56,8 @@ void AdamW::step(float* params, const float* deltas, double lr) {
   for (const DecayRange& r : ranges_) {
     // Multiplying by exactly 1 leaves no-decay tensors bit-for-bit untouched by the decay.
     k.decay = r.decay ? decay_factor : 1.0f;
-    // fp32 training: the master weights are the compute weights, so there is no copy to write.
-    adamw_update(exec(), params + r.offset, static_cast<float*>(nullptr), deltas + r.offset, exp_avg_.data() + r.offset,
-                 exp_avg_sq_.data() + r.offset, r.numel, k);
+    adamw_update(exec(), master + r.offset, compute ? compute + r.offset : compute, deltas + r.offset,
+                 exp_avg_.data() + r.offset, exp_avg_sq_.data() + r.offset, r.numel, k);
   }
 }
 

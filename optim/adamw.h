@@ -52,6 +52,9 @@ class AdamW {
   // the optimizer's device). Increments the step count first, so the first call uses t = 1. `lr`
   // is this step's learning rate (from the schedule).
   void step(float* params, const float* deltas, double lr);
+  // The same step on fp32 master weights with a bf16 compute copy: the pass also writes
+  // compute[i] = bf16(master[i]) (round to nearest even). bf16 runs on a GPU only.
+  void step(float* master, bf16* compute, const float* deltas, double lr);
 
   idx size() const { return n_; }
   const AdamWHyper& hyper() const { return hyper_; }
@@ -68,6 +71,9 @@ class AdamW {
   std::span<const float> exp_avg_sq() const { return {exp_avg_sq_.data(), std::size_t(n_)}; }
 
  private:
+  template <typename C>
+  void update(float* master, C* compute, const float* deltas, double lr);
+
   idx n_;
   AdamWHyper hyper_;
   std::vector<DecayRange> ranges_;  // sorted by offset, tiling [0, n)
