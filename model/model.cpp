@@ -29,6 +29,8 @@ Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp
     throw std::invalid_argument("context parallel: the local sequence (" + std::to_string(shape.T) +
                                 " tokens) must be two zigzag chunks of at least model.mamba_d_conv - 1 = " +
                                 std::to_string(config.mamba_d_conv - 1) + " tokens each");
+  if (std::is_same_v<T, bf16> && ex.device == Device::cpu)
+    throw std::invalid_argument("Model<bf16>: bf16 compute runs on the CUDA backend only (the CPU computes in fp32)");
   if (!context_parallel_capable<T> && cp_)
     throw std::invalid_argument("context parallel (a group of " + std::to_string(cp_size_) +
                                 " ranks) runs in fp32 only: bf16 has no context-parallel path yet");
