@@ -4,6 +4,8 @@
 #include "parallel/ring_attention.h"
 #include "parallel/zigzag.h"
 
+#include <stdexcept>
+
 namespace nexus {
 
 namespace {
@@ -34,6 +36,12 @@ void rotate(const Exec& ex, bool backward, T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, 
       apply(x + (b * Tn + half * chunk) * H * c.head_dim, 1, chunk, zigzag_chunk(cp, r, half) * chunk);
 }
 
+// A ring reaching a type without context parallelism (context_parallel_capable) is a caller's bug.
+template <typename T>
+void require_no_ring(const RingContext<T>* ring) {
+  if (ring) throw std::logic_error("attention: ring attention has no bf16 instantiation");
+}
+
 }  // namespace
 
 template <typename T>
@@ -46,11 +54,17 @@ void attention_mixer_forward(const Exec& ex, T* out, const AttentionActivations<
   matmul_forward(ex, a.v, inp, w.v, N, D, Hkv * hd);
   rotate(ex, false, a.q, B, Tn, Hq, c, pos0, ring);
   rotate(ex, false, a.k, B, Tn, Hkv, c, pos0, ring);
-  if (ring)
-    ring_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn, nb), *ring->cp, ring->workspace,
-                           ring->stats);
-  else
+  if constexpr (context_parallel_capable<T>) {
+    if (ring) {
+      ring_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn, nb), *ring->cp, ring->workspace,
+                             ring->stats);
+    } else {
+      attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0, nb));
+    }
+  } else {
+    require_no_ring(ring);
     attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0, nb));
+  }
   if (prefix) {
     AttentionShape s = local_shape(c, B, Tn, pos0, nb);
     s.Tk = prefix->len;
@@ -73,11 +87,17 @@ void attention_mixer_backward(const Exec& ex, T* dinp, const AttentionTensors<ac
   fill_constant(ex, s.dq, N * Hq * hd, T(0));
   fill_constant(ex, s.dk, N * Hkv * hd, T(0));
   fill_constant(ex, s.dv, N * Hkv * hd, T(0));
-  if (ring)
-    ring_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn, nb),
-                            *ring->cp, ring->workspace, ring->stats);
-  else
+  if constexpr (context_parallel_capable<T>) {
+    if (ring) {
+      ring_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn, nb),
+                              *ring->cp, ring->workspace, ring->stats);
+    } else {
+      attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0, nb));
+    }
+  } else {
+    require_no_ring(ring);
     attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0, nb));
+  }
   rotate(ex, true, s.dq, B, Tn, Hq, c, pos0, ring);
   rotate(ex, true, s.dk, B, Tn, Hkv, c, pos0, ring);
   matmul_backward(ex, dinp, g.q, s.dq, inp, w.q, N, D, Hq * hd, false);
@@ -89,12 +109,13 @@ void attention_mixer_backward(const Exec& ex, T* dinp, const AttentionTensors<ac
   template void attention_mixer_forward<T>(const Exec&, T*, const AttentionActivations<T>&, const T*,                 \
                                            const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx,      \
                                            const KvPrefix<T>*, const RingContext<T>*, const Neighborhood&);           \
-  template void attention_mixer_backward<T>(const Exec&, T*, const AttentionTensors<T*>&, const AttentionScratch<T>&, \
+  template void attention_mixer_backward<T>(const Exec&, T*, const AttentionTensors<accum_t<T>*>&, const AttentionScratch<T>&, \
                                             const T*, const T*, const AttentionActivations<T>&,                       \
                                             const AttentionTensors<const T*>&, const ModelConfig&, idx, idx, idx,     \
                                             const RingContext<T>*, const Neighborhood&);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
+NEXUS_INSTANTIATE(bf16)
 #undef NEXUS_INSTANTIATE
 
 }  // namespace nexus

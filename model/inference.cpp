@@ -356,7 +356,6 @@ void InferenceSession<T>::attention_step(const AttentionTensors<const T*>& w, La
 
 template class InferenceSession<float>;
 template class InferenceSession<double>;
-// Sizing only (nexus plan): the state a bf16 session holds.
-template std::size_t InferenceSession<bf16>::cache_bytes(const ModelConfig&, idx, idx, idx);
+template class InferenceSession<bf16>;  // GPU only, as Model<bf16>
 
 }  // namespace nexus

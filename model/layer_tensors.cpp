@@ -25,5 +25,6 @@ template LayerTensors<const float*> layer_tensors(const float*, const ParamTable
 template LayerTensors<float*> layer_tensors(float*, const ParamTable&, const ModelConfig&, idx);
 template LayerTensors<const double*> layer_tensors(const double*, const ParamTable&, const ModelConfig&, idx);
 template LayerTensors<double*> layer_tensors(double*, const ParamTable&, const ModelConfig&, idx);
+template LayerTensors<const bf16*> layer_tensors(const bf16*, const ParamTable&, const ModelConfig&, idx);
 
 }  // namespace nexus

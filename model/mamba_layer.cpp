@@ -68,11 +68,12 @@ void mamba_mixer_backward(const Exec& ex, T* dinp, const MambaTensors<accum_t<T>
   template void mamba_mixer_forward<T>(const Exec&, T*, const MambaActivations<T>&, const T*,                       \
                                        const MambaTensors<const T*>&, const ModelConfig&, idx, idx, T*,             \
                                        const MambaCarry<T>&);                                                       \
-  template void mamba_mixer_backward<T>(const Exec&, T*, const MambaTensors<T*>&, const MambaScratch<T>&, const T*, \
+  template void mamba_mixer_backward<T>(const Exec&, T*, const MambaTensors<accum_t<T>*>&, const MambaScratch<T>&, const T*, \
                                         const T*, const MambaActivations<T>&, const MambaTensors<const T*>&,        \
                                         const ModelConfig&, idx, idx);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
+NEXUS_INSTANTIATE(bf16)
 #undef NEXUS_INSTANTIATE
 
 }  // namespace nexus

@@ -245,7 +245,7 @@ std::size_t mamba_mixer_backward_cp(const Exec& ex, T* dinp, const MambaTensors<
   template std::size_t mamba_mixer_forward_cp<T>(const Exec&, T*, const MambaActivations<T>&, const T*,             \
                                                  const MambaTensors<const T*>&, const ModelConfig&, idx, idx, T*,   \
                                                  const DataPlane&, T*);                                          \
-  template std::size_t mamba_mixer_backward_cp<T>(const Exec&, T*, const MambaTensors<T*>&, const MambaScratch<T>&, \
+  template std::size_t mamba_mixer_backward_cp<T>(const Exec&, T*, const MambaTensors<accum_t<T>*>&, const MambaScratch<T>&, \
                                                   const T*, const T*, const MambaActivations<T>&,                   \
                                                   const MambaTensors<const T*>&, const ModelConfig&, idx, idx,      \
                                                   const DataPlane&, const T*);

@@ -21,10 +21,11 @@ void mlp_backward(const Exec& ex, T* dinp, const MlpTensors<accum_t<T>*>& g, con
 #define NEXUS_INSTANTIATE(T)                                                                                          \
   template void mlp_forward<T>(const Exec&, T*, const MlpActivations<T>&, const T*, const MlpTensors<const T*>&, idx, \
                                idx, idx);                                                                             \
-  template void mlp_backward<T>(const Exec&, T*, const MlpTensors<T*>&, const MlpScratch<T>&, const T*, const T*,     \
+  template void mlp_backward<T>(const Exec&, T*, const MlpTensors<accum_t<T>*>&, const MlpScratch<T>&, const T*, const T*,     \
                                 const MlpActivations<T>&, const MlpTensors<const T*>&, idx, idx, idx);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
+NEXUS_INSTANTIATE(bf16)
 #undef NEXUS_INSTANTIATE
 
 }  // namespace nexus

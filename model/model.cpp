@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 namespace nexus {
 
@@ -27,6 +29,11 @@ Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp
     throw std::invalid_argument("context parallel: the local sequence (" + std::to_string(shape.T) +
                                 " tokens) must be two zigzag chunks of at least model.mamba_d_conv - 1 = " +
                                 std::to_string(config.mamba_d_conv - 1) + " tokens each");
+  if (std::is_same_v<T, bf16> && ex.device == Device::cpu)
+    throw std::invalid_argument("Model<bf16>: bf16 compute runs on the CUDA backend only (the CPU computes in fp32)");
+  if (!context_parallel_capable<T> && cp_)
+    throw std::invalid_argument("context parallel (a group of " + std::to_string(cp_size_) +
+                                " ranks) runs in fp32 only: bf16 has no context-parallel path yet");
   params_ = DeviceBuffer<T>(ex_, table_.total());
   params_.zero();
   deltas_ = DeviceBuffer<A>(ex_, table_.total());
@@ -183,9 +190,23 @@ void Model<T>::carve(Arena& a, ArenaBreakdown* parts) {
 
 template <typename T>
 void Model<T>::init(std::uint64_t seed) {
-  HostMirror<T> host(ex_, params_.data(), params_.size(), /*fetch=*/false);
-  init_parameters(host.data(), table_, config_, seed);
-  host.store();
+  if constexpr (std::is_same_v<T, A>) {
+    HostMirror<T> host(ex_, params_.data(), params_.size(), /*fetch=*/false);
+    init_parameters(host.data(), table_, config_, seed);
+    host.store();
+  } else {
+    std::vector<A> drawn(static_cast<std::size_t>(num_params()));
+    init_parameters(drawn.data(), table_, config_, seed);
+    set_weights(drawn.data());
+  }
+}
+
+template <typename T>
+void Model<T>::set_weights(const A* host) {
+  HostMirror<T> mirror(ex_, params_.data(), params_.size(), /*fetch=*/false);
+  T* w = mirror.data();
+  for (idx i = 0; i < num_params(); ++i) w[i] = T(host[i]);  // rounds to nearest even for bf16
+  mirror.store();
 }
 
 template <typename T>
@@ -215,11 +236,13 @@ void Model<T>::forward_mixer(idx i) {
   if (c.is_attention(i))
     attention_mixer_forward(ex_, branch_, l.attn, l.ln1, w.attn, c, B, Tn, idx(0), static_cast<KvPrefix<T>*>(nullptr),
                             cp_ ? &ring : nullptr, neighborhoods_[static_cast<std::size_t>(i)]);
-  else if (cp_)
-    mamba_bytes_sent_ += mamba_mixer_forward_cp(ex_, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn,
-                                                mamba_scratch_.ssd_workspace, *cp_, l.mamba_saved);
-  else
+  else if (cp_) {
+    if constexpr (context_parallel_capable<T>)  // otherwise cp_ is null (the constructor refuses it)
+      mamba_bytes_sent_ += mamba_mixer_forward_cp(ex_, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn,
+                                                  mamba_scratch_.ssd_workspace, *cp_, l.mamba_saved);
+  } else {
     mamba_mixer_forward(ex_, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn, mamba_scratch_.ssd_workspace);
+  }
 }
 
 template <typename T>
@@ -305,11 +328,13 @@ void Model<T>::backward(double loss_scale, const DeltasReady& ready) {
     if (attention)
       attention_mixer_backward(ex, d_ln_, g.attn, attn_scratch_, d_res_, l.ln1, l.attn, w.attn, c, B, Tn, idx(0),
                                ring_ctx, neighborhoods_[static_cast<std::size_t>(i)]);
-    else if (cp_)
-      mamba_bytes_sent_ += mamba_mixer_backward_cp(ex, d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba,
-                                                   c, B, Tn, *cp_, l.mamba_saved);
-    else
+    else if (cp_) {
+      if constexpr (context_parallel_capable<T>)
+        mamba_bytes_sent_ += mamba_mixer_backward_cp(ex, d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba,
+                                                     w.mamba, c, B, Tn, *cp_, l.mamba_saved);
+    } else {
       mamba_mixer_backward(ex, d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba, c, B, Tn);
+    }
     rmsnorm_backward(ex, d_res_, g.input_norm, d_ln_, l.res_in, w.input_norm, l.rstd1, N, D);
     finished(idx(g.input_norm - G));  // the layer's first tensor
   }
@@ -349,8 +374,8 @@ double Model<T>::forward_flops_per_token() const {
 
 template class Model<float>;
 template class Model<double>;
-// Measuring only (nexus plan): the layout a bf16 run carves. Nothing else of Model<bf16> is built.
-template ArenaBreakdown Model<bf16>::activation_breakdown(const ModelConfig&, BatchShape, int);
-template std::size_t Model<bf16>::activation_bytes(const ModelConfig&, BatchShape, int);
+// bf16 activations and compute weights, fp32 statistics and deltas: GPU only (the CPU refuses bf16
+// data, kernels/ops.h). The fp32 master weights live in the optimizer.
+template class Model<bf16>;
 
 }  // namespace nexus

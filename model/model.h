@@ -76,8 +76,14 @@ class Model {
   const A* deltas() const { return deltas_.data(); }
   idx num_params() const { return table_.total(); }
 
-  // Draws the initial weights on the host and stores them on the model's device.
+  // Draws the initial weights on the host and stores them on the model's device. The draw is in
+  // the accumulator type A (init_parameters<A>: fp32 for bf16), then rounded to T: a bf16 run's
+  // fp32 master weights are init_parameters<float> with the same seed (what the optimizer's
+  // set_master takes), and these weights are exactly their rounding.
   void init(std::uint64_t seed);
+  // host[num_params()] (host memory, accumulator type, e.g. fp32 master weights from a draw or a
+  // checkpoint) rounded to T and stored on the model's device; a plain copy when T is A.
+  void set_weights(const A* host);
   void zero_deltas();
 
   // evaluate. tokens, targets: [B, T] host memory (copied to the device); a token outside [0, vocab) throws std::invalid_argument

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/ops.h"
 #include "optim/grad.h"
@@ -27,7 +28,9 @@ FlatShard shard_of(idx n, const DataPlane& group, bool sharded) {
   return flat_shard(n, group.size(), group.rank());
 }
 
-constexpr int kExpAvgTag = 7101, kExpAvgSqTag = 7102;  // checkpoint moves of the two moments
+// Checkpoint moves: the two moments, then (gather only) the master weights, at kStateTag + j for
+// local_state()'s array j.
+constexpr int kStateTag = 7101, kExpAvgTag = kStateTag, kExpAvgSqTag = kStateTag + 1;
 
 }  // namespace
 
@@ -50,7 +53,50 @@ DistributedAdamW::DistributedAdamW(idx n, const AdamWHyper& hyper, const std::ve
 
 DistributedAdamW::Outcome DistributedAdamW::step(float* params, float* deltas, float scale, double loss,
                                                  double grad_clip, double lr, bool summed) {
+  return step_on(params, static_cast<float*>(nullptr), deltas, scale, loss, grad_clip, lr, summed);
+}
+
+DistributedAdamW::Outcome DistributedAdamW::step(bf16* params, float* deltas, float scale, double loss,
+                                                 double grad_clip, double lr, bool summed) {
+  if (!has_master_) throw std::logic_error("DistributedAdamW: a bf16 step needs the fp32 master weights (set_master)");
+  return step_on(params, master_.data(), deltas, scale, loss, grad_clip, lr, summed);
+}
+
+void DistributedAdamW::set_master(const float* host_master) {
   const Exec& ex = local_.exec();
+  if (!has_master_) master_ = DeviceBuffer<float>(ex, shard_.numel);
+  has_master_ = true;
+  copy_to_device(ex, master_.data(), host_master + shard_.offset, std::size_t(shard_.numel) * sizeof(float));
+}
+
+namespace {
+
+// An all-gather of `count` elements per rank. bf16 travels as its bytes: the gather moves them
+// unchanged, and the data planes have no bf16 element type.
+template <typename T>
+void allgather_values(const DataPlane& group, const T* send, idx count, T* recv) {
+  if constexpr (std::is_same_v<T, bf16>)
+    group.allgather(reinterpret_cast<const std::uint8_t*>(send), count * idx(sizeof(bf16)),
+                    reinterpret_cast<std::uint8_t*>(recv));
+  else
+    group.allgather(send, count, recv);
+}
+
+}  // namespace
+
+// T = float: master is null, the weights are their own master. T = bf16: master[shard numel] is
+// integrated and params (the compute copy) receives its rounding.
+template <typename T>
+DistributedAdamW::Outcome DistributedAdamW::step_on(T* params, float* master, float* deltas, float scale, double loss,
+                                                    double grad_clip, double lr, bool summed) {
+  const Exec& ex = local_.exec();
+  // One AdamW pass over this rank's shard [offset, offset + numel) of the weights.
+  auto integrate = [&](const float* grad) {
+    if constexpr (std::is_same_v<T, float>)
+      local_.step(params + shard_.offset, grad, lr);
+    else
+      local_.step(master, params + shard_.offset, grad, lr);
+  };
   Outcome out;
   if (summed && sharded_)
     throw std::logic_error("DistributedAdamW::step: summed deltas under zero 1 (its reduce-scatter is the sum)");
@@ -59,13 +105,13 @@ DistributedAdamW::Outcome DistributedAdamW::step(float* params, float* deltas, f
     scale_inplace(ex, deltas, n_, scale);
     out.grad_norm = clip_grad_norm(ex, deltas, n_, grad_clip);
     out.applied = std::isfinite(loss) && std::isfinite(out.grad_norm);
-    if (out.applied) local_.step(params, deltas, lr);
+    if (out.applied) integrate(deltas);
     return out;
   }
   const idx ranks = group_.size(), block = shard_.block, tail = shard_.tail;
   const bool last = group_.rank() == ranks - 1;
   float* grad = grad_shard_.data();
-  float* params_tail = params + ranks * block;  // [tail], after every rank's equal block
+  T* params_tail = params + ranks * block;  // [tail], after every rank's equal block
   // Summed deltas of this rank's block; the tail is summed on every rank (fewer elements than
   // ranks) and kept by the last.
   group_.reduce_scatter_sum(deltas, block, grad);
@@ -88,77 +134,90 @@ DistributedAdamW::Outcome DistributedAdamW::step(float* params, float* deltas, f
   // so the weights need no all-gather either.
   out.applied = std::isfinite(loss) && std::isfinite(out.grad_norm);
   if (!out.applied) return out;
-  local_.step(params + shard_.offset, grad, lr);
-  // The deltas are spent: their buffer becomes the all-gather's send block (which must not
-  // overlap the receive buffer, the weights themselves).
-  copy_values(ex, grad, params + shard_.offset, block);
-  group_.allgather(grad, block, params);
+  integrate(grad);
+  // The deltas are spent: their buffer (numel floats, room for as many T) becomes the all-gather's
+  // send block (which must not overlap the receive buffer, the weights themselves), and the tail
+  // gather's buffer holds S * tail values of T as well.
+  T* send = reinterpret_cast<T*>(grad);
+  T* gathered_tail = reinterpret_cast<T*>(tail_gather_.data());
+  copy_values(ex, send, static_cast<const T*>(params + shard_.offset), block);
+  allgather_values(group_, send, block, params);
   if (tail > 0) {
-    if (last) copy_values(ex, grad, params_tail, tail);
-    group_.allgather(grad, tail, tail_gather_.data());
-    copy_values(ex, params_tail, tail_gather_.data() + (ranks - 1) * tail, tail);
+    if (last) copy_values(ex, send, static_cast<const T*>(params_tail), tail);
+    allgather_values(group_, send, tail, gathered_tail);
+    copy_values(ex, params_tail, static_cast<const T*>(gathered_tail + (ranks - 1) * tail), tail);
   }
   return out;
 }
 
 bool DistributedAdamW::moments_on_host() const { return local_.exec().device == Device::cpu; }
 
+std::vector<float*> DistributedAdamW::local_state() {
+  std::vector<float*> state{local_.exp_avg().data(), local_.exp_avg_sq().data()};
+  if (has_master_) state.push_back(master_.data());
+  return state;
+}
+
 DistributedAdamW::FullMoments DistributedAdamW::full_moments(bool root) {
-  if (!sharded_ && moments_on_host()) return {local_.exp_avg().data(), local_.exp_avg_sq().data()};
+  if (!sharded_ && moments_on_host())
+    return {local_.exp_avg().data(), local_.exp_avg_sq().data(), has_master_ ? master_.data() : nullptr};
   if (sharded_ && !root) return {};
-  staging_.resize(2 * std::size_t(n_));
-  return {staging_.data(), staging_.data() + n_};
+  const std::size_t k = has_master_ ? 3 : 2;
+  staging_.resize(k * std::size_t(n_));
+  return {staging_.data(), staging_.data() + n_, has_master_ ? staging_.data() + 2 * n_ : nullptr};
 }
 
 void DistributedAdamW::gather_moments(int root) {
   const Exec& ex = local_.exec();
-  const std::size_t shard_bytes = std::size_t(shard_.numel) * sizeof(float);
+  const std::vector<float*> local = local_state();
+  const std::size_t k = local.size();
   if (!sharded_) {
     if (moments_on_host() || group_.rank() != root) return;
-    const FullMoments full = full_moments(true);
-    copy_to_host(ex, full.exp_avg, local_.exp_avg().data(), shard_bytes);
-    copy_to_host(ex, full.exp_avg_sq, local_.exp_avg_sq().data(), shard_bytes);
+    full_moments(true);
+    for (std::size_t j = 0; j < k; ++j)
+      copy_to_host(ex, staging_.data() + j * n_, local[j], std::size_t(n_) * sizeof(float));
     return;
   }
-  const FullMoments full = full_moments(group_.rank() == root);
+  full_moments(group_.rank() == root);
   if (group_.rank() != root) {
-    Request sends[2] = {group_.isend(local_.exp_avg().data(), shard_.numel, root, kExpAvgTag),
-                        group_.isend(local_.exp_avg_sq().data(), shard_.numel, root, kExpAvgSqTag)};
+    std::vector<Request> sends;
+    for (std::size_t j = 0; j < k; ++j) sends.push_back(group_.isend(local[j], shard_.numel, root, kStateTag + int(j)));
     wait_all(sends);
     return;
   }
   if (moments_on_host()) {  // the data plane writes straight into the staging
     std::vector<Request> receives;
-    receives.reserve(2 * std::size_t(group_.size()));
+    receives.reserve(k * std::size_t(group_.size()));
     for (int r = 0; r < group_.size(); ++r) {
       const FlatShard s = flat_shard(n_, group_.size(), r);
-      if (r == root) {
-        std::copy_n(local_.exp_avg().data(), s.numel, full.exp_avg + s.offset);
-        std::copy_n(local_.exp_avg_sq().data(), s.numel, full.exp_avg_sq + s.offset);
-        continue;
+      for (std::size_t j = 0; j < k; ++j) {
+        float* into = staging_.data() + j * n_ + s.offset;
+        if (r == root)
+          std::copy_n(local[j], s.numel, into);
+        else
+          receives.push_back(group_.irecv(into, s.numel, r, kStateTag + int(j)));
       }
-      receives.push_back(group_.irecv(full.exp_avg + s.offset, s.numel, r, kExpAvgTag));
-      receives.push_back(group_.irecv(full.exp_avg_sq + s.offset, s.numel, r, kExpAvgSqTag));
     }
     wait_all(receives);
     return;
   }
-  // Device moments: each shard lands in device memory, then moves to the host staging, one rank
-  // at a time (the root holds one shard pair more on its device, not n).
-  if (shard_recv_.size() == 0) shard_recv_ = DeviceBuffer<float>(ex, 2 * largest_flat_shard(n_, group_.size()));
+  // Device state: each shard lands in device memory, then moves to the host staging, one rank at
+  // a time (the root holds one shard of each array more on its device, not n).
+  if (shard_recv_.size() == 0) shard_recv_ = DeviceBuffer<float>(ex, idx(k) * largest_flat_shard(n_, group_.size()));
   for (int r = 0; r < group_.size(); ++r) {
     const FlatShard s = flat_shard(n_, group_.size(), r);
-    const float *avg = local_.exp_avg().data(), *avg_sq = local_.exp_avg_sq().data();
+    std::vector<const float*> from(local.begin(), local.end());
     if (r != root) {
-      float* recv = shard_recv_.data();
-      Request receives[2] = {group_.irecv(recv, s.numel, r, kExpAvgTag),
-                             group_.irecv(recv + s.numel, s.numel, r, kExpAvgSqTag)};
+      std::vector<Request> receives;
+      for (std::size_t j = 0; j < k; ++j) {
+        float* recv = shard_recv_.data() + j * s.numel;
+        receives.push_back(group_.irecv(recv, s.numel, r, kStateTag + int(j)));
+        from[j] = recv;
+      }
       wait_all(receives);
-      avg = recv;
-      avg_sq = recv + s.numel;
     }
-    copy_to_host(ex, full.exp_avg + s.offset, avg, std::size_t(s.numel) * sizeof(float));
-    copy_to_host(ex, full.exp_avg_sq + s.offset, avg_sq, std::size_t(s.numel) * sizeof(float));
+    for (std::size_t j = 0; j < k; ++j)
+      copy_to_host(ex, staging_.data() + j * n_ + s.offset, from[j], std::size_t(s.numel) * sizeof(float));
   }
 }
 

@@ -18,8 +18,12 @@
 // distributed optimizer shards over data-parallel x context-parallel for the same reason). With cp
 // = 1 the world is the dp group.
 //
-// fp32 on CPU: the master weights are the compute weights, so the shard of the weights being
+// fp32 (CPU or GPU): the master weights are the compute weights, so the shard of the weights being
 // integrated is this rank's slice of the parameter buffer; there is no separate master copy.
+// bf16 (GPU): the optimizer owns the fp32 master weights (set_master) -- this rank's shard under
+// zero 1, all n under zero 0 -- and each step integrates them and writes the bf16 compute weights
+// as their rounding in the same pass; zero 1 then all-gathers the bf16 compute copy (half the
+// bytes of fp32), while each shard's master stays on its rank.
 #pragma once
 
 #include <cstdint>
@@ -57,6 +61,18 @@ class DistributedAdamW {
   // ran during the backward), so the step skips its own all-reduce.
   Outcome step(float* params, float* deltas, float scale, double loss, double grad_clip, double lr,
                bool summed = false);
+  // The bf16 step: params[n] is the bf16 compute copy (ends identical on every rank, the rounding
+  // of the master weights). Throws std::logic_error unless set_master was called.
+  Outcome step(bf16* params, float* deltas, float scale, double loss, double grad_clip, double lr,
+               bool summed = false);
+
+  // The fp32 master weights of a bf16 run: host_master[n] (host memory, the whole buffer on every
+  // rank: the fp32 draw init_parameters<float> gives, or a checkpoint's weights); this rank keeps
+  // its shard() of it on its device. Allocates the master on the first call.
+  void set_master(const float* host_master);
+  bool has_master() const { return has_master_; }
+  // [shard().numel] this rank's master weights (device memory), null without set_master.
+  const float* master() const { return has_master_ ? master_.data() : nullptr; }
 
   bool sharded() const { return sharded_; }
   // This rank's part of the flat buffer: all of it ({0, n}) unless sharded.
@@ -74,23 +90,32 @@ class DistributedAdamW {
   // it). That staging is the price of a file that loads on any number of ranks under either
   // setting: while a checkpoint is written or read, the root holds as much optimizer state as
   // under zero 0.
+  // With master weights (set_master), `master` is the whole [n] fp32 master (gather_moments fills
+  // it on the root as it fills the moments): what a bf16 checkpoint saves as its weights.
   struct FullMoments {
     float* exp_avg = nullptr;
     float* exp_avg_sq = nullptr;
+    float* master = nullptr;
   };
   FullMoments full_moments(bool root);
-  // Collective (before a save): the root's full moments receive every rank's shards (zero 1) or
-  // its own device moments (zero 0 on a GPU). Zero 0 on the CPU: nothing to do.
+  // Collective (before a save): the root's full moments (and master, if any) receive every rank's
+  // shards (zero 1) or its own device buffers (zero 0 on a GPU). Zero 0 on the CPU: nothing to do.
   void gather_moments(int root);
   // Collective (after a load): every rank takes its part of the full moments onto its device --
   // its shard of the root's staging (zero 1), or the whole of its own staging, which the caller
   // filled by a broadcast (zero 0 on a GPU: one tree broadcast beats a message per rank) -- and
   // the staging is released. Zero 0 on the CPU: nothing here, the broadcast wrote the moments.
+  // Only the moments: a load restores the master weights by set_master from the loaded weights.
   void scatter_moments(int root);
   void release_full_moments();
 
  private:
   bool moments_on_host() const;  // the moments' device is the CPU: checkpoints read them in place
+  template <typename T>
+  Outcome step_on(T* params, float* master, float* deltas, float scale, double loss, double grad_clip, double lr,
+                  bool summed);
+  // What gather_moments moves, in staging order: exp_avg, exp_avg_sq[, master] ([shard numel] each).
+  std::vector<float*> local_state();
 
   idx n_;
   const DataPlane& group_;
@@ -100,8 +125,10 @@ class DistributedAdamW {
   DeviceBuffer<float> grad_shard_;   // [shard_.numel] summed deltas of this shard; the all-gather's send block
   DeviceBuffer<float> tail_gather_;  // [S * tail] the all-gathered tail, of which the last rank's block counts
   std::vector<double> norm_parts_;  // [S] every rank's sum of squares, summed in rank order
-  std::vector<float> staging_;      // [2 n] host copy while a checkpoint moves (not CPU zero 0), else empty
-  DeviceBuffer<float> shard_recv_;  // [2 largest shard] zero 1 off the CPU: a shard received on its way to staging_
+  std::vector<float> staging_;      // [k n] host copy while a checkpoint moves (not CPU zero 0), else empty
+  DeviceBuffer<float> shard_recv_;  // [k largest shard] zero 1 off the CPU: a shard received on its way to staging_
+  DeviceBuffer<float> master_;      // [shard_.numel] fp32 master weights of a bf16 run (set_master), else empty
+  bool has_master_ = false;
 };
 
 }  // namespace nexus

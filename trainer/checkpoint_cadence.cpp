@@ -1,5 +1,8 @@
 #include "trainer/checkpoint_cadence.h"
 
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/device_memory.h"
@@ -8,8 +11,12 @@
 
 namespace nexus {
 
-std::string CheckpointCadence::save(const RunState& st, const Model<float>& model, DistributedAdamW& opt,
+template <typename T>
+std::string CheckpointCadence::save(const RunState& st, const Model<T>& model, DistributedAdamW& opt,
                                     const DataLoader& data) {
+  constexpr bool master_weights = !std::is_same_v<T, float>;  // bf16: the optimizer's master is saved
+  if (master_weights && !opt.has_master())
+    throw std::logic_error("checkpoint: a bf16 model's optimizer has no master weights (set_master)");
   const RunOptions& o = o_;
   const Communicator& comm = comm_;
   std::string path, error;
@@ -29,8 +36,10 @@ std::string CheckpointCadence::save(const RunState& st, const Model<float>& mode
       // The checkpoint is written from host memory: the buffers themselves on the CPU.
       const Exec& ex = model.exec();
       const idx n = model.num_params();
-      const HostMirror<const float> params(ex, model.params(), n);
-      path = save_checkpoint(o.checkpoint.dir, meta, model.table(), params.data(), moments.exp_avg,
+      const float* weights = moments.master;  // bf16: the master, gathered with the moments
+      std::optional<HostMirror<const float>> params;
+      if constexpr (!master_weights) weights = params.emplace(ex, model.params(), n).data();
+      path = save_checkpoint(o.checkpoint.dir, meta, model.table(), weights, moments.exp_avg,
                              moments.exp_avg_sq, o.checkpoint.keep, [] { return !launcher_gone(); });
       log_.note("checkpoint: " + path);
     } catch (const std::exception& e) {
@@ -43,8 +52,10 @@ std::string CheckpointCadence::save(const RunState& st, const Model<float>& mode
   return path;
 }
 
-void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<float>& model,
-                                DistributedAdamW& opt, DataLoader& data) {
+template <typename T>
+void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<T>& model, DistributedAdamW& opt,
+                                DataLoader& data) {
+  constexpr bool master_weights = !std::is_same_v<T, float>;
   const RunOptions& o = o_;
   const Communicator& comm = comm_;
   MetricsLog& log = log_;
@@ -53,13 +64,23 @@ void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<f
   // Root reads into host memory and broadcasts from it; every rank then stores it on its device.
   const Exec& ex = model.exec();
   const idx n = model.num_params();
-  HostMirror<float> params(ex, model.params(), n, false);
+  // fp32: the model's own buffer (a host mirror on a GPU); bf16: a host fp32 copy, which becomes
+  // the optimizer's master and, rounded, the model's weights.
+  std::vector<float> master_host;
+  std::optional<HostMirror<float>> mirror;
+  float* params = nullptr;
+  if constexpr (master_weights) {
+    master_host.resize(std::size_t(n));
+    params = master_host.data();
+  } else {
+    params = mirror.emplace(ex, model.params(), n, false).data();
+  }
   const DistributedAdamW::FullMoments moments = opt.full_moments(comm.is_root());
   if (comm.is_root()) {
     try {
       std::vector<std::string> notes;
       try {
-        path = resume_checkpoint(resume, o.checkpoint.dir, o.model, model.table(), params.data(),
+        path = resume_checkpoint(resume, o.checkpoint.dir, o.model, model.table(), params,
                                  moments.exp_avg, moments.exp_avg_sq, meta, notes);
       } catch (...) {
         for (const std::string& note : notes) log.note(note);  // which files were tried, before the error
@@ -90,8 +111,13 @@ void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<f
   comm.broadcast(header, sizeof header);
   position.resize(std::size_t(header[4]));
   comm.broadcast(position.data(), position.size());
-  comm.broadcast(params.data(), std::size_t(n) * sizeof(float));
-  params.store();
+  comm.broadcast(params, std::size_t(n) * sizeof(float));
+  if constexpr (master_weights) {
+    model.set_weights(params);
+    opt.set_master(params);
+  } else {
+    mirror->store();
+  }
   if (!opt.sharded()) {  // every rank's full moments receive the root's
     comm.broadcast(moments.exp_avg, std::size_t(n) * sizeof(float));
     comm.broadcast(moments.exp_avg_sq, std::size_t(n) * sizeof(float));
@@ -106,5 +132,14 @@ void CheckpointCadence::restore(const std::string& resume, RunState& st, Model<f
   log.note("resumed from " + (comm.is_root() ? path : std::string("checkpoint")) + " at step " +
            std::to_string(st.step) + ", data position " + position);
 }
+
+template std::string CheckpointCadence::save(const RunState&, const Model<float>&, DistributedAdamW&,
+                                             const DataLoader&);
+template std::string CheckpointCadence::save(const RunState&, const Model<bf16>&, DistributedAdamW&,
+                                             const DataLoader&);
+template void CheckpointCadence::restore(const std::string&, RunState&, Model<float>&, DistributedAdamW&,
+                                         DataLoader&);
+template void CheckpointCadence::restore(const std::string&, RunState&, Model<bf16>&, DistributedAdamW&,
+                                         DataLoader&);
 
 }  // namespace nexus

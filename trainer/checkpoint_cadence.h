@@ -31,8 +31,10 @@ class CheckpointCadence {
   // data position; "latest" with nothing there starts fresh (with a note). Throws CheckpointError
   // (on every rank, with rank 0's message) or OptionsError for an explicit path with nothing there.
   // The moments are whole in the file; under ZeRO-1 each rank then takes its shard from rank 0.
-  void restore(const std::string& resume, RunState& st, Model<float>& model, DistributedAdamW& opt,
-               DataLoader& data);
+  // T = bf16: the file's fp32 weights become the optimizer's master (set_master) and the model's
+  // bf16 weights their rounding. Instantiated for float and bf16.
+  template <typename T>
+  void restore(const std::string& resume, RunState& st, Model<T>& model, DistributedAdamW& opt, DataLoader& data);
 
   // After `steps_done` steps: every checkpoint.every steps and after the last (when checkpoints
   // are on), and always when the run exits at train.exit_after.
@@ -47,7 +49,10 @@ class CheckpointCadence {
   // throws CheckpointError on every rank, so the job stops with rank 0's message instead of other
   // ranks training on. Under ZeRO-1 the moment shards are gathered to rank 0 first (a transient
   // full-size staging there, see DistributedAdamW). Collective.
-  std::string save(const RunState& st, const Model<float>& model, DistributedAdamW& opt, const DataLoader& data);
+  // T = bf16: the weights saved are the optimizer's fp32 master weights (gathered like the
+  // moments), not the bf16 compute copy.
+  template <typename T>
+  std::string save(const RunState& st, const Model<T>& model, DistributedAdamW& opt, const DataLoader& data);
 
  private:
   const RunOptions& o_;

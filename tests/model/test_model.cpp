@@ -159,6 +159,17 @@ TEST(Model, TiedEmbeddingsAndAttentionFirstGradients) {
   EXPECT_GT(l0.sum, 0.0);
 }
 
+// The CPU computes in fp32: a bf16 model there is refused at construction, naming why (its ops
+// would refuse each call the same way, kernels/ops.h).
+TEST(Model, ABf16ModelOnTheCpuIsRefused) {
+  try {
+    Model<bf16> m(tiny_config(), BatchShape{1, 8});
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()), "Model<bf16>: bf16 compute runs on the CUDA backend only (the CPU computes in fp32)");
+  }
+}
+
 TEST(Model, DeltasAccumulateAcrossMicroBatches) {
   const ModelConfig c = tiny_config();
   const BatchShape shape{1, 20};

@@ -138,5 +138,44 @@ TEST(ShardDecayRanges, MemoryNeedCountsTheMomentsOfTheLargestShard) {
   EXPECT_THROW(DistributedAdamW(n, AdamWHyper{}, decay_ranges(table), first_of_two, 2), std::invalid_argument);
 }
 
+// The master weights of a bf16 run (set_master): each rank keeps exactly its shard of the whole
+// buffer it is given, and a checkpoint's full state includes them (CPU, zero 0: in place). The
+// bf16 step itself runs on a GPU only (tests/cuda/test_cuda_model_bf16.cpp).
+TEST(DistributedAdamWMaster, EachRankKeepsItsShardOfTheMaster) {
+  const idx n = 103;
+  const std::vector<DecayRange> ranges{{0, n, true}};
+  std::vector<float> whole(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < whole.size(); ++i) whole[i] = 0.25f * float(i) - 3.0f;
+  for (int ranks : {1, 4}) {
+    for (int r = 0; r < ranks; ++r) {
+      const PlaceOnly place(ranks, r);
+      DistributedAdamW opt(n, AdamWHyper{}, ranges, place, 1);
+      EXPECT_FALSE(opt.has_master());
+      EXPECT_EQ(opt.master(), nullptr);
+      opt.set_master(whole.data());
+      ASSERT_TRUE(opt.has_master());
+      const FlatShard s = opt.shard();
+      EXPECT_EQ(s.numel, ranks == 1 ? n : flat_shard(n, ranks, r).numel);
+      EXPECT_TRUE(std::equal(opt.master(), opt.master() + s.numel, whole.begin() + s.offset)) << r << " of " << ranks;
+    }
+  }
+  const PlaceOnly alone(1, 0);
+  DistributedAdamW opt(n, AdamWHyper{}, ranges, alone, 0);
+  EXPECT_EQ(opt.full_moments(true).master, nullptr);  // fp32: the weights are their own master
+  opt.set_master(whole.data());
+  const DistributedAdamW::FullMoments full = opt.full_moments(true);
+  EXPECT_EQ(full.master, opt.master());  // CPU zero 0: the optimizer's own buffer, no staging
+  EXPECT_EQ(full.exp_avg, opt.local().exp_avg().data());
+}
+
+TEST(DistributedAdamWMaster, ABf16StepWithoutMasterWeightsIsRefused) {
+  const PlaceOnly alone(1, 0);
+  DistributedAdamW opt(4, AdamWHyper{}, {{0, 4, true}}, alone, 0);
+  std::vector<bf16> params(4, bf16(1.0f));
+  std::vector<float> deltas(4, 1.0f);
+  EXPECT_THROW(opt.step(params.data(), deltas.data(), 1.0f, 1.0, 1.0, 1e-3), std::logic_error);
+  EXPECT_EQ(opt.steps(), 0);
+}
+
 }  // namespace
 }  // namespace nexus
