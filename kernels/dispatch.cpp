@@ -8,10 +8,6 @@
 namespace nexus::detail {
 
 void no_backend(const char* op, Device device) {
-#if NEXUS_HAS_CUDA
-  if (device == Device::cuda)
-    throw std::runtime_error(std::string(op) + ": the CUDA backend has no kernel for this op yet");
-#endif
   throw std::runtime_error(std::string(op) + ": this build has no " +
                            (device == Device::cuda ? std::string("CUDA") : std::string(device_name(device))) +
                            " backend");

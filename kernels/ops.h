@@ -5,15 +5,13 @@
 // in nexus::cpu (kernels/cpu/backend.h, one file per op in kernels/cpu/), a CUDA backend in
 // nexus::cuda (kernels/cuda/backend.h, kernels/cuda/<op>.cu). The public op nexus::<op> is a
 // function object defined below by one NEXUS_ROUTE line: it takes the same arguments, looks at
-// ex.device and forwards the call unchanged to that backend's <op>. So the signature exists in
+// ex.device and forwards the call unchanged to that backend's <op> (the CUDA backend has every op). So the signature exists in
 // one place (a backend definition that drifts from it is a different template, so the build fails
 // at link time on the missing backend op), and adding a backend touches the route macro once,
 // never a caller.
 //
 // A device with no backend in this build throws std::runtime_error("<op>: this build has no
-// CUDA backend") before anything touches the pointers; in a build with CUDA, an op the CUDA
-// backend does not have yet (routed by NEXUS_ROUTE, not NEXUS_ROUTE_CUDA) throws
-// "<op>: the CUDA backend has no kernel for this op yet". A call with bf16 data (pointers or
+// CUDA backend") before anything touches the pointers. A call with bf16 data (pointers or
 // values) on the CPU throws "<op>: bf16 compute runs on the CUDA backend only (the CPU computes in
 // fp32)": the CPU has no bf16 kernels, and the route never instantiates cpu::op for bf16, so a
 // bf16 caller (Model<bf16>) compiles and links in every build.
@@ -47,6 +45,14 @@ template <typename... Args>
 inline constexpr bool has_bf16_arg = (is_bf16_arg<std::remove_cvref_t<Args>> || ...);
 }  // namespace detail
 
+// Where a call that is not for the CPU goes: the CUDA backend in a build with CUDA (it has every
+// op), the "no backend" error otherwise.
+#if NEXUS_HAS_CUDA
+#define NEXUS_ROUTE_OFF_CPU(op) return cuda::op(ex, std::forward<Args>(args)...)
+#else
+#define NEXUS_ROUTE_OFF_CPU(op) detail::no_backend(#op, ex.device)
+#endif
+
 // The public op `op`: nexus::op(ex, args...) runs <backend>::op(ex, args...) for ex.device.
 // The return type is the backend declaration's, so a bf16 call (whose CPU branch is discarded)
 // returns what every other call of the op returns.
@@ -60,72 +66,51 @@ inline constexpr bool has_bf16_arg = (is_bf16_arg<std::remove_cvref_t<Args>> || 
       } else {                                                                                   \
         if (ex.device == Device::cpu) return cpu::op(ex, std::forward<Args>(args)...);           \
       }                                                                                          \
-      detail::no_backend(#op, ex.device);                                                        \
+      NEXUS_ROUTE_OFF_CPU(op);                                                                   \
     }                                                                                            \
   };                                                                                             \
   inline constexpr op##_route op {}
 
-// An op the CUDA backend has: routed to nexus::cuda::<op> in a build with CUDA (NEXUS_HAS_CUDA),
-// exactly like NEXUS_ROUTE otherwise.
-#if NEXUS_HAS_CUDA
-#define NEXUS_ROUTE_CUDA(op)                                                                     \
-  struct op##_route {                                                                            \
-    template <typename... Args>                                                                  \
-    auto operator()(const Exec& ex, Args&&... args) const                                        \
-        -> decltype(cpu::op(ex, std::forward<Args>(args)...)) {                                  \
-      if constexpr (detail::has_bf16_arg<Args...>) {                                             \
-        if (ex.device == Device::cpu) detail::bf16_on_cpu(#op);                                  \
-      } else {                                                                                   \
-        if (ex.device == Device::cpu) return cpu::op(ex, std::forward<Args>(args)...);           \
-      }                                                                                          \
-      return cuda::op(ex, std::forward<Args>(args)...);                                          \
-    }                                                                                            \
-  };                                                                                             \
-  inline constexpr op##_route op {}
-#else
-#define NEXUS_ROUTE_CUDA(op) NEXUS_ROUTE(op)
-#endif
-
-NEXUS_ROUTE_CUDA(embedding_forward);
-NEXUS_ROUTE_CUDA(embedding_backward);
-NEXUS_ROUTE_CUDA(residual_rmsnorm_forward);
-NEXUS_ROUTE_CUDA(rmsnorm_backward);
-NEXUS_ROUTE_CUDA(matmul_forward);
-NEXUS_ROUTE_CUDA(matmul_backward);
-NEXUS_ROUTE_CUDA(swiglu_forward);
-NEXUS_ROUTE_CUDA(swiglu_backward);
-NEXUS_ROUTE_CUDA(rope_forward);
-NEXUS_ROUTE_CUDA(rope_backward);
-NEXUS_ROUTE_CUDA(attention_forward);
-NEXUS_ROUTE_CUDA(attention_backward);
-NEXUS_ROUTE_CUDA(attention_merge);
-NEXUS_ROUTE_CUDA(conv1d_silu_forward);
-NEXUS_ROUTE_CUDA(conv1d_silu_backward);
-NEXUS_ROUTE_CUDA(ssd_forward);
-NEXUS_ROUTE_CUDA(ssd_backward);
-NEXUS_ROUTE_CUDA(ssd_state_output_forward);
-NEXUS_ROUTE_CUDA(ssd_state_output_backward);
-NEXUS_ROUTE_CUDA(decayed_state_update);
-NEXUS_ROUTE_CUDA(gated_rmsnorm_forward);
-NEXUS_ROUTE_CUDA(gated_rmsnorm_backward);
-NEXUS_ROUTE_CUDA(cross_entropy_forward);
-NEXUS_ROUTE_CUDA(cross_entropy_backward);
-NEXUS_ROUTE_CUDA(count_targets);
-NEXUS_ROUTE_CUDA(fill_constant);
-NEXUS_ROUTE_CUDA(copy_values);
-NEXUS_ROUTE_CUDA(scale_inplace);
-NEXUS_ROUTE_CUDA(axpy);
-NEXUS_ROUTE_CUDA(copy_strided);
-NEXUS_ROUTE_CUDA(add_strided);
-NEXUS_ROUTE_CUDA(sum_of_squares);
-NEXUS_ROUTE_CUDA(all_finite);
-NEXUS_ROUTE_CUDA(adamw_update);
-NEXUS_ROUTE_CUDA(conv1d_silu_step);
-NEXUS_ROUTE_CUDA(ssd_step);
-NEXUS_ROUTE_CUDA(attention_decode_paged);
+NEXUS_ROUTE(embedding_forward);
+NEXUS_ROUTE(embedding_backward);
+NEXUS_ROUTE(residual_rmsnorm_forward);
+NEXUS_ROUTE(rmsnorm_backward);
+NEXUS_ROUTE(matmul_forward);
+NEXUS_ROUTE(matmul_backward);
+NEXUS_ROUTE(swiglu_forward);
+NEXUS_ROUTE(swiglu_backward);
+NEXUS_ROUTE(rope_forward);
+NEXUS_ROUTE(rope_backward);
+NEXUS_ROUTE(attention_forward);
+NEXUS_ROUTE(attention_backward);
+NEXUS_ROUTE(attention_merge);
+NEXUS_ROUTE(conv1d_silu_forward);
+NEXUS_ROUTE(conv1d_silu_backward);
+NEXUS_ROUTE(ssd_forward);
+NEXUS_ROUTE(ssd_backward);
+NEXUS_ROUTE(ssd_state_output_forward);
+NEXUS_ROUTE(ssd_state_output_backward);
+NEXUS_ROUTE(decayed_state_update);
+NEXUS_ROUTE(gated_rmsnorm_forward);
+NEXUS_ROUTE(gated_rmsnorm_backward);
+NEXUS_ROUTE(cross_entropy_forward);
+NEXUS_ROUTE(cross_entropy_backward);
+NEXUS_ROUTE(count_targets);
+NEXUS_ROUTE(fill_constant);
+NEXUS_ROUTE(copy_values);
+NEXUS_ROUTE(scale_inplace);
+NEXUS_ROUTE(axpy);
+NEXUS_ROUTE(copy_strided);
+NEXUS_ROUTE(add_strided);
+NEXUS_ROUTE(sum_of_squares);
+NEXUS_ROUTE(all_finite);
+NEXUS_ROUTE(adamw_update);
+NEXUS_ROUTE(conv1d_silu_step);
+NEXUS_ROUTE(ssd_step);
+NEXUS_ROUTE(attention_decode_paged);
 
 #undef NEXUS_ROUTE
-#undef NEXUS_ROUTE_CUDA
+#undef NEXUS_ROUTE_OFF_CPU
 
 // Scratch of ssd_forward / ssd_backward in elements of T: a property of the shape (every backend
 // sizes its workspace to fit this), so a host query, not an op.

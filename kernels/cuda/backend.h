@@ -1,7 +1,6 @@
-// The CUDA backend: the op catalogue (kernels/op_declarations.inc) in namespace nexus::cuda, of
-// which kernels/cuda/*.cu define the ops this backend has so far (kernels/ops.h routes exactly
-// those with NEXUS_ROUTE_CUDA; the others refuse a CUDA context naming the op), and its device
-// memory. Included by host C++ and by nvcc alike: no CUDA types in the signatures (the stream is
+// The CUDA backend: the op catalogue (kernels/op_declarations.inc) in namespace nexus::cuda,
+// every op defined by kernels/cuda/*.cu (kernels/ops.h routes a CUDA context's calls here), and
+// its device memory. Included by host C++ and by nvcc alike: no CUDA types in the signatures (the stream is
 // ex.stream, a cudaStream_t kept opaque).
 #pragma once
 
