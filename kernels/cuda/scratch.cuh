@@ -1,8 +1,9 @@
 // Device scratch the backend keeps per stream, one buffer per purpose: the reductions that return
 // a value to the host (sum of squares, all finite, counting targets, the cross-entropy loss:
-// per-block partial results and the final word), cuBLASLt's workspace, and the per-slab partial
-// column sums of the parameter gradients (kernels/cuda/reduce.cuh). Grown on demand and kept: after a run's first step
-// nothing is allocated again.
+// per-block partial results and the final word), cuBLASLt's workspace, the per-slab partial
+// column sums of the parameter gradients (kernels/cuda/reduce.cuh), and cuDNN attention's
+// workspace with its staging buffers (kernels/cuda/attention_cudnn.cpp). Grown on demand and kept:
+// after a run's first step nothing is allocated again.
 #pragma once
 
 #include <cstddef>
@@ -11,8 +12,8 @@
 
 namespace nexus::cuda {
 
-enum class Scratch { reduction, gemm_workspace, column_partials };
-inline constexpr int kScratchPurposes = 3;
+enum class Scratch { reduction, gemm_workspace, column_partials, cudnn_attention };
+inline constexpr int kScratchPurposes = 4;
 void* stream_scratch(const Exec& ex, Scratch purpose, std::size_t bytes);
 inline void* reduction_scratch(const Exec& ex, std::size_t bytes) { return stream_scratch(ex, Scratch::reduction, bytes); }
 
