@@ -29,7 +29,7 @@ std::string attention_impl_report(const ModelConfig& c, Device device, bool bf16
   for (idx layer = 0; layer < c.n_layers; ++layer) {
     if (!c.is_attention(layer)) continue;
     const Neighborhood& nb = neighborhoods[static_cast<std::size_t>(layer)];
-    out += "attention layer " + std::to_string(layer) + " (" + format_neighborhood(nb) + "): ";
+    out += "# attention layer " + std::to_string(layer) + " (" + format_neighborhood(nb) + "): ";
     if (c.attention_impl != "cudnn") {
       out += "nexus\n";
       continue;

@@ -30,7 +30,7 @@ AttentionImplChoice choose_attention_impl(const ModelConfig& c, Device device, c
 void require_attention_impl_built(const ModelConfig& c, Device device);
 
 // What each attention layer of a training run computes its local attention with, one line per
-// layer ("attention layer 4 (full): cudnn"), for the run's log: micro_batch sequences of
+// layer ("# attention layer 4 (full): cudnn"), for the run's log: micro_batch sequences of
 // local_len tokens on each rank, with activations in bf16 or not, and ring attention when cp > 1.
 std::string attention_impl_report(const ModelConfig& c, Device device, bool bf16_activations, idx micro_batch,
                                   idx local_len, idx cp);

@@ -198,7 +198,9 @@ void lse_to_stats(const Exec& ex, float* stats, const float* lse, const Attentio
 }
 
 // dst[i] += src[i] for i < n, as a one-row strided view.
-void add_flat(const Exec& ex, bf16* dst, const bf16* src, idx n) { add_strided(ex, dst, src, Strided3{1, 1, n, n, n, n, n}); }
+void add_flat(const Exec& ex, bf16* dst, const bf16* src, idx n) {
+  add_strided(ex, dst, src, Strided3{1, 1, n, n, n, n, n});
+}
 
 void execute(const BuiltGraph& g, cudnnHandle_t handle, std::unordered_map<Tensor::uid_t, void*>& pack, void* workspace,
              const char* direction, const AttentionShape& s) {
@@ -223,7 +225,8 @@ void cudnn_attention_forward(const Exec& ex, bf16* out, float* lse, const bf16* 
 }
 
 void cudnn_attention_backward(const Exec& ex, bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
-                              const bf16* k, const bf16* v, const bf16* out, const float* lse, const AttentionShape& s) {
+                              const bf16* k, const bf16* v, const bf16* out, const float* lse,
+                              const AttentionShape& s) {
   require_supported(s, "backward", {dq, dk, dv, dout, q, k, v, out});
   const auto [handle, g] = graph_for(ex, true, s);
   const idx nq = s.B * s.Tq * s.n_heads * s.head_dim, nk = s.B * s.Tk * s.n_kv_heads * s.head_dim;
@@ -240,9 +243,9 @@ void cudnn_attention_backward(const Exec& ex, bf16* dq, bf16* dk, bf16* dv, cons
   auto* dv_new = reinterpret_cast<bf16*>(base + dv_at);
   lse_to_stats(ex, stats, lse, s);
   std::unordered_map<Tensor::uid_t, void*> pack = {
-      {kQ, const_cast<bf16*>(q)},     {kK, const_cast<bf16*>(k)},       {kV, const_cast<bf16*>(v)},
-      {kO, const_cast<bf16*>(out)},   {kdO, const_cast<bf16*>(dout)},   {kStats, stats},
-      {kdQ, dq_new},                  {kdK, dk_new},                    {kdV, dv_new}};
+      {kQ, const_cast<bf16*>(q)}, {kK, const_cast<bf16*>(k)},       {kV, const_cast<bf16*>(v)},
+      {kO, const_cast<bf16*>(out)}, {kdO, const_cast<bf16*>(dout)}, {kStats, stats},
+      {kdQ, dq_new},                {kdK, dk_new},                  {kdV, dv_new}};
   execute(*g, handle, pack, base + workspace_at, "backward", s);
   add_flat(ex, dq, dq_new, nq);
   add_flat(ex, dk, dk_new, nk);

@@ -61,7 +61,9 @@ bool cudnn_attention_supports(const AttentionShape& s) {
 // ([B,Tq,Hq], natural-log log-sum-exp of the scaled scores) overwritten; dq, dk, dv ACCUMULATE.
 // One cuDNN graph per (device, stream, shape, direction), built on first use and kept; cuDNN's
 // workspace and the staging buffers come from the stream's scratch. The backward asks cuDNN for
-// its deterministic algorithm, so repeated runs give the same bits.
+// its deterministic algorithm, so repeated runs give the same bits; before cuDNN 9.25 that
+// algorithm materialises dP, a workspace of 2 B n_heads Tq Tk bytes (rounded up to 64-row tiles),
+// kept in the scratch like the rest. The staging adds dq, dk, dv in bf16 and the fp32 statistics.
 void cudnn_attention_forward(const Exec& ex, bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                              const AttentionShape& s);
 void cudnn_attention_backward(const Exec& ex, bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,

@@ -119,7 +119,8 @@ TEST(CudaAttentionCudnn, MatchesTheFp32CpuOnRoundedInputs) {
     ASSERT_TRUE(cuda::cudnn_attention_supports<bf16>(s));
     const std::size_t nq = q_elems(s), nk = k_elems(s), nl = lse_elems(s);
     const Bf16Rounded q = round_to_bf16(random_vector<float>(nq, seed++, -2.0, 2.0)),
-                      k = round_to_bf16(random_vector<float>(nk, seed++)), v = round_to_bf16(random_vector<float>(nk, seed++)),
+                      k = round_to_bf16(random_vector<float>(nk, seed++)),
+                      v = round_to_bf16(random_vector<float>(nk, seed++)),
                       dout = round_to_bf16(random_vector<float>(nq, seed++));
 
     // Forward.
@@ -154,7 +155,8 @@ TEST(CudaAttentionCudnn, MatchesTheFp32CpuOnRoundedInputs) {
     EXPECT_LE(error_vs_bound(to_float(grads[2]), dv, m.dv), 1.0) << "dv";
 
     // Deterministic, and accumulating: from dq0 the result is bf16(dq0 + the gradient alone).
-    const std::vector<bf16> dq0 = to_bf16(random_vector<float>(nq, seed++)), dk0 = to_bf16(random_vector<float>(nk, seed++)),
+    const std::vector<bf16> dq0 = to_bf16(random_vector<float>(nq, seed++)),
+                            dk0 = to_bf16(random_vector<float>(nk, seed++)),
                             dv0 = to_bf16(random_vector<float>(nk, seed++));
     const auto added = gpu_backward(dq0, dk0, dv0);
     const auto again = gpu_backward(dq0, dk0, dv0);

@@ -92,7 +92,8 @@ TEST(CudnnAttentionSupport, NonCausalAnyBlocks) {
 
 // The causal calls taken mean exactly cuDNN's top-left triangle under our rule.
 TEST(CudnnAttentionSupport, TakenCausalCallsAreTheTopLeftTriangle) {
-  for (const Neighborhood nb : {make_neighborhood(Neighborhood::kFull), make_neighborhood(Neighborhood::kFull, 0, 1, 5)})
+  for (const Neighborhood nb :
+       {make_neighborhood(Neighborhood::kFull), make_neighborhood(Neighborhood::kFull, 0, 1, 5)})
     for (const idx pos0 : {0, 7, 1000}) {
       const AttentionShape s = causal_square(40, 2, 1, 16, nb, pos0);
       ASSERT_TRUE(cudnn_attention_supports<bf16>(s));

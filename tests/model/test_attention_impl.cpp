@@ -80,12 +80,13 @@ TEST(AttentionImpl, ReportHasALinePerAttentionLayer) {
   ModelConfig c = with_impl("nexus");
   c.attention_neighborhood = "full,sliding:16,full";
   EXPECT_EQ(attention_impl_report(c, Device::cuda, true, 2, 256, 1),
-            "attention layer 1 (full): nexus\nattention layer 4 (sliding:16): nexus\n"
-            "attention layer 7 (full): nexus\n");
+            "# attention layer 1 (full): nexus\n# attention layer 4 (sliding:16): nexus\n"
+            "# attention layer 7 (full): nexus\n");
 
   c.attention_impl = "cudnn";
   const std::string on_gpu = attention_impl_report(c, Device::cuda, true, 2, 256, 1);
-  EXPECT_CONTAINS(on_gpu, std::string("attention layer 1 (full): ") + (cuda::kCudnnAttentionBuilt ? "cudnn\n" : "nexus ("));
+  EXPECT_CONTAINS(on_gpu,
+                  std::string("attention layer 1 (full): ") + (cuda::kCudnnAttentionBuilt ? "cudnn\n" : "nexus ("));
   EXPECT_CONTAINS(on_gpu, "attention layer 4 (sliding:16): nexus (model.attention_impl = cudnn, but ");
   EXPECT_CONTAINS(attention_impl_report(c, Device::cuda, false, 2, 256, 1), "attention layer 1 (full): nexus (");
   EXPECT_CONTAINS(attention_impl_report(c, Device::cpu, true, 2, 256, 1), "CPU");

@@ -146,7 +146,8 @@ TEST(Options, AttentionImplIsCheckedAndReachesTheModel) {
                                                           std::string("--runtime.device=") + device})
                   .options.model.attention_impl,
               "cudnn");
-  const std::string msg = error_of([] { parse_command_line(std::vector<std::string>{"--model.attention_impl=flash"}); });
+  const std::string msg =
+      error_of([] { parse_command_line(std::vector<std::string>{"--model.attention_impl=flash"}); });
   EXPECT_CONTAINS(msg, "model.attention_impl = \"flash\" is not one of nexus, cudnn");
 }
 
