@@ -39,10 +39,11 @@ void rotate(const Exec& ex, bool backward, T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, 
 }
 
 // attention_forward / attention_backward of one local (non-ring) call, through cuDNN when
-// model.attention_impl asks for it and it can express the call (model/attention_impl.h).
+// model.attention_impl asks for it and it can express the call (model/attention_impl.h); a build
+// without cuDNN attention always runs the own kernel.
 template <typename T>
 void local_attention_forward(const Exec& ex, T* out, accum_t<T>* lse, const T* q, const T* k, const T* v,
-                             const AttentionShape& s, const ModelConfig& c) {
+                             const AttentionShape& s, [[maybe_unused]] const ModelConfig& c) {
 #if NEXUS_HAS_CUDNN
   if constexpr (std::is_same_v<T, bf16>)
     if (choose_attention_impl<T>(c, ex.device, s).cudnn) return cuda::cudnn_attention_forward(ex, out, lse, q, k, v, s);
@@ -51,7 +52,8 @@ void local_attention_forward(const Exec& ex, T* out, accum_t<T>* lse, const T* q
 }
 template <typename T>
 void local_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
-                              const T* out, const accum_t<T>* lse, const AttentionShape& s, const ModelConfig& c) {
+                              const T* out, const accum_t<T>* lse, const AttentionShape& s,
+                              [[maybe_unused]] const ModelConfig& c) {
 #if NEXUS_HAS_CUDNN
   if constexpr (std::is_same_v<T, bf16>)
     if (choose_attention_impl<T>(c, ex.device, s).cudnn)
