@@ -1,5 +1,9 @@
 // Attention mixer (Bamba's BambaAttention): GQA without biases, RoPE on the first half of each
 // head's dims at global positions, flash attention over the layer's neighborhood, o_proj.
+#include <type_traits>
+
+#include "kernels/cuda/attention_cudnn.h"
+#include "model/attention_impl.h"
 #include "model/layers.h"
 #include "parallel/ring_attention.h"
 #include "parallel/zigzag.h"
@@ -42,6 +46,30 @@ void require_no_ring(const RingContext<T>* ring) {
   if (ring) throw std::logic_error("attention: ring attention has no bf16 instantiation");
 }
 
+// attention_forward / attention_backward of one local (non-ring) call, through cuDNN when
+// model.attention_impl asks for it and it can express the call (model/attention_impl.h); a build
+// without cuDNN attention always runs the own kernel.
+template <typename T>
+void local_attention_forward(const Exec& ex, T* out, accum_t<T>* lse, const T* q, const T* k, const T* v,
+                             const AttentionShape& s, [[maybe_unused]] const ModelConfig& c) {
+#if NEXUS_HAS_CUDNN
+  if constexpr (std::is_same_v<T, bf16>)
+    if (choose_attention_impl<T>(c, ex.device, s).cudnn) return cuda::cudnn_attention_forward(ex, out, lse, q, k, v, s);
+#endif
+  attention_forward(ex, out, lse, q, k, v, s);
+}
+template <typename T>
+void local_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                              const T* out, const accum_t<T>* lse, const AttentionShape& s,
+                              [[maybe_unused]] const ModelConfig& c) {
+#if NEXUS_HAS_CUDNN
+  if constexpr (std::is_same_v<T, bf16>)
+    if (choose_attention_impl<T>(c, ex.device, s).cudnn)
+      return cuda::cudnn_attention_backward(ex, dq, dk, dv, dout, q, k, v, out, lse, s);
+#endif
+  attention_backward(ex, dq, dk, dv, dout, q, k, v, out, lse, s);
+}
+
 }  // namespace
 
 template <typename T>
@@ -59,17 +87,17 @@ void attention_mixer_forward(const Exec& ex, T* out, const AttentionActivations<
       ring_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn, nb), *ring->cp, ring->workspace,
                              ring->stats);
     } else {
-      attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0, nb));
+      local_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0, nb), c);
     }
   } else {
     require_no_ring(ring);
-    attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0, nb));
+    local_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0, nb), c);
   }
   if (prefix) {
     AttentionShape s = local_shape(c, B, Tn, pos0, nb);
     s.Tk = prefix->len;
     s.k_pos0 = prefix->pos0;
-    attention_forward(ex, prefix->out_scratch, prefix->lse_scratch, a.q, prefix->k, prefix->v, s);
+    local_attention_forward(ex, prefix->out_scratch, prefix->lse_scratch, a.q, prefix->k, prefix->v, s, c);
     attention_merge(ex, a.att, a.lse, prefix->out_scratch, prefix->lse_scratch, N * Hq, hd);
   }
   matmul_forward(ex, out, a.att, w.o, N, Hq * hd, D);
@@ -92,11 +120,13 @@ void attention_mixer_backward(const Exec& ex, T* dinp, const AttentionTensors<ac
       ring_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn, nb),
                               *ring->cp, ring->workspace, ring->stats);
     } else {
-      attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0, nb));
+      local_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse,
+                               local_shape(c, B, Tn, pos0, nb), c);
     }
   } else {
     require_no_ring(ring);
-    attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0, nb));
+    local_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0, nb),
+                             c);
   }
   rotate(ex, true, s.dq, B, Tn, Hq, c, pos0, ring);
   rotate(ex, true, s.dk, B, Tn, Hkv, c, pos0, ring);

@@ -103,6 +103,8 @@ void ModelConfig::validate() const {
     if (rope_theta <= 0) fail("model.rope_theta = " + std::to_string(rope_theta) + " must be positive");
   }
   parse_neighborhood_list(attention_neighborhood, attention_layer_count());  // throws naming the key
+  if (attention_impl != "nexus" && attention_impl != "cudnn")
+    fail("model.attention_impl = \"" + attention_impl + "\" is not one of nexus, cudnn");
   if (attention_layer_count() > 0) {
   }
   if (attention_layer_count() < n_layers) {

@@ -32,6 +32,10 @@ struct ModelConfig {
   // Which earlier positions each attention layer reads (model/neighborhood_spec.h): one entry for
   // every attention layer, or a comma-separated list with one per attention layer in order.
   std::string attention_neighborhood = "full";
+  // Not architecture: which implementation computes attention on a GPU (model/attention_impl.h):
+  // "nexus" (the own kernels) or "cudnn" (cuDNN's fused attention where it can express the call,
+  // the own kernels elsewhere). The CPU ignores it. Checkpoints do not compare it.
+  std::string attention_impl = "nexus";
 
   idx mamba_expand = 2;     // d_inner = expand * d_model
   idx mamba_headdim = 32;   // P; mamba heads H = d_inner / P

@@ -6,6 +6,7 @@
 // by running the layer's forward calls again on the input the layer kept.
 #include "model/model.h"
 
+#include "model/attention_impl.h"
 #include "model/mamba_layer_cp.h"
 #include "model/neighborhood_spec.h"
 #include "parallel/ring_attention.h"
@@ -22,6 +23,7 @@ template <typename T>
 Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp, Exec ex)
     : config_(config), table_(config), shape_(shape), cp_(cp && cp->size() > 1 ? cp : nullptr),
       cp_size_(cp_ ? cp_->size() : 1), ex_(ex) {
+  require_attention_impl_built(config, ex.device);
   if (shape.B <= 0 || shape.T <= 0)
     throw std::invalid_argument("batch shape B = " + std::to_string(shape.B) + ", T = " + std::to_string(shape.T) +
                                 " must be positive");

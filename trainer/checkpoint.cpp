@@ -288,7 +288,8 @@ class Reader {
   std::vector<std::string> tensors_;
 };
 
-// "key = value" lines of the [model] section of to_ini() text.
+// "key = value" lines of the [model] section of to_ini() text, less model.attention_impl: which
+// kernels compute attention is no property of the weights, and a resumed run may change it.
 std::vector<std::pair<std::string, std::string>> model_section(const std::string& ini) {
   std::vector<std::pair<std::string, std::string>> out;
   bool in_model = false;
@@ -297,7 +298,8 @@ std::vector<std::pair<std::string, std::string>> model_section(const std::string
       in_model = line == "[model]";
     } else if (in_model && line.front() != '#') {
       const auto eq = line.find(" = ");
-      if (eq != std::string::npos) out.emplace_back(line.substr(0, eq), line.substr(eq + 3));
+      if (eq != std::string::npos && line.substr(0, eq) != "attention_impl")
+        out.emplace_back(line.substr(0, eq), line.substr(eq + 3));
     }
   }
   return out;

@@ -1,5 +1,8 @@
 #include "trainer/eval_cadence.h"
 
+#include <type_traits>
+#include <vector>
+
 #include <algorithm>
 
 #include "data/mqar.h"
@@ -16,7 +19,8 @@ EvalCadence::EvalCadence(const RunOptions& o, idx global_micro, idx dp_rank, idx
   if (batches_ > 0) data_ = std::make_unique<DataLoader>(std::move(source), global_micro, dp_rank, dp);
 }
 
-Evaluation EvalCadence::run(Model<float>& model, LocalBatch& local, const Communicator& comm) {
+template <typename T>
+Evaluation EvalCadence::run(Model<T>& model, LocalBatch& local, const Communicator& comm) {
   DataLoader& loader = *data_;
   loader.reset();
   Batch batch;
@@ -29,8 +33,17 @@ Evaluation EvalCadence::run(Model<float>& model, LocalBatch& local, const Commun
     totals[1] += double(l.count);
     if (score_) {
       const idx N = model.shape().B * model.shape().T, V = model.config().vocab_size;
-      const HostMirror<const float> logits(model.exec(), model.logits(), N * V);
-      const AnswerScore s = score_answer_logits(logits.data(), V, local.targets(), N);
+      const HostMirror<const T> logits(model.exec(), model.logits(), N * V);
+      const float* scored = nullptr;
+      std::vector<float> widened;
+      if constexpr (std::is_same_v<T, float>) {
+        scored = logits.data();
+      } else {
+        widened.assign(std::size_t(N * V), 0.0f);
+        for (idx j = 0; j < N * V; ++j) widened[std::size_t(j)] = float(logits.data()[j]);
+        scored = widened.data();
+      }
+      const AnswerScore s = score_answer_logits(scored, V, local.targets(), N);
       totals[2] += double(s.correct);
       totals[3] += double(s.total);
     }
@@ -41,5 +54,8 @@ Evaluation EvalCadence::run(Model<float>& model, LocalBatch& local, const Commun
   if (score_ && totals[3] > 0) e.accuracy = totals[2] / totals[3];
   return e;
 }
+
+template Evaluation EvalCadence::run(Model<float>&, LocalBatch&, const Communicator&);
+template Evaluation EvalCadence::run(Model<bf16>&, LocalBatch&, const Communicator&);
 
 }  // namespace nexus

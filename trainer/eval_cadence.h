@@ -28,7 +28,9 @@ class EvalCadence {
   bool due(idx steps_done, bool last) const {
     return data_ && (steps_done % every_ == 0 || last);
   }
-  Evaluation run(Model<float>& model, LocalBatch& local, const Communicator& comm);
+  // T: float or bf16 (its logits are widened to fp32 on the host for answer scoring).
+  template <typename T>
+  Evaluation run(Model<T>& model, LocalBatch& local, const Communicator& comm);
 
  private:
   std::unique_ptr<DataLoader> data_;  // null when the cadence never fires

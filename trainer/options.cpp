@@ -39,6 +39,10 @@ void for_each_option(Options& o, F&& f) {
   f("model.attention_neighborhood", m.attention_neighborhood,
     "positions each attention layer reads: full, sliding:W, dilated:W:D, log, block:C, sink:K+<rule>; "
     "one for all attention layers or a comma-separated list, one per attention layer");
+  f("model.attention_impl", m.attention_impl,
+    "attention on a GPU: nexus (the own kernels) | cudnn (cuDNN's fused attention for bf16 calls it can express: "
+    "full causal or no mask, head_dim a multiple of 8 up to 128; the own kernels for the rest, e.g. ring blocks "
+    "and other neighborhoods; the run prints which each layer uses). CPU runs ignore it");
   f("model.mamba_expand", m.mamba_expand, "Mamba-2 d_inner = expand * d_model");
   f("model.mamba_headdim", m.mamba_headdim, "Mamba-2 head size P");
   f("model.mamba_ngroups", m.mamba_ngroups, "Mamba-2 B/C groups G");
@@ -401,6 +405,10 @@ void finalize(RunOptions& o) {
   require(rt.dtype == "fp32" || rt.dtype == "bf16", "runtime.dtype = \"" + rt.dtype + "\" is not one of fp32, bf16");
   require(rt.dtype != "bf16" || rt.device == "cuda",
           "runtime.dtype = bf16 needs runtime.device = cuda (the CPU computes in fp32)");
+  require(rt.dtype != "bf16" || o.parallel.cp == 1,
+          "runtime.dtype = bf16 with parallel.cp = " + std::to_string(o.parallel.cp) +
+              ": context parallelism runs in fp32 only so far (ring attention and the Mamba-2 state passing "
+              "have no bf16 path); use parallel.cp = 1 or runtime.dtype = fp32");
   require(rt.threads >= 0, kv("runtime.threads", rt.threads) + " must not be negative (0: the default)");
   require(rt.memory_limit.empty() || parse_bytes(rt.memory_limit).has_value(),
           "runtime.memory_limit = \"" + rt.memory_limit + "\" is not a size: expected " + kBytesSyntax +

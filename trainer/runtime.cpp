@@ -30,11 +30,6 @@ void require_cuda(const std::string& what) {
 
 void apply_runtime(const RuntimeOptions& runtime) {
   if (runtime.device == "cuda") require_cuda("runtime.device = cuda");
-  // Model<bf16> (bf16 activations and compute weights over fp32 master weights) is not built yet:
-  // the CUDA kernels have their bf16 instantiations, the model and trainer run fp32 on both devices.
-  if (runtime.dtype == "bf16")
-    throw OptionsError("runtime.dtype = bf16: this build trains in fp32 only (the bf16 model with fp32 master "
-                       "weights is not built yet); use runtime.dtype = fp32");
   if (runtime.threads > 0) omp_set_num_threads(int(runtime.threads));
   if (!runtime.memory_limit.empty())
     set_memory_limit(parse_bytes(runtime.memory_limit).value_or(0), "runtime.memory_limit = " + runtime.memory_limit);

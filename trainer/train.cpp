@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <type_traits>
 
 #include "data/mqar.h"
 #include "data/token_source.h"
@@ -13,7 +14,9 @@
 #include "kernels/ops.h"
 #include "model/checked_math.h"
 #include "model/memory_need.h"
+#include "model/attention_impl.h"
 #include "model/model.h"
+#include "model/params.h"
 #include "optim/adamw.h"
 #include "optim/distributed_adamw.h"
 #include "optim/overlapped_reduction.h"
@@ -85,7 +88,8 @@ struct StepOutcome {
   double comm_wait_s = 0;  // overlapped delta reduction: the time the step waited for it (exposed)
   bool applied = false;
 };
-StepOutcome train_step(Model<float>& model, DistributedAdamW& optimizer, OverlappedDeltaReduction* overlap,
+template <typename T>
+StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedDeltaReduction* overlap,
                        DataLoader& data, LocalBatch& local, Batch& batch, idx grad_accum, const DataPlane& world,
                        double grad_clip, double lr, idx step) {
   model.zero_deltas();
@@ -115,6 +119,11 @@ StepOutcome train_step(Model<float>& model, DistributedAdamW& optimizer, Overlap
   return out;
 }
 
+template <typename T>
+TrainResult train_model(const RunOptions& o, const Communicator& comm, const std::string& resume,
+                        std::vector<float>* final_weights, const Mesh& mesh, const BatchLayout& layout, MetricsLog& log,
+                        DataLoader& train_data, EvalCadence& evals, const Exec& ex);
+
 }  // namespace
 
 TrainResult train(const RunOptions& o, const Communicator& comm, const std::string& resume,
@@ -131,7 +140,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
                                       : select_local_gpu(comm, o.parallel.transport);
   constexpr std::size_t kStagingBytes = std::size_t(64) << 20;  // the staged plane's host pieces
   const Mesh mesh(comm, layout.cp, transport, ex, kStagingBytes);
-  const idx dp_rank = mesh.dp_rank(), local_len = t.seq_len / layout.cp;
+  const idx dp_rank = mesh.dp_rank();
   MetricsLog log(t.out_dir, comm.is_root());
   if (comm.is_root()) {
     const std::string ini = to_ini(o);
@@ -149,10 +158,38 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
   DataLoader train_data(make_sequences(o, false), layout.micro_batch * layout.dp, dp_rank, layout.dp);
   EvalCadence evals(o, layout.micro_batch * layout.dp, dp_rank, layout.dp);
 
-  Model<float> model(o.model, BatchShape{layout.micro_batch, local_len}, &mesh.cp_data(), ex);
-  model.init(t.seed);  // same seed on every rank: identical weights without a broadcast
+  return o.runtime.dtype == "bf16"
+             ? train_model<bf16>(o, comm, resume, final_weights, mesh, layout, log, train_data, evals, ex)
+             : train_model<float>(o, comm, resume, final_weights, mesh, layout, log, train_data, evals, ex);
+}
+
+namespace {
+
+// The run itself on a model of compute type T (float; bf16 on a GPU, over fp32 master weights in
+// the optimizer), from the weights' draw (or the checkpoint) to the last step.
+template <typename T>
+TrainResult train_model(const RunOptions& o, const Communicator& comm, const std::string& resume,
+                        std::vector<float>* final_weights, const Mesh& mesh, const BatchLayout& layout, MetricsLog& log,
+                        DataLoader& train_data, EvalCadence& evals, const Exec& ex) {
+  const TrainOptions& t = o.train;
+  const idx local_len = t.seq_len / layout.cp;
+  Model<T> model(o.model, BatchShape{layout.micro_batch, local_len}, &mesh.cp_data(), ex);
   DistributedAdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()), mesh.world_data(),
                              int(o.parallel.zero), model.exec());
+  // Same seed on every rank: identical weights without a broadcast. bf16: the fp32 draw is the
+  // master, the model computes with its rounding.
+  if constexpr (std::is_same_v<T, bf16>) {
+    std::vector<float> master(std::size_t(model.num_params()));
+    init_parameters(master.data(), model.table(), o.model, t.seed);
+    model.set_weights(master.data());
+    optimizer.set_master(master.data());
+  } else {
+    model.init(t.seed);
+  }
+  if (comm.is_root() && ex.device != Device::cpu)  // which attention each layer runs (model.attention_impl)
+    std::printf("%s", attention_impl_report(o.model, ex.device, std::is_same_v<T, bf16>, layout.micro_batch, local_len,
+                                            layout.cp)
+                          .c_str());
   const ScheduleConfig schedule = o.schedule_config();
   // Every rank measures its GEMM peak at the same time, so the sum is the job's real peak.
   const double peak_gflops = comm.sum(gemm_peak_gflops(ex));
@@ -257,11 +294,14 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
       break;
     }
   }
-  if (final_weights) {
-    const HostMirror<const float> weights(model.exec(), model.params(), n);
-    final_weights->assign(weights.data(), weights.data() + n);
+  if (final_weights) {  // the compute weights (bf16: the master's rounding), widened to fp32
+    const HostMirror<const T> weights(model.exec(), model.params(), n);
+    final_weights->assign(std::size_t(n), 0.0f);
+    for (idx i = 0; i < n; ++i) (*final_weights)[std::size_t(i)] = float(weights.data()[i]);
   }
   return result;
 }
+
+}  // namespace
 
 }  // namespace nexus

@@ -39,8 +39,8 @@ expect_error "missing data file" "no_such_file.bin" "$nexus" train --config "$ti
   --data.path="$work/no_such_file.bin"
 expect_error "unknown command" "unknown command" "$nexus" frobnicate
 if [ "${NEXUS_HAS_CUDA:-0}" = 1 ] && nvidia-smi -L >/dev/null 2>&1; then
-  expect_error "bf16 before the bf16 model exists" "trains in fp32 only" "$nexus" train --config "$tiny" \
-    --runtime.device=cuda --runtime.dtype=bf16
+  expect_error "bf16 with context parallelism" "context parallelism runs in fp32 only" "$nexus" train \
+    --config "$tiny" --runtime.device=cuda --runtime.dtype=bf16 --parallel.cp=2
 elif [ "${NEXUS_HAS_CUDA:-0}" = 1 ]; then  # CI and the dev machine: the toolkit, no GPU
   expect_error "cuda with no GPU visible" "no CUDA device is visible" "$nexus" train --config "$tiny" --runtime.device=cuda
 else

@@ -49,6 +49,16 @@ grep -q "gpu .* MiB" "$work/gpu.log" && pass "the GPU step line reports peak GPU
 close "$work/gpu.txt" "$work/cpu.txt" 1e-3 && pass "GPU losses follow the CPU's" || fail "GPU losses vs CPU"
 cmp -s "$work/gpu.txt" "$work/gpu_again.txt" && pass "two GPU runs give bit-identical losses" || fail "GPU runs differ"
 
+# bf16 with fp32 master weights: the curve stays within bf16's noise of the fp32 one
+# (tests/cuda/test_cuda_model_bf16.cpp derives 3e-2 for 50 steps), and its checkpoint (the fp32
+# master) resumes on the CPU.
+train gpu_bf16 cuda --runtime.dtype=bf16
+losses gpu_bf16 >"$work/gpu_bf16.txt"
+close "$work/gpu_bf16.txt" "$work/cpu.txt" 3e-2 && pass "bf16 GPU losses follow the fp32 CPU's" || fail "bf16 GPU losses vs CPU"
+"$nexus" train --config "$tiny" --runtime.device=cpu --train.steps=40 --train.log_every=1 --checkpoint.every=0 \
+  --train.out_dir="$work/resume_bf16" --resume "$work/gpu_bf16/checkpoints/step_00000020.h5" >"$work/resume_bf16.log" 2>&1 &&
+  pass "a bf16 GPU checkpoint resumes on the CPU in fp32" || { fail "bf16 checkpoint on the CPU"; cat "$work/resume_bf16.log"; }
+
 # A GPU checkpoint resumes on the CPU and the reverse: steps 21-40 then follow the uninterrupted run.
 for pair in "gpu cpu" "cpu cuda"; do
   set -- $pair

@@ -310,6 +310,10 @@ TEST(Checkpoint, ArchitectureMismatchNamesTheFirstDifferingFieldWithBothValues) 
   // The same architecture with an explicit pattern equal to the default loads.
   other = small_config();
   EXPECT_NO_THROW(load(path, other));
+
+  // Which kernels compute attention is not architecture: a run may switch it on resume.
+  other.attention_impl = "cudnn";
+  EXPECT_NO_THROW(load(path, other));
 }
 
 TEST(Checkpoint, TruncatedFilesAreRefusedNamingTheFile) {

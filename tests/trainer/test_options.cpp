@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 // Every key the configuration must offer, written out here independently of options.cpp.
 const std::vector<std::string> kAllKeys = {
     "model.vocab_size", "model.d_model", "model.n_layers", "model.pattern", "model.mlp_hidden", "model.n_heads",
-    "model.n_kv_heads", "model.head_dim", "model.rope_theta", "model.attention_neighborhood", "model.mamba_expand",
+    "model.n_kv_heads", "model.head_dim", "model.rope_theta", "model.attention_neighborhood", "model.attention_impl", "model.mamba_expand",
     "model.mamba_headdim",
     "model.mamba_ngroups", "model.mamba_d_state", "model.mamba_d_conv", "model.mamba_chunk", "model.norm_eps",
     "model.tie_embeddings", "model.init_std", "train.steps", "train.global_batch", "train.micro_batch",
@@ -135,6 +135,20 @@ TEST(Options, BadAttentionNeighborhoodNamesKeyAndValue) {
   // The default pattern has one attention layer in 8: two entries do not fit.
   msg = error_of([] { parse_command_line(std::vector<std::string>{"--model.attention_neighborhood=log,full"}); });
   EXPECT_CONTAINS(msg, "has 2 entries; expected 1");
+}
+
+TEST(Options, AttentionImplIsCheckedAndReachesTheModel) {
+  EXPECT_EQ(parse_command_line(std::vector<std::string>{}).options.model.attention_impl, "nexus");
+  // Taken in any build and on any device: a GPU run on a build without cuDNN is refused when its
+  // model is built (model/attention_impl.h), so stored configs still read everywhere.
+  for (const char* device : {"cpu", "cuda"})
+    EXPECT_EQ(parse_command_line(std::vector<std::string>{"--model.attention_impl=cudnn",
+                                                          std::string("--runtime.device=") + device})
+                  .options.model.attention_impl,
+              "cudnn");
+  const std::string msg =
+      error_of([] { parse_command_line(std::vector<std::string>{"--model.attention_impl=flash"}); });
+  EXPECT_CONTAINS(msg, "model.attention_impl = \"flash\" is not one of nexus, cudnn");
 }
 
 TEST(Options, UnknownKeyInFileNamesKeyAndFile) {
