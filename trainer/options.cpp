@@ -99,8 +99,8 @@ void for_each_option(Options& o, F&& f) {
   f("parallel.transport", o.parallel.transport,
     "data plane: auto | mpi | staged | nccl (auto: mpi on the CPU; on a GPU nccl when built and one rank per GPU, "
     "else staged: host copies around MPI)");
-  f("parallel.overlap_mib", o.parallel.overlap_mib,
-    "zero 0: all-reduce the deltas in buckets of this many MiB during the last micro-batch's backward (hides the "
+  f("parallel.overlap_kib", o.parallel.overlap_kib,
+    "zero 0: all-reduce the deltas in buckets of this many KiB during the last micro-batch's backward (hides the "
     "communication behind it); 0: one all-reduce after the backward");
   auto& rt = o.runtime;
   f("runtime.device", rt.device, "cpu | cuda");
@@ -388,8 +388,8 @@ void finalize(RunOptions& o) {
   require(d.mqar_pairs > 0, kv("data.mqar_pairs", d.mqar_pairs) + " must be positive");
   require(d.mqar_queries > 0, kv("data.mqar_queries", d.mqar_queries) + " must be positive");
   require(o.parallel.cp > 0, kv("parallel.cp", o.parallel.cp) + " must be positive");
-  require(o.parallel.overlap_mib >= 0 && o.parallel.overlap_mib <= (idx(1) << 20),
-          kv("parallel.overlap_mib", o.parallel.overlap_mib) + " is out of range: expected 0 (no overlap) to 1048576");
+  require(o.parallel.overlap_kib >= 0 && o.parallel.overlap_kib <= (idx(1) << 30),
+          kv("parallel.overlap_kib", o.parallel.overlap_kib) + " is out of range: expected 0 (no overlap) to 1073741824");
   require(o.parallel.zero == 0 || o.parallel.zero == 1,
           kv("parallel.zero", o.parallel.zero) +
               " is not one of 0 (replicated optimizer state), 1 (ZeRO-1: AdamW moments sharded over the ranks)");

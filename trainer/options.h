@@ -103,9 +103,10 @@ struct ParallelOptions {
   // The data plane (parallel/transport.h): auto | mpi | staged | nccl. auto: mpi on the CPU; on a GPU
   // nccl when built and every rank has its own GPU, else staged (host copies around MPI).
   std::string transport = "auto";
-  // zero 0 on more than one rank: the delta all-reduce runs in buckets of this many MiB while the
+  // zero 0 on more than one rank: the delta all-reduce runs in buckets of this many KiB while the
   // last micro-batch's backward still runs (optim/overlapped_reduction.h); 0: after the backward.
-  idx overlap_mib = 25;
+  // 25 MiB, PyTorch DDP's bucket_cap_mb.
+  idx overlap_kib = 25 * 1024;
   bool operator==(const ParallelOptions&) const = default;
 };
 

@@ -210,9 +210,9 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
 
   // zero 0 on several ranks: the delta all-reduce runs in buckets during the backward.
   std::unique_ptr<OverlappedDeltaReduction> overlap;
-  if (!optimizer.sharded() && comm.size() > 1 && o.parallel.overlap_mib > 0)
+  if (!optimizer.sharded() && comm.size() > 1 && o.parallel.overlap_kib > 0)
     overlap = std::make_unique<OverlappedDeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
-                                                         std::size_t(o.parallel.overlap_mib) << 20);
+                                                         std::size_t(o.parallel.overlap_kib) << 10);
 
   RunState st;
   CheckpointCadence checkpoints(o, comm, log);
