@@ -117,7 +117,11 @@ class DataPlane {
   void reduce_scatter_sum(const T* send, idx count, T* recv) const {
     do_reduce_scatter_sum(send, recv, count, dtype_of<T>());
   }
-  // Non-blocking point-to-point. Messages with the same (peer, tag) match in order.
+  // Non-blocking point-to-point. Messages with the same (peer, tag) match in order. Callers must
+  // also post the messages between two ranks in the same order on both sides regardless of tag:
+  // the NCCL plane ignores tags (NCCL matches a pair's messages by order) and launches the sends and
+  // receives posted since its last wait as one group, so a ring posts a step's receives with its
+  // sends before waiting on any.
   template <typename T>
   Request isend(const T* data, idx count, int dest, int tag) const {
     return do_isend(data, count, dtype_of<T>(), dest, tag);

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <cstdint>
+#include <random>
 #include <vector>
 
 #include "kernels/device_memory.h"
@@ -76,6 +78,21 @@ inline double bf16_error(const std::vector<float>& got, const std::vector<float>
 template <typename T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// n elements at device pointer p (on ex.device) copied to the host.
+template <typename T>
+std::vector<T> host_copy(const Exec& ex, const T* p, idx n) {
+  const HostMirror<const T> m(ex, p, n);
+  return std::vector<T>(m.data(), m.data() + n);
+}
+
+// n token ids in [0, vocab), seeded.
+inline std::vector<std::int32_t> random_tokens(idx n, idx vocab, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
+  for (auto& x : t) x = std::int32_t(rng() % std::uint64_t(vocab));
+  return t;
 }
 
 }  // namespace nexus::test

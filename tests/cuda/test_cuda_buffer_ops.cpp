@@ -165,7 +165,7 @@ TEST(CudaAdamW, TheBf16ComputeCopyIsTheRoundedMaster) {
   DeviceBuffer<float> gmaster = on_gpu(master), gm = on_gpu(m), gv = on_gpu(v), gg = on_gpu(g);
   DeviceBuffer<bf16> gcompute(kGpu, n);
   AdamWCoefficients k{0.9999f, 1e-2f, 0.2236068f, 0.9f, 0.95f, 0.1f, 0.05f, 1e-8f};
-  adamw_update(kCpu, master.data(), compute.data(), g.data(), m.data(), v.data(), n, k);
+  cpu::adamw_update(kCpu, master.data(), compute.data(), g.data(), m.data(), v.data(), n, k);
   adamw_update(kGpu, gmaster.data(), gcompute.data(), gg.data(), gm.data(), gv.data(), n, k);
   EXPECT_TRUE(same_bits(on_host(gmaster), master));
   EXPECT_TRUE(same_bits(on_host(gcompute), compute));

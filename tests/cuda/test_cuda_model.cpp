@@ -38,18 +38,7 @@ ModelConfig gpu_test_config() {
   return c;
 }
 
-std::vector<std::int32_t> batch_tokens(idx vocab, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<std::int32_t> t(std::size_t(kB * kT));
-  for (auto& x : t) x = std::int32_t(rng() % std::uint64_t(vocab));
-  return t;
-}
-
-template <typename T>
-std::vector<T> host_copy(const Exec& ex, const T* p, idx n) {
-  const HostMirror<const T> m(ex, p, n);
-  return std::vector<T>(m.data(), m.data() + n);
-}
+std::vector<std::int32_t> batch_tokens(idx vocab, std::uint64_t seed) { return random_tokens(kB * kT, vocab, seed); }
 
 template <typename T>
 struct Step {

@@ -80,6 +80,8 @@ TEST(AdamWUpdate, MatchesThePlainFp32LoopToAFewUlps) {
   }
 }
 
+// The CPU kernel itself (the route refuses bf16 data on the CPU; this kernel is the reference the
+// CUDA AdamW's bf16 copy is checked against in tests/cuda/test_cuda_buffer_ops.cpp).
 TEST(AdamWUpdate, Bf16KeepsFp32MasterWeightsAndWritesTheRoundedCopy) {
   const Hyper h;
   const idx n = 5000;
@@ -88,7 +90,7 @@ TEST(AdamWUpdate, Bf16KeepsFp32MasterWeightsAndWritesTheRoundedCopy) {
   std::vector<float> master32 = master, m32 = m, v32 = v;
   std::vector<bf16> compute(static_cast<std::size_t>(n));
   const AdamWCoefficients k = coefficients(h, 1, true);
-  adamw_update(Exec{}, master.data(), compute.data(), g.data(), m.data(), v.data(), n, k);
+  cpu::adamw_update(Exec{}, master.data(), compute.data(), g.data(), m.data(), v.data(), n, k);
   adamw_update(Exec{}, master32.data(), static_cast<float*>(nullptr), g.data(), m32.data(), v32.data(), n, k);
   EXPECT_EQ(master, master32);  // the master update is the fp32 one
   EXPECT_EQ(m, m32);
