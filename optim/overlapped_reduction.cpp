@@ -1,7 +1,6 @@
 #include "optim/overlapped_reduction.h"
 
 #include <algorithm>
-#include <chrono>
 #include <stdexcept>
 #include <string>
 
@@ -39,13 +38,11 @@ void OverlappedDeltaReduction::ready(idx offset, idx count) {
   }
 }
 
-double OverlappedDeltaReduction::finish() {
+void OverlappedDeltaReduction::finish() {
   post(0, pending_end_);  // the pending bucket and anything never reported
   pending_begin_ = pending_end_ = 0;
-  const auto start = std::chrono::steady_clock::now();
   wait_all(inflight_);
   inflight_.clear();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace nexus

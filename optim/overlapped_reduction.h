@@ -31,9 +31,9 @@ class OverlappedDeltaReduction {
   // deltas[offset, offset + count) are final on this rank. Ranges must come in descending order,
   // each ending where the previous one began; throws std::logic_error otherwise.
   void ready(idx offset, idx count);
-  // Posts whatever is not posted yet (down to offset 0) and waits for every bucket. Returns the
-  // seconds spent waiting: the exposed communication of this step.
-  double finish();
+  // Posts whatever is not posted yet (down to offset 0) and waits for every bucket: the time spent
+  // here is the exposed communication of the step (the trainer reports it).
+  void finish();
 
   std::size_t buckets_posted() const { return posted_; }  // in the last step
 

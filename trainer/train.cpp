@@ -85,7 +85,7 @@ void require_run_fits(const RunOptions& o, const BatchLayout& layout, const Comm
 // step is then skipped).
 struct StepOutcome {
   double loss = 0, grad_norm = 0;
-  double comm_wait_s = 0;  // overlapped delta reduction: the time the step waited for it (exposed)
+  double comm_wait_s = 0;  // the delta all-reduce's exposed time (zero 0 on several ranks)
   bool applied = false;
 };
 template <typename T>
@@ -109,11 +109,19 @@ StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedD
   }
   world.allreduce_sum(totals, 2);
   StepOutcome out;
-  if (overlap) out.comm_wait_s = overlap->finish();
+  // The delta all-reduce's exposed time either way: the wait for the overlapped buckets, or the
+  // whole all-reduce after the backward (zero 0 on several ranks; zero 1 reduce-scatters in step).
+  const bool summed_here = overlap || (!optimizer.sharded() && world.size() > 1);
+  const auto comm_start = std::chrono::steady_clock::now();
+  if (overlap)
+    overlap->finish();
+  else if (summed_here)
+    world.allreduce_sum(model.deltas(), model.num_params());
+  out.comm_wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - comm_start).count();
   if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
   out.loss = totals[0] / totals[1];
   const DistributedAdamW::Outcome integrated = optimizer.step(model.params(), model.deltas(), float(1.0 / totals[1]),
-                                                              out.loss, grad_clip, lr, overlap != nullptr);
+                                                              out.loss, grad_clip, lr, summed_here);
   out.grad_norm = integrated.grad_norm;
   out.applied = integrated.applied;
   return out;
