@@ -181,6 +181,9 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
                         DataLoader& train_data, EvalCadence& evals, const Exec& ex) {
   const TrainOptions& t = o.train;
   const idx local_len = t.seq_len / layout.cp;
+  // Every rank measures its GEMM peak at the same time, so the sum is the job's real peak; before
+  // the model exists, so that the measurement's buffers (on a GPU 384 MiB) never compete with it.
+  const double peak_gflops = comm.sum(gemm_peak_gflops(ex));
   Model<T> model(o.model, BatchShape{layout.micro_batch, local_len}, &mesh.cp_data(), ex);
   DistributedAdamW optimizer(model.num_params(), o.adamw(), decay_ranges(model.table()), mesh.world_data(),
                              int(o.parallel.zero), model.exec());
@@ -199,8 +202,6 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
                                             layout.cp)
                           .c_str());
   const ScheduleConfig schedule = o.schedule_config();
-  // Every rank measures its GEMM peak at the same time, so the sum is the job's real peak.
-  const double peak_gflops = comm.sum(gemm_peak_gflops(ex));
   const double train_flops_per_token = 3.0 * model.forward_flops_per_token();
   if (comm.is_root())
     log.note("model: " + std::to_string(model.num_params()) + " parameters, activation arena " +
