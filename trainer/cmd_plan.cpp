@@ -100,7 +100,8 @@ void print_training(const TrainingPlan& p, const PlanTarget& t, const std::strin
   row("total per rank", p.total(), fit_text(p.total(), t.budget));
   if (p.root_staging > 0)
     row("rank 0 while a checkpoint moves", p.root_staging,
-        std::string("both moments staged whole, host memory") +
+        std::string(t.gpu ? "host memory: both moments and the fp32 weights, whole"
+                          : "host memory: both moments, whole") +
             (t.gpu ? "" : ": rank 0 then holds " + human(saturating_add(p.total(), p.root_staging)) + ", " +
                               fit_text(saturating_add(p.total(), p.root_staging), t.budget)));
 }

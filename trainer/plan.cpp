@@ -23,8 +23,11 @@ idx optimizer_shards(const RunOptions& o, const BatchLayout& layout) {
   return o.parallel.zero == 1 && layout.world > 1 ? layout.world : 1;
 }
 
-std::size_t root_checkpoint_staging(const RunOptions& o, const BatchLayout& layout) {
-  return optimizer_shards(o, layout) > 1 ? saturating_mul(weights_memory_need(o.model).parameters, 2) : 0;
+std::size_t checkpoint_host_staging(const RunOptions& o, const BatchLayout& layout, bool root) {
+  const std::size_t whole = weights_memory_need(o.model).parameters;  // n fp32
+  const bool sharded = optimizer_shards(o, layout) > 1;
+  if (o.runtime.device != "cuda") return root && sharded ? saturating_mul(whole, 2) : 0;
+  return root || !sharded ? saturating_mul(whole, 3) : whole;
 }
 
 MemoryNeed run_memory_need(const RunOptions& o, const BatchLayout& layout) {
@@ -73,6 +76,7 @@ std::size_t TrainingPlan::total() const {
 TrainingPlan plan_training(const RunOptions& o, const PlanTarget& target, idx seq_len, idx world) {
   RunOptions at = o;
   at.train.seq_len = seq_len;
+  if (target.gpu) at.runtime.device = "cuda";  // the plan is for the target, whatever the INI says
   const BatchLayout layout = batch_layout(at, world > 0 ? world : at.parallel.cp);
   TrainingPlan p;
   p.seq_len = seq_len;
@@ -85,7 +89,7 @@ TrainingPlan plan_training(const RunOptions& o, const PlanTarget& target, idx se
   const MemoryNeed need = run_memory_need(at, layout);  // what train() checks
   p.shards = optimizer_shards(at, layout);
   p.loader = need.other;
-  p.root_staging = root_checkpoint_staging(at, layout);
+  p.root_staging = checkpoint_host_staging(at, layout, true);
   p.deltas = need.deltas;
   p.moments = need.optimizer;
   if (target.gpu) {

@@ -19,9 +19,14 @@ MemoryNeed run_memory_need(const RunOptions& o, const BatchLayout& layout);
 // The ranks DistributedAdamW shards the optimizer state over in `layout`: all of them under
 // parallel.zero = 1 (1 on a world of one rank), else 1.
 idx optimizer_shards(const RunOptions& o, const BatchLayout& layout);
-// What the root holds beyond run_memory_need while a checkpoint is saved or loaded: under ZeRO-1
-// both moments staged whole in host memory (DistributedAdamW::full_moments), else 0.
-std::size_t root_checkpoint_staging(const RunOptions& o, const BatchLayout& layout);
+// Host memory a rank holds beyond run_memory_need while a checkpoint is saved or loaded
+// (trainer/checkpoint_cadence.cpp), on the root (`root`) or another rank. On the CPU only ZeRO-1
+// stages: the root gathers both moments whole (2 n floats); the weights are read in place. On a
+// GPU every checkpoint goes through host memory: the moments staged whole (on the root, or on
+// every rank under zero 0, which receives the root's broadcast into it) plus the fp32 weights
+// (a host mirror of fp32 weights, or the bf16 run's master gathered with the moments), 3 n
+// floats; a ZeRO-1 rank other than the root only mirrors the weights it loads (n floats).
+std::size_t checkpoint_host_staging(const RunOptions& o, const BatchLayout& layout, bool root);
 
 // The device a plan is for. On a GPU the run keeps bf16 activations and compute weights and fp32
 // master weights, deltas and AdamW moments (kernels/types.h: accum_t<bf16> = float).
@@ -53,7 +58,7 @@ struct TrainingPlan {
   std::size_t loader = 0;   // the loader's batch and its zigzag copy (int32 tokens and targets)
   std::size_t runtime = 0;  // target.runtime
   std::size_t total() const;  // saturating
-  // Not in total(): rank 0's host memory while a checkpoint moves (root_checkpoint_staging).
+  // Not in total(): rank 0's host memory while a checkpoint moves (checkpoint_host_staging).
   std::size_t root_staging = 0;
 };
 // The plan at train.seq_len = seq_len (whole sequences; a rank holds seq_len / parallel.cp) for one

@@ -64,15 +64,24 @@ namespace {
 // this machine has left, before any of it is allocated. Every rank on a machine allocates the same.
 void require_run_fits(const RunOptions& o, const BatchLayout& layout, const Communicator& comm) {
   MemoryNeed need = run_memory_need(o, layout);  // what `nexus plan` prints
-  // Zero 1: while a checkpoint is saved or loaded the root stages both moments whole. Counted on
-  // the root only, though the check below multiplies it by the processes on the root's machine:
-  // conservative there by (processes - 1) x that staging, exact on every other machine.
-  if (comm.is_root()) need.other = saturating_add(need.other, root_checkpoint_staging(o, layout));
-  // On a GPU the model, optimizer and activations live in the rank's own GPU memory.
+  // While a checkpoint is saved or loaded, host memory holds the staged optimizer state (and on a
+  // GPU the fp32 weights). Counted for this rank as it stages; the check multiplies by the
+  // processes on the machine, so on the root's machine it is conservative by the others' share.
+  const std::size_t staging = checkpoint_host_staging(o, layout, comm.is_root());
   const Exec ex = runtime_exec(o.runtime);
-  const std::string shortfall = ex.device == Device::cpu
-                                    ? memory_shortfall("this run", need, comm.local_size(), available_memory())
-                                    : memory_shortfall("this run", need, 1, device_memory_available(ex));
+  std::string shortfall;
+  if (ex.device == Device::cpu) {
+    need.other = saturating_add(need.other, staging);
+    shortfall = memory_shortfall("this run", need, comm.local_size(), available_memory());
+  } else {
+    // The model, optimizer and activations live in the rank's own GPU memory; the staging in the
+    // machine's host memory, shared by its ranks.
+    shortfall = memory_shortfall("this run", need, 1, device_memory_available(ex));
+    MemoryNeed host;
+    host.other = staging;
+    if (shortfall.empty())
+      shortfall = memory_shortfall("checkpoint staging in host memory", host, comm.local_size(), available_memory());
+  }
   if (comm.all(shortfall.empty())) return;
   // Machines may differ: a rank other than the root reports its own shortfall itself.
   if (!shortfall.empty() && !comm.is_root()) std::fprintf(stderr, "nexus: rank %d: %s\n", comm.rank(), shortfall.c_str());
