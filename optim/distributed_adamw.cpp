@@ -48,6 +48,8 @@ DistributedAdamW::DistributedAdamW(idx n, const AdamWHyper& hyper, const std::ve
   // Allocated once: the step itself allocates nothing.
   grad_shard_ = DeviceBuffer<float>(ex, shard_.numel);
   tail_gather_ = DeviceBuffer<float>(ex, idx(ranks) * shard_.tail);
+  norm_send_ = DeviceBuffer<double>(ex, 1);
+  norm_gathered_ = DeviceBuffer<double>(ex, idx(ranks));
   norm_parts_.resize(ranks);
 }
 
@@ -125,7 +127,9 @@ DistributedAdamW::Outcome DistributedAdamW::step_on(T* params, float* master, fl
   // every rank (rather than all-reduced, whose order MPI may vary by rank), so every rank computes
   // the same norm, the same clip factor and the same skip decision by construction.
   const double squares = sum_of_squares(ex, grad, shard_.numel);
-  group_.allgather(&squares, 1, norm_parts_.data());
+  copy_to_device(ex, norm_send_.data(), &squares, sizeof squares);
+  group_.allgather(static_cast<const double*>(norm_send_.data()), 1, norm_gathered_.data());
+  copy_to_host(ex, norm_parts_.data(), norm_gathered_.data(), norm_parts_.size() * sizeof(double));
   double total = 0;
   for (const double part : norm_parts_) total += part;
   out.grad_norm = std::sqrt(total);
