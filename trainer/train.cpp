@@ -12,6 +12,7 @@
 #include "data/token_source.h"
 #include "kernels/cpu/blas_runtime.h"
 #include "kernels/ops.h"
+#include "kernels/stream_timer.h"
 #include "model/checked_math.h"
 #include "model/memory_need.h"
 #include "model/attention_impl.h"
@@ -99,7 +100,7 @@ struct StepOutcome {
 };
 template <typename T>
 StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedDeltaReduction* overlap,
-                       DataLoader& data, LocalBatch& local, Batch& batch, idx grad_accum, const DataPlane& world,
+                       StreamTimer& comm_timer, DataLoader& data, LocalBatch& local, Batch& batch, idx grad_accum, const DataPlane& world,
                        const Communicator& control, double grad_clip, double lr, idx step) {
   model.zero_deltas();
   double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
@@ -121,18 +122,21 @@ StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedD
   // The delta all-reduce's exposed time either way: the wait for the overlapped buckets, or the
   // whole all-reduce after the backward (zero 0 on several ranks; zero 1 reduce-scatters in step).
   const bool summed_here = overlap || (!optimizer.sharded() && world.size() > 1);
-  const auto comm_start = std::chrono::steady_clock::now();
+  // Timed on the compute stream: on a GPU the host only enqueues the wait (NCCL plane), and what
+  // is exposed is the time the stream stalls until the reduction's last bucket has landed.
+  comm_timer.start();
   if (overlap)
     overlap->finish();
   else if (summed_here)
     world.allreduce_sum(model.deltas(), model.num_params());
-  out.comm_wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - comm_start).count();
+  comm_timer.stop();
   if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
   out.loss = totals[0] / totals[1];
   const DistributedAdamW::Outcome integrated = optimizer.step(model.params(), model.deltas(), float(1.0 / totals[1]),
                                                               out.loss, grad_clip, lr, summed_here);
   out.grad_norm = integrated.grad_norm;
   out.applied = integrated.applied;
+  out.comm_wait_s = comm_timer.seconds();  // after the step's norm reached the host: no added stall
   return out;
 }
 
@@ -227,6 +231,7 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
   }
 
   // zero 0 on several ranks: the delta all-reduce runs in buckets during the backward.
+  StreamTimer comm_timer(ex);  // the exposed all-reduce time of each step
   std::unique_ptr<OverlappedDeltaReduction> overlap;
   if (!optimizer.sharded() && comm.size() > 1 && o.parallel.overlap_kib > 0)
     overlap = std::make_unique<OverlappedDeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
@@ -260,7 +265,7 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
     }
     const auto start = std::chrono::steady_clock::now();
     const double lr = learning_rate(schedule, step);
-    const StepOutcome out = train_step(model, optimizer, overlap.get(), train_data, local, batch, layout.grad_accum,
+    const StepOutcome out = train_step(model, optimizer, overlap.get(), comm_timer, train_data, local, batch, layout.grad_accum,
                                        mesh.world_data(), mesh.world(), o.optim.grad_clip, lr, step);
     const double loss = out.loss, grad_norm = out.grad_norm;
     if (out.applied) {

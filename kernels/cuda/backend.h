@@ -32,6 +32,13 @@ std::size_t free_device_bytes();
 // `seconds`: the peak the run's MFU is measured against.
 double measure_gemm_peak_gflops(idx n = 8192, double seconds = 0.3);
 
+// Timing events for kernels/stream_timer.h (cudaEvent_t kept opaque): recorded on ex.stream;
+// timing_event_seconds waits for `stop` and gives the stream's time from `start` to it.
+void* timing_event_create();
+void timing_event_destroy(void* event) noexcept;
+void timing_event_record(const Exec& ex, void* event);
+double timing_event_seconds(void* start, void* stop);
+
 // How many CUDA devices this process sees (0 when there is no driver or no GPU), and why none
 // when there are none (the CUDA runtime's error text).
 int visible_devices(const char** why_none = nullptr);
