@@ -23,16 +23,18 @@ source "$src/tests/e2e/e2e_lib.sh"
 [ "$device" = cpu ] || require_gpu
 tiny="$src/configs/tiny.ini"
 work=$(mktemp -d)
-started=()  # pids of launchers this script started, for the cleanup
+launcher=""  # the running job's launch/mpirun.sh, this shell's child until reaped
 victim_pid=""  # the rank the last fault case killed
-cleanup() {
+# Kills the running job (its ranks, then the launcher) and reaps the launcher: the end of a job
+# that failed to end by itself, and the cleanup.
+stop_job() {
+  [ -n "$launcher" ] || return 0
   local p
-  for p in "${started[@]}"; do
-    for p in $p $(mpi_ranks "$p" | awk '{print $2}'); do kill -KILL "$p" 2>/dev/null; done
-  done
-  rm -rf "$work"
+  for p in $(mpi_ranks "$launcher" | awk '{print $2}') $launcher; do kill -KILL "$p" 2>/dev/null; done
+  wait "$launcher" 2>/dev/null
+  launcher=""
 }
-trap cleanup EXIT
+trap 'stop_job; rm -rf "$work"' EXIT
 
 step_files() { ls "$1" 2>/dev/null | grep -E '^step_[0-9]+\.h5$' | sort; }
 # The step of a step_*.h5 name, and the newest step of a directory's (empty: none).
@@ -53,16 +55,15 @@ fault() {
   NEXUS="$nexus" bash "$src/launch/mpirun.sh" 2 train --config "$tiny" --runtime.device="$device" \
     --train.steps=100000 --train.log_every=1 --train.eval_every=0 --checkpoint.every=2 --checkpoint.keep=2 \
     --train.out_dir="$dir" "$@" >>"$log" 2>&1 &
-  local launcher=$!
-  started+=("$launcher")
+  launcher=$!
   if ! wait_for "$launcher" 120 "${condition[@]}"; then
-    fail "$name: the job never reached '$until'"; tail -20 "$log"; return
+    fail "$name: the job never reached '$until'"; tail -20 "$log"; stop_job; return
   fi
   local ranks victim before
   ranks=$(mpi_ranks "$launcher")
   victim=$(awk -v r="$kill_rank" '$1 == r {print $2}' <<<"$ranks")
   if [ -z "$victim" ] || [ "$(wc -l <<<"$ranks")" -ne 2 ]; then
-    fail "$name: the ranks under launcher $launcher: '$ranks'"; return
+    fail "$name: the ranks under launcher $launcher: '$ranks'"; stop_job; return
   fi
   before=$(step_files "$dir/checkpoints")
   kill -KILL "$victim"
@@ -70,7 +71,13 @@ fault() {
   local start=$(date +%s%N) status=0
   wait_for "$launcher" 60 false
   local elapsed_ms=$((($(date +%s%N) - start) / 1000000))
-  if gone "$launcher"; then wait "$launcher" || status=$?; else status=timeout; fi
+  if gone "$launcher"; then
+    wait "$launcher" || status=$?
+    launcher=""
+  else
+    status=timeout
+    stop_job
+  fi
   echo "$name: rank $kill_rank (pid $victim) killed; the launcher exited with status $status after $elapsed_ms ms"
   if [ "$status" != 0 ] && [ "$status" != timeout ] && ((elapsed_ms <= 30000)); then
     pass "$name: the job ends with status $status, $elapsed_ms ms after the kill"
@@ -81,7 +88,12 @@ fault() {
   # Ranks are reparented when mpirun goes; look for any process still running this run.
   local left
   left=$(pgrep -f -- "--train.out_dir=$dir" | tr '\n' ' ')
-  [ -z "$left" ] && pass "$name: no process of the job is left" || fail "$name: processes left: $left"
+  if [ -z "$left" ]; then
+    pass "$name: no process of the job is left"
+  else
+    fail "$name: processes left: $left"
+    kill -KILL $left 2>/dev/null
+  fi
 
   local f bad=0
   for f in $(step_files "$dir/checkpoints"); do
