@@ -24,8 +24,8 @@
 #    a wrong reduction (a factor of 2 in the norm), a wrong batch split (another batch's loss,
 #    percents away) or a broken cp boundary (~1e-2). CPU cp 2 against GPU cp 2: the same bounds.
 #  - ZeRO-1 vs zero 0 on the same 2 ranks: the reduce-scatter adds the same two values as the
-#    all-reduce; only the norm's partial sums are grouped per shard (~1e-7 in the clip factor):
-#    1e-5 on losses and on norms (the CPU suite's bound on 4 ranks).
+#    all-reduce; only the norm's double partial sums are grouped per shard (~1e-16; the CPU suite
+#    finds bit-identical losses on 2 ranks): 1e-5 on losses and on norms, its bound for 4 ranks.
 #  - bf16, dp 2 and ZeRO-1: every micro-batch's bf16 forward and backward is the one-GPU run's
 #    (same shapes, same weights); the fp32 deltas are summed in another order (~1e-7), which moves
 #    an fp32 master weight across a bf16 rounding boundary only where it sat within 1e-7 of one:
