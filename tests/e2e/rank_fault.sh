@@ -8,9 +8,9 @@
 #     checkpoint_write (its temporary file half written) and killed there.
 # Each case asserts: the launcher exits non-zero within 30 s of the kill (the time is printed), no
 # process of the job is left, every step_*.h5 in the run's checkpoint directory verifies
-# (`nexus inspect`), every leftover temporary file fails verification, nothing published before
-# the kill is lost; after the kill inside the write, one rank resumes from the directory at its
-# newest step file.
+# (`nexus inspect`), every leftover temporary file fails verification, the newest checkpoint
+# published before the kill is still there (or a newer one); after the kill inside the write, one
+# rank resumes from the directory at its newest step file, past the temporary one.
 #   usage: rank_fault.sh NEXUS_BINARY SOURCE_DIR [cpu|cuda]
 # cuda (labels gpu and mpi): exits 77 without a GPU or CUDA build; with one GPU both ranks share it
 # over the staged data plane (NCCL refuses two ranks on one GPU), with 2+ GPUs the cases run over
