@@ -151,6 +151,7 @@ void write_file(const std::string& path, const CheckpointMeta& meta, const Param
         write_tensor(group.get(), p, buffers[g] + p.offset, path, std::string("dataset ") + kGroups[g] + "/" + p.name);
     }
   }
+  failpoint("checkpoint_write");  // every tensor written, the metadata and completion mark not yet
   const hid_t root = file.get();
   const std::string tensors = tensor_manifest(table);
   write_i64(root, "format_version", meta.format_version, path);

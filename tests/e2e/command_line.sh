@@ -7,10 +7,7 @@ src=$2
 tiny="$src/configs/tiny.ini"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failures=0
-if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-pass() { echo "ok: $1"; }
-fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
+source "$src/tests/e2e/e2e_lib.sh"  # pass, fail, gone; Open MPI allowed to run as root
 
 # expect_error NAME EXPECTED_TEXT COMMAND...: non-zero exit and the text in stderr.
 expect_error() {
@@ -135,13 +132,6 @@ fi
 # kill -9 of mpirun: the orphaned ranks stop within a second and publish no new checkpoint
 # (before: they trained on and wrote checkpoints for a second or more).
 newest_step() { ls "$1" 2>/dev/null | grep -E '^step_[0-9]+\.h5$' | sort | tail -1; }
-gone() {  # every pid given has exited (a zombie waiting for init to reap it counts as exited)
-  local p state
-  for p in "$@"; do
-    state=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) || continue
-    [ -z "$state" ] || [ "$state" = Z ] || return 1
-  done
-}
 mpirun --oversubscribe -np 2 "$nexus" train --config "$tiny" --train.steps=100000 --train.log_every=1 \
   --checkpoint.every=1 --checkpoint.keep=0 --train.out_dir="$work/orphan" >"$work/orphan.log" 2>&1 &
 launcher=$!

@@ -6,16 +6,11 @@
 set -uo pipefail
 nexus=$1
 src=$2
-if [ "${NEXUS_HAS_CUDA:-0}" != 1 ] || ! nvidia-smi -L >/dev/null 2>&1; then
-  echo "SKIPPED: no CUDA device visible (or a build without the CUDA backend); these checks run nexus on a GPU"
-  exit 77
-fi
+source "$src/tests/e2e/e2e_lib.sh"  # pass, fail, finish, losses, close, require_gpu
+require_gpu
 tiny="$src/configs/tiny.ini"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failures=0
-pass() { echo "ok: $1"; }
-fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
 
 # train NAME DEVICE [OPTIONS...]: 40 steps of tiny.ini, a checkpoint every 20, into $work/NAME.
 train() {
@@ -25,24 +20,12 @@ train() {
     --checkpoint.every=20 --train.out_dir="$work/$name" "$@" >"$work/$name.log" 2>&1 ||
     { fail "train $name on $device"; cat "$work/$name.log"; }
 }
-# The losses of a run, one per line, from its metrics file.
-losses() { python3 -c 'import json,sys
-for l in open(sys.argv[1]):
-    r = json.loads(l)
-    if "loss" in r and "step" in r and "eval" not in l: print(repr(r["loss"]))' "$work/$1/metrics.jsonl"; }
-# close A B TOL: the two loss lists agree within TOL relative, step by step.
-close() { python3 -c 'import sys
-a = [float(x) for x in open(sys.argv[1])]; b = [float(x) for x in open(sys.argv[2])]
-assert len(a) == len(b) and a, (len(a), len(b))
-worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
-print("max relative difference", worst); sys.exit(0 if worst <= float(sys.argv[3]) else 1)' "$1" "$2" "$3"; }
-
 train cpu cpu
 train gpu cuda
 train gpu_again cuda
-losses cpu >"$work/cpu.txt"
-losses gpu >"$work/gpu.txt"
-losses gpu_again >"$work/gpu_again.txt"
+losses "$work/cpu" >"$work/cpu.txt"
+losses "$work/gpu" >"$work/gpu.txt"
+losses "$work/gpu_again" >"$work/gpu_again.txt"
 grep -q "gpu .* MiB" "$work/gpu.log" && pass "the GPU step line reports peak GPU memory" || fail "no GPU memory in the step line"
 # fp32 on both devices; summation orders differ, so the curves differ by rounding that Adam
 # amplifies a little over 40 steps (tests/cuda/test_cuda_model.cpp bounds the single step).
@@ -53,7 +36,7 @@ cmp -s "$work/gpu.txt" "$work/gpu_again.txt" && pass "two GPU runs give bit-iden
 # (tests/cuda/test_cuda_model_bf16.cpp derives 3e-2 for 50 steps), and its checkpoint (the fp32
 # master) resumes on the CPU.
 train gpu_bf16 cuda --runtime.dtype=bf16
-losses gpu_bf16 >"$work/gpu_bf16.txt"
+losses "$work/gpu_bf16" >"$work/gpu_bf16.txt"
 close "$work/gpu_bf16.txt" "$work/cpu.txt" 3e-2 && pass "bf16 GPU losses follow the fp32 CPU's" || fail "bf16 GPU losses vs CPU"
 "$nexus" train --config "$tiny" --runtime.device=cpu --train.steps=40 --train.log_every=1 --checkpoint.every=0 \
   --train.out_dir="$work/resume_bf16" --resume "$work/gpu_bf16/checkpoints/step_00000020.h5" >"$work/resume_bf16.log" 2>&1 &&
@@ -66,7 +49,7 @@ for pair in "gpu cpu" "cpu cuda"; do
   "$nexus" train --config "$tiny" --runtime.device="$device" --train.steps=40 --train.log_every=1 \
     --checkpoint.every=0 --train.out_dir="$work/resume_$from" --resume "$work/$from/checkpoints/step_00000020.h5" \
     >"$work/resume_$from.log" 2>&1 || { fail "resume $from's checkpoint on $device"; cat "$work/resume_$from.log"; }
-  losses "resume_$from" >"$work/resume_$from.txt"
+  losses "$work/resume_$from" >"$work/resume_$from.txt"
   tail -n 20 "$work/$from.txt" >"$work/${from}_tail.txt"
   close "$work/resume_$from.txt" "$work/${from}_tail.txt" 1e-3 && pass "$from checkpoint resumed on $device" ||
     fail "$from checkpoint resumed on $device"
@@ -87,5 +70,4 @@ a, b = f(sys.argv[1]), f(sys.argv[2]); sys.exit(0 if abs(a - b) <= 1e-4 * abs(b)
 cmp -s "$work/generate_cuda.txt" "$work/generate_cpu.txt" && pass "greedy generation on the GPU equals the CPU's" ||
   fail "greedy generation GPU vs CPU"
 
-echo "$failures failure(s)"
-[ "$failures" -eq 0 ]
+finish
