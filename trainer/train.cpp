@@ -91,7 +91,7 @@ struct StepOutcome {
 template <typename T>
 StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedDeltaReduction* overlap,
                        DataLoader& data, LocalBatch& local, Batch& batch, idx grad_accum, const DataPlane& world,
-                       double grad_clip, double lr, idx step) {
+                       const Communicator& control, double grad_clip, double lr, idx step) {
   model.zero_deltas();
   double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
   if (overlap) overlap->begin();
@@ -107,7 +107,9 @@ StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedD
     totals[0] += l.sum;
     totals[1] += double(l.count);
   }
-  world.allreduce_sum(totals, 2);
+  // Host values: summed by the control plane. The data plane moves buffers on the device (NCCL
+  // would be handed a host pointer).
+  control.allreduce_sum(totals, 2);
   StepOutcome out;
   // The delta all-reduce's exposed time either way: the wait for the overlapped buckets, or the
   // whole all-reduce after the backward (zero 0 on several ranks; zero 1 reduce-scatters in step).
@@ -147,7 +149,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
                                       ? choose_transport(o.parallel.transport, Device::cpu, nccl_built(), GpuPlacement{})
                                       : select_local_gpu(comm, o.parallel.transport);
   constexpr std::size_t kStagingBytes = std::size_t(64) << 20;  // the staged plane's host pieces
-  const Mesh mesh(comm, layout.cp, transport, ex, kStagingBytes);
+  const Mesh mesh(comm, layout.cp, transport, ex, kStagingBytes, std::chrono::seconds(o.parallel.nccl_timeout_s));
   const idx dp_rank = mesh.dp_rank();
   MetricsLog log(t.out_dir, comm.is_root());
   if (comm.is_root()) {
@@ -252,7 +254,7 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
     const auto start = std::chrono::steady_clock::now();
     const double lr = learning_rate(schedule, step);
     const StepOutcome out = train_step(model, optimizer, overlap.get(), train_data, local, batch, layout.grad_accum,
-                                       mesh.world_data(), o.optim.grad_clip, lr, step);
+                                       mesh.world_data(), mesh.world(), o.optim.grad_clip, lr, step);
     const double loss = out.loss, grad_norm = out.grad_norm;
     if (out.applied) {
       bad_in_a_row = 0;
