@@ -15,7 +15,8 @@
 // stream; a host read needs that stream synchronized first (copy_to_host and HostMirror do).
 // Buffers: "untouched until wait() returns" (data_plane.h) means by the host and by other
 // streams; kernels the caller enqueues on its stream after wait() are ordered after the transfer,
-// and a buffer freed with cudaFree (which synchronizes the device) is safe at any time after it.
+// and freeing a buffer after wait() is safe (cudaFree synchronizes the device). The same holds for
+// a Request destroyed unwaited: its destructor's wait() orders the caller's stream after it.
 // The `done` events come from a pool that grows to the most operations ever in flight (about one
 // per delta bucket of a step) and is reused, so a step creates no event.
 //
