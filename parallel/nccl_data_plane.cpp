@@ -303,7 +303,8 @@ struct NcclDataPlane::State {
   // may be blocked inside a CUDA call that waits for a kernel that never ends.
   [[noreturn]] void die(const std::string& message) {
     const std::string last = last_error(comm);
-    std::fprintf(stderr, "%s%s; ending the process\n", message.c_str(), last.empty() ? "" : (" (NCCL: " + last + ")").c_str());
+    const std::string line = message + (last.empty() ? "" : " (NCCL: " + last + ")") + "; ending the process\n";
+    std::fputs(line.c_str(), stderr);
     std::fflush(stderr);
     // The abort is the last thing that could hang (it may wait for NCCL's own threads): it gets
     // a few seconds.
