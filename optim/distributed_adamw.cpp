@@ -48,9 +48,8 @@ DistributedAdamW::DistributedAdamW(idx n, const AdamWHyper& hyper, const std::ve
   // Allocated once: the step itself allocates nothing.
   grad_shard_ = DeviceBuffer<float>(ex, shard_.numel);
   tail_gather_ = DeviceBuffer<float>(ex, idx(ranks) * shard_.tail);
-  norm_send_ = DeviceBuffer<double>(ex, 1);
-  norm_gathered_ = DeviceBuffer<double>(ex, idx(ranks));
   norm_parts_.resize(ranks);
+  norm_device_ = DeviceBuffer<double>(ex, idx(ranks) + 1);
 }
 
 DistributedAdamW::Outcome DistributedAdamW::step(float* params, float* deltas, float scale, double loss,
@@ -126,10 +125,13 @@ DistributedAdamW::Outcome DistributedAdamW::step_on(T* params, float* master, fl
   // The global norm from every shard's sum of squares. All-gathered and summed in rank order on
   // every rank (rather than all-reduced, whose order MPI may vary by rank), so every rank computes
   // the same norm, the same clip factor and the same skip decision by construction.
+  // Through device memory, as the data plane needs (NCCL reads and writes device buffers); the
+  // copy back synchronizes the stream the all-gather is ordered on.
   const double squares = sum_of_squares(ex, grad, shard_.numel);
-  copy_to_device(ex, norm_send_.data(), &squares, sizeof squares);
-  group_.allgather(static_cast<const double*>(norm_send_.data()), 1, norm_gathered_.data());
-  copy_to_host(ex, norm_parts_.data(), norm_gathered_.data(), norm_parts_.size() * sizeof(double));
+  double* parts = norm_device_.data();
+  copy_to_device(ex, parts + ranks, &squares, sizeof squares);
+  group_.allgather(static_cast<const double*>(parts + ranks), 1, parts);
+  copy_to_host(ex, norm_parts_.data(), parts, norm_parts_.size() * sizeof(double));
   double total = 0;
   for (const double part : norm_parts_) total += part;
   out.grad_norm = std::sqrt(total);

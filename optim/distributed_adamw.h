@@ -124,11 +124,8 @@ class DistributedAdamW {
   AdamW local_;                     // over shard_ (all of [0, n) unless sharded)
   DeviceBuffer<float> grad_shard_;   // [shard_.numel] summed deltas of this shard; the all-gather's send block
   DeviceBuffer<float> tail_gather_;  // [S * tail] the all-gathered tail, of which the last rank's block counts
-  // The data plane moves device memory only (NCCL takes no host pointers), so the sums of squares
-  // travel through device buffers and come back to the host to be summed.
-  DeviceBuffer<double> norm_send_;      // [1] this rank's sum of squares
-  DeviceBuffer<double> norm_gathered_;  // [S] every rank's, in rank order
-  std::vector<double> norm_parts_;      // [S] the same on the host, summed in rank order
+  std::vector<double> norm_parts_;  // [S] every rank's sum of squares, summed in rank order
+  DeviceBuffer<double> norm_device_;  // [S + 1] the same on the device, all-gathered from this rank's at [S]
   std::vector<float> staging_;      // [k n] host copy while a checkpoint moves (not CPU zero 0), else empty
   DeviceBuffer<float> shard_recv_;  // [k largest shard] zero 1 off the CPU: a shard received on its way to staging_
   DeviceBuffer<float> master_;      // [shard_.numel] fp32 master weights of a bf16 run (set_master), else empty

@@ -8,6 +8,16 @@
 // Every operation names its element type, so an implementation can map it to its own (MPI
 // datatypes, ncclDataType_t) and an NCCL one can reduce bf16 natively. Operations on one group
 // must be issued in the same order on every rank of the group.
+//
+// Buffers live on the plane's device (host memory for the MPI plane, ex.device for the staged and
+// NCCL planes): a host variable goes over the control plane (the MPI Communicator), never here.
+//
+// Completion is stream-ordered. An operation (or a Request's wait()) returns once its result is
+// ordered before all later work on the caller's stream (the plane's Exec::stream); it may return
+// before the data has moved (the NCCL plane: the host does not wait, so the GPU overlaps the
+// transfer with compute). The results are visible to later work on the caller's stream; host
+// reads need the stream synchronized (HostMirror / copy_to_host do). Planes that complete on the
+// host (MPI, staged) meet this contract as well.
 #pragma once
 
 #include <cstddef>
@@ -37,8 +47,10 @@ constexpr DType dtype_of() {
 }
 
 // A non-blocking transfer in flight. Move-only. The buffer must stay untouched until wait()
-// returns; the destructor waits for a transfer still in flight, so a buffer is never written
-// behind the back of code that unwound past its request.
+// returns: untouched by the host and by other streams; kernels on the caller's stream enqueued
+// after wait() are ordered after the transfer (see "Completion" above), so they may read and
+// write it. The destructor waits (as wait() does) for a transfer still in flight, so a buffer is
+// never written behind the back of code that unwound past its request.
 class Request {
  public:
   // What an implementation keeps for one transfer.
@@ -64,8 +76,9 @@ class Request {
     if (pending_) pending_->wait();
     pending_.reset();
   }
-  // True once complete. Calling it between compute phases also lets the transport progress a
-  // large transfer, which otherwise may only move inside wait().
+  // True once complete (the data has moved: no wait on any stream is needed). Calling it between
+  // compute phases also lets the transport progress a large transfer, which otherwise may only
+  // move inside wait().
   bool test() {
     if (pending_ && pending_->test()) pending_.reset();
     return !pending_;
@@ -101,7 +114,8 @@ class DataPlane {
   }
   // allreduce_sum, started now and complete when the Request is: the caller keeps computing while
   // the transport moves the data (gradient buckets during the backward pass). `data` must not be
-  // touched until then. A transport without a non-blocking path completes it before returning.
+  // touched until then (by the host or another stream; see Request). A transport without a
+  // non-blocking path completes it before returning.
   template <typename T>
   Request iallreduce_sum(T* data, idx count) const {
     return do_iallreduce_sum(data, count, dtype_of<T>());

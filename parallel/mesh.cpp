@@ -20,14 +20,15 @@ idx checked_cp(const Communicator& world, idx cp) {
 }
 
 std::unique_ptr<DataPlane> data_plane(const Communicator& group, DataTransport transport, const Exec& ex,
-                                      std::size_t staging_bytes) {
+                                      std::size_t staging_bytes, std::chrono::seconds nccl_timeout) {
   switch (transport) {
     case DataTransport::mpi: return nullptr;
     case DataTransport::staged: return std::make_unique<StagedDataPlane>(group, ex, staging_bytes);
     case DataTransport::nccl:
 #if NEXUS_HAS_NCCL
-      return std::make_unique<NcclDataPlane>(group, ex);
+      return std::make_unique<NcclDataPlane>(group, ex, nccl_timeout);
 #else
+      (void)nccl_timeout;
       throw std::invalid_argument("Mesh: the nccl data plane is not in this build (NCCL was not found when it was "
                                   "configured); expected the staged transport");
 #endif
@@ -48,12 +49,13 @@ Mesh::Mesh(const Communicator& world, idx cp)
 
 // Every rank builds the same planes in the same order (world, cp, dp): NCCL communicators are
 // created collectively over each group.
-Mesh::Mesh(const Communicator& world, idx cp, DataTransport transport, Exec ex, std::size_t staging_bytes)
+Mesh::Mesh(const Communicator& world, idx cp, DataTransport transport, Exec ex, std::size_t staging_bytes,
+           std::chrono::seconds nccl_timeout)
     : Mesh(world, cp) {
   transport_ = transport;
-  world_plane_ = data_plane(world_, transport, ex, staging_bytes);
-  cp_plane_ = data_plane(cp_group_, transport, ex, staging_bytes);
-  dp_plane_ = data_plane(dp_group_, transport, ex, staging_bytes);
+  world_plane_ = data_plane(world_, transport, ex, staging_bytes, nccl_timeout);
+  cp_plane_ = data_plane(cp_group_, transport, ex, staging_bytes, nccl_timeout);
+  dp_plane_ = data_plane(dp_group_, transport, ex, staging_bytes, nccl_timeout);
 }
 
 Mesh::~Mesh() = default;

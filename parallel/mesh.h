@@ -4,6 +4,7 @@
 // planes, the trainer uses the control planes.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 
@@ -20,8 +21,10 @@ class Mesh {
   // The same groups with data planes for buffers on ex.device carried by `transport`: mpi (the
   // groups, as above), staged (host staging buffers of `staging_bytes`, the run's largest message
   // rounded up as the caller likes; the same on every rank) or nccl (one NCCL communicator per
-  // group, on the current CUDA device: select_local_gpu first). Collective over `world`.
-  Mesh(const Communicator& world, idx cp, DataTransport transport, Exec ex, std::size_t staging_bytes);
+  // group, on the current CUDA device: select_local_gpu first; `nccl_timeout` bounds each of its
+  // operations). Collective over `world`.
+  Mesh(const Communicator& world, idx cp, DataTransport transport, Exec ex, std::size_t staging_bytes,
+       std::chrono::seconds nccl_timeout = std::chrono::seconds(300));
   ~Mesh();
   // The data planes borrow the groups: a Mesh stays where it was made.
   Mesh(const Mesh&) = delete;

@@ -4,12 +4,19 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
 #include <exception>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "parallel/comm_watchdog.h"
 
 namespace nexus {
 
@@ -40,12 +47,63 @@ int world_rank() {
   return r;
 }
 
-// The sends and receives launched together by one ncclGroupEnd, and the event that marks their end.
+// The events that mark the end of operations on the comm stream: made when none is free, kept,
+// and reused, so a step makes none once the first has made the most it ever has in flight. A
+// slot has two holders while its operation may be in flight: the request (or the collective
+// that enqueues the caller's wait on it) and the watchdog (until it saw the event happen); it is
+// reused only once both let go, so neither ever reads a later operation's record.
+class EventPool {
+ public:
+  EventPool() = default;
+  EventPool(const EventPool&) = delete;
+  EventPool& operator=(const EventPool&) = delete;
+  ~EventPool() {
+    for (const Slot& s : slots_) cudaEventDestroy(s.event);
+  }
+  // A free slot (a new one if none is), held twice; its id.
+  cudaError_t acquire(std::uint64_t* id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_.empty()) {
+      cudaEvent_t ev = nullptr;
+      if (const cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming); e != cudaSuccess) return e;
+      slots_.push_back(Slot{ev, 0});
+      free_.push_back(slots_.size() - 1);
+    }
+    *id = free_.back();
+    free_.pop_back();
+    slots_[*id].holders = 2;
+    return cudaSuccess;
+  }
+  cudaEvent_t event(std::uint64_t id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return slots_[id].event;
+  }
+  void release(std::uint64_t id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (--slots_[id].holders == 0) free_.push_back(id);
+  }
+
+ private:
+  struct Slot {
+    cudaEvent_t event;
+    int holders;
+  };
+  mutable std::mutex mutex_;   // the watchdog's thread reads slots while the issuing thread grows them
+  std::deque<Slot> slots_;     // a deque: growing it moves no slot
+  std::vector<std::uint64_t> free_;
+};
+
+// Operations launched together whose end one event marks: the sends and receives of one
+// ncclGroupEnd, or one iallreduce. Shared by their requests; the last one lets the slot go.
 struct Batch {
-  cudaEvent_t done = nullptr;
+  EventPool* pool;
+  std::uint64_t slot = 0;
   bool launched = false;
+  explicit Batch(EventPool* p) : pool(p) {}
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
   ~Batch() {
-    if (done) cudaEventDestroy(done);
+    if (launched) pool->release(slot);
   }
 };
 
@@ -61,17 +119,22 @@ struct QueuedOp {
 
 struct NcclDataPlane::State {
   ncclComm_t comm = nullptr;
+  int device = 0;
   cudaStream_t caller = nullptr;       // ex.stream
   cudaStream_t comm_stream = nullptr;  // every NCCL op of this plane
   cudaEvent_t ready = nullptr;         // caller stream: the data of the next op is written
-  cudaEvent_t done = nullptr;          // comm stream: the last collective ended
   std::chrono::seconds timeout{300};
   std::string who;      // "rank W (group rank r of n)", for messages
   bool aborted = false;
+  // The issuing thread's NCCL calls on `comm` and the watchdog's error check take turns.
+  std::mutex comm_mutex;
+  EventPool events;
   std::vector<QueuedOp> queue;          // posted, not yet launched
   std::shared_ptr<Batch> open_batch;    // the batch `queue` will launch as
+  std::unique_ptr<CommWatchdog> watchdog;  // stopped first, before anything it reads goes
 
   ~State() {
+    watchdog.reset();
     if (comm) {
       // A clean end flushes and frees the communicator with its peers; after an error elsewhere
       // (unwinding) the peers may never get there, so abort instead of waiting on them.
@@ -92,12 +155,13 @@ struct NcclDataPlane::State {
         ncclCommAbort(comm);
     }
     if (ready) cudaEventDestroy(ready);
-    if (done) cudaEventDestroy(done);
     if (comm_stream) cudaStreamDestroy(comm_stream);
   }
 
-  // Aborts the communicator (so no kernel of it spins on) and throws naming the call.
+  // Aborts the communicator (so no kernel of it spins on) and throws naming the call. The
+  // watchdog stops first: it must not read the communicator while it goes.
   [[noreturn]] void fail(const std::string& call, const std::string& why) {
+    watchdog.reset();
     const std::string last = comm ? last_error(comm) : "";
     if (comm && !aborted) ncclCommAbort(comm);
     comm = nullptr;
@@ -114,16 +178,27 @@ struct NcclDataPlane::State {
     if (e != cudaSuccess) fail(call, std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")");
   }
 
+  // The communicator's asynchronous state (ncclSuccess, ncclInProgress or an error).
+  ncclResult_t async_state(const char* call) {
+    ncclResult_t st = ncclSuccess;
+    ncclResult_t q;
+    {
+      std::lock_guard<std::mutex> lock(comm_mutex);
+      q = ncclCommGetAsyncError(comm, &st);
+    }
+    if (q != ncclSuccess) fail(std::string("ncclCommGetAsyncError during ") + call, ncclGetErrorString(q));
+    return st;
+  }
+
   // One NCCL call's result: on a nonblocking communicator ncclInProgress means "enqueued, poll the
-  // communicator until it is ready for the next call".
+  // communicator until it is ready for the next call". Bounded by `timeout` on the host: this
+  // wait is for the enqueue (connection setup included), not for the operation itself.
   void nccl(ncclResult_t rc, const char* call) {
     if (rc == ncclSuccess) return;
     if (rc != ncclInProgress) fail(call, ncclGetErrorString(rc));
     const auto deadline = Clock::now() + timeout;
     for (;;) {
-      ncclResult_t st = ncclSuccess;
-      const ncclResult_t q = ncclCommGetAsyncError(comm, &st);
-      if (q != ncclSuccess) fail(std::string("ncclCommGetAsyncError after ") + call, ncclGetErrorString(q));
+      const ncclResult_t st = async_state(call);
       if (st == ncclSuccess) return;
       if (st != ncclInProgress) fail(call, ncclGetErrorString(st));
       if (Clock::now() > deadline) fail(call, "not ready after " + std::to_string(timeout.count()) + " s");
@@ -136,28 +211,31 @@ struct NcclDataPlane::State {
     const cudaError_t e = cudaEventQuery(ev);
     if (e == cudaSuccess) return true;
     if (e != cudaErrorNotReady) cuda(e, call);
-    ncclResult_t st = ncclSuccess;
-    const ncclResult_t q = ncclCommGetAsyncError(comm, &st);
-    if (q != ncclSuccess) fail(std::string("ncclCommGetAsyncError during ") + call, ncclGetErrorString(q));
+    const ncclResult_t st = async_state(call);
     if (st != ncclSuccess && st != ncclInProgress) fail(call, ncclGetErrorString(st));
     return false;
-  }
-
-  // Waits on the host for `ev`, polling for errors, at most `timeout`.
-  void wait_for(cudaEvent_t ev, const char* call) {
-    const auto deadline = Clock::now() + timeout;
-    while (!happened(ev, call)) {
-      if (Clock::now() > deadline)
-        fail(call, "not complete after " + std::to_string(timeout.count()) +
-                       " s (a peer stopped calling, or died without NCCL noticing)");
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-    }
   }
 
   // The comm stream waits for what the caller's stream has enqueued so far.
   void after_caller() {
     cuda(cudaEventRecord(ready, caller), "cudaEventRecord");
     cuda(cudaStreamWaitEvent(comm_stream, ready, 0), "cudaStreamWaitEvent");
+  }
+
+  // Marks the end of what was just launched on the comm stream with a slot's event (held twice,
+  // see EventPool), which the watchdog then watches.
+  std::uint64_t mark(const char* call) {
+    std::uint64_t slot = 0;
+    cuda(events.acquire(&slot), "cudaEventCreateWithFlags");
+    cuda(cudaEventRecord(events.event(slot), comm_stream), "cudaEventRecord");
+    watchdog->launched(slot, call);
+    return slot;
+  }
+
+  // The caller's stream waits for `slot`'s event: later work on it sees the operation's result;
+  // the host does not wait.
+  void caller_waits(std::uint64_t slot) {
+    cuda(cudaStreamWaitEvent(caller, events.event(slot), 0), "cudaStreamWaitEvent");
   }
 
   // Launches the queued sends and receives as one group.
@@ -169,43 +247,111 @@ struct NcclDataPlane::State {
     open_batch.reset();
     // `ready` was last recorded when the last of these was posted: every one's data is written.
     cuda(cudaStreamWaitEvent(comm_stream, ready, 0), "cudaStreamWaitEvent");
-    nccl(ncclGroupStart(), "ncclGroupStart");
     // The group is closed whatever happens inside it: an open group would capture this thread's
     // next NCCL calls, on any communicator.
-    ncclResult_t first = ncclSuccess;
+    ncclResult_t start, first = ncclSuccess, end = ncclSuccess;
     const char* failed = nullptr;
-    for (const QueuedOp& op : ops) {
-      const ncclResult_t rc = op.send ? ncclSend(op.data, op.count, op.type, op.peer, comm, comm_stream)
-                                      : ncclRecv(op.data, op.count, op.type, op.peer, comm, comm_stream);
-      if (rc != ncclSuccess && rc != ncclInProgress && !failed) {
-        first = rc;
-        failed = op.send ? "ncclSend" : "ncclRecv";
+    {
+      std::lock_guard<std::mutex> lock(comm_mutex);
+      start = ncclGroupStart();
+      if (start == ncclSuccess || start == ncclInProgress) {
+        for (const QueuedOp& op : ops) {
+          const ncclResult_t rc = op.send ? ncclSend(op.data, op.count, op.type, op.peer, comm, comm_stream)
+                                          : ncclRecv(op.data, op.count, op.type, op.peer, comm, comm_stream);
+          if (rc != ncclSuccess && rc != ncclInProgress && !failed) {
+            first = rc;
+            failed = op.send ? "ncclSend" : "ncclRecv";
+          }
+        }
+        end = ncclGroupEnd();
       }
     }
-    const ncclResult_t end = ncclGroupEnd();
+    nccl(start, "ncclGroupStart");
     if (failed) fail(failed, ncclGetErrorString(first));
     nccl(end, "ncclGroupEnd (sends and receives)");
-    cuda(cudaEventRecord(batch->done, comm_stream), "cudaEventRecord");
+    batch->slot = mark("ncclSend/ncclRecv");
     batch->launched = true;
   }
 
   // A collective: queued point-to-point first (the same order on every rank), then the op on the
-  // comm stream after the caller's work; the caller's stream, and the host, wait for it.
+  // comm stream after the caller's work. Returns the slot marking its end, held for the caller.
   template <typename Launch>
-  void collective(const char* call, Launch launch) {
+  std::uint64_t collective(const char* call, Launch launch) {
     require_usable(call);
     flush();
     after_caller();
-    nccl(launch(), call);
-    cuda(cudaEventRecord(done, comm_stream), "cudaEventRecord");
-    cuda(cudaStreamWaitEvent(caller, done, 0), "cudaStreamWaitEvent");
-    wait_for(done, call);
+    ncclResult_t rc;
+    {
+      std::lock_guard<std::mutex> lock(comm_mutex);
+      rc = launch();
+    }
+    nccl(rc, call);
+    return mark(call);
+  }
+
+  // A blocking collective, stream-ordered: the caller's stream waits for it, the host does not.
+  template <typename Launch>
+  void blocking(const char* call, Launch launch) {
+    const std::uint64_t slot = collective(call, launch);
+    caller_waits(slot);
+    events.release(slot);
+  }
+
+  // The watchdog's end of the run (on its thread): this rank's line on stderr, the communicator
+  // aborted so that its kernels stop spinning and the peers see an error, and the process ended
+  // with a failure status (mpirun/srun end the other ranks). Not an exception: the issuing thread
+  // may be blocked inside a CUDA call that waits for a kernel that never ends.
+  [[noreturn]] void die(const std::string& message) {
+    const std::string last = last_error(comm);
+    const std::string line = message + (last.empty() ? "" : " (NCCL: " + last + ")") + "; ending the process\n";
+    std::fputs(line.c_str(), stderr);
+    std::fflush(stderr);
+    // The abort is the last thing that could hang (it may wait for NCCL's own threads): it gets
+    // a few seconds.
+    std::thread([] {
+      std::this_thread::sleep_for(std::chrono::seconds(10));
+      std::_Exit(EXIT_FAILURE);
+    }).detach();
+    ncclCommAbort(comm);
+    std::_Exit(EXIT_FAILURE);
+  }
+
+  void start_watchdog() {
+    CommWatchdog::Hooks hooks;
+    hooks.on_start = [this] {
+      if (const cudaError_t e = cudaSetDevice(device); e != cudaSuccess)
+        throw std::runtime_error(std::string("cudaSetDevice: ") + cudaGetErrorString(e));
+    };
+    hooks.complete = [this](std::uint64_t slot) {
+      const cudaError_t e = cudaEventQuery(events.event(slot));
+      if (e == cudaSuccess) return true;
+      if (e == cudaErrorNotReady) return false;
+      throw std::runtime_error(std::string("cudaEventQuery: ") + cudaGetErrorName(e) + " (" +
+                               cudaGetErrorString(e) + ")");
+    };
+    hooks.async_error = [this]() -> std::string {
+      // Skipped while the issuing thread is inside an NCCL call: checked again next round, and a
+      // hung operation is still caught by its deadline.
+      std::unique_lock<std::mutex> lock(comm_mutex, std::try_to_lock);
+      if (!lock.owns_lock()) return {};
+      ncclResult_t st = ncclSuccess;
+      const ncclResult_t q = ncclCommGetAsyncError(comm, &st);
+      if (q != ncclSuccess) return std::string("ncclCommGetAsyncError: ") + ncclGetErrorString(q);
+      if (st == ncclSuccess || st == ncclInProgress) return {};
+      return ncclGetErrorString(st);
+    };
+    hooks.retired = [this](std::uint64_t slot) { events.release(slot); };
+    hooks.fatal = [this](const std::string& message) { die(message); };
+    watchdog = std::make_unique<CommWatchdog>("NCCL data plane, " + who,
+                                              std::chrono::duration_cast<std::chrono::milliseconds>(timeout),
+                                              std::move(hooks));
   }
 };
 
 namespace {
 
-// One queued send or receive: completes with its batch.
+// A request on a batch: complete when the batch's event has happened. wait() launches the batch
+// if it is still queued and makes the caller's stream wait for it; the host does not wait.
 class NcclPending final : public Request::Pending {
  public:
   NcclPending(std::shared_ptr<NcclDataPlane::State> state, std::shared_ptr<Batch> batch, const char* call)
@@ -213,14 +359,14 @@ class NcclPending final : public Request::Pending {
   void wait() override {
     if (!batch_) return;
     launch();
-    state_->wait_for(batch_->done, call_);
-    finish();
+    state_->caller_waits(batch_->slot);
+    batch_.reset();
   }
   bool test() override {
     if (!batch_) return true;
     launch();
-    if (!state_->happened(batch_->done, call_)) return false;
-    finish();
+    if (!state_->happened(state_->events.event(batch_->slot), call_)) return false;
+    batch_.reset();  // ended: later work on the caller's stream sees it without a wait
     return true;
   }
 
@@ -229,12 +375,7 @@ class NcclPending final : public Request::Pending {
     state_->require_usable(call_);
     if (!batch_->launched) state_->flush();
   }
-  // Later kernels on the caller's stream read what arrived.
-  void finish() {
-    state_->cuda(cudaStreamWaitEvent(state_->caller, batch_->done, 0), "cudaStreamWaitEvent");
-    batch_.reset();
-  }
-  std::shared_ptr<NcclDataPlane::State> state_;
+  std::shared_ptr<NcclDataPlane::State> state_;  // first: outlives batch_, whose slot is in its pool
   std::shared_ptr<Batch> batch_;
   const char* call_;
 };
@@ -251,6 +392,9 @@ NcclDataPlane::NcclDataPlane(const Communicator& group, Exec ex, std::chrono::se
   if (ex.device != Device::cuda)
     throw std::invalid_argument("NcclDataPlane: " + s.who + ": the execution context is on " +
                                 device_name(ex.device) + "; NCCL moves GPU buffers (runtime.device = cuda)");
+  if (timeout.count() <= 0)
+    throw std::invalid_argument("NcclDataPlane: " + s.who + ": a timeout of " + std::to_string(timeout.count()) +
+                                " s; expected at least 1 s");
 
   // Every rank takes part in the broadcast and the agreement whatever failed before them, so a
   // failure on one rank is an exception on all, not a hang in the others' broadcast.
@@ -264,12 +408,12 @@ NcclDataPlane::NcclDataPlane(const Communicator& group, Exec ex, std::chrono::se
   if (!group.all(problem.empty()))
     throw std::runtime_error("NcclDataPlane: " + s.who + ": " + (problem.empty() ? "rank 0 could not make an ncclUniqueId" : problem));
   try {
+    s.cuda(cudaGetDevice(&s.device), "cudaGetDevice");
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     s.nccl(ncclCommInitRankConfig(&s.comm, size_, id, rank_, &config), "ncclCommInitRankConfig");
     s.cuda(cudaStreamCreateWithFlags(&s.comm_stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
     s.cuda(cudaEventCreateWithFlags(&s.ready, cudaEventDisableTiming), "cudaEventCreateWithFlags");
-    s.cuda(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
   } catch (const std::exception& e) {
     problem = e.what();
   }
@@ -282,27 +426,41 @@ NcclDataPlane::NcclDataPlane(const Communicator& group, Exec ex, std::chrono::se
                                                                            "join the NCCL communicator"
                                              : problem);
   }
+  s.start_watchdog();
 }
 
 NcclDataPlane::~NcclDataPlane() = default;
 
+std::chrono::seconds NcclDataPlane::timeout() const { return state_->timeout; }
+
 void NcclDataPlane::do_allreduce_sum(void* data, idx count, DType t) const {
   if (count <= 0) return;
-  state_->collective("ncclAllReduce", [&] {
+  state_->blocking("ncclAllReduce", [&] {
     return ncclAllReduce(data, data, std::size_t(count), nccl_type(t), ncclSum, state_->comm, state_->comm_stream);
   });
 }
 
+Request NcclDataPlane::do_iallreduce_sum(void* data, idx count, DType t) const {
+  if (count <= 0) return Request();
+  State& s = *state_;
+  auto batch = std::make_shared<Batch>(&s.events);
+  batch->slot = s.collective("ncclAllReduce", [&] {
+    return ncclAllReduce(data, data, std::size_t(count), nccl_type(t), ncclSum, s.comm, s.comm_stream);
+  });
+  batch->launched = true;
+  return Request(std::make_unique<NcclPending>(state_, std::move(batch), "ncclAllReduce"));
+}
+
 void NcclDataPlane::do_allgather(const void* send, void* recv, idx count, DType t) const {
   if (count <= 0) return;
-  state_->collective("ncclAllGather", [&] {
+  state_->blocking("ncclAllGather", [&] {
     return ncclAllGather(send, recv, std::size_t(count), nccl_type(t), state_->comm, state_->comm_stream);
   });
 }
 
 void NcclDataPlane::do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const {
   if (count <= 0) return;
-  state_->collective("ncclReduceScatter", [&] {
+  state_->blocking("ncclReduceScatter", [&] {
     return ncclReduceScatter(send, recv, std::size_t(count), nccl_type(t), ncclSum, state_->comm,
                              state_->comm_stream);
   });
@@ -316,11 +474,7 @@ Request NcclDataPlane::post(void* data, idx count, DType t, int peer, bool send)
   if (peer < 0 || peer >= size_)
     throw std::invalid_argument("NCCL data plane, " + s.who + ": " + call + " peer " + std::to_string(peer) +
                                 " is not a rank of the group");
-  if (!s.open_batch) {
-    auto batch = std::make_shared<Batch>();
-    s.cuda(cudaEventCreateWithFlags(&batch->done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
-    s.open_batch = std::move(batch);
-  }
+  if (!s.open_batch) s.open_batch = std::make_shared<Batch>(&s.events);
   // Marks the caller's stream here: the batch's launch waits for everything enqueued up to the
   // last post, and no further (the kernels the caller enqueues while the transfer is in flight).
   s.cuda(cudaEventRecord(s.ready, s.caller), "cudaEventRecord");

@@ -3,13 +3,22 @@
 // says whether). MPI stays the control plane: it carries the ncclUniqueId and agrees on failures.
 //
 // Streams. Every operation runs on this plane's own communication stream, ordered against the
-// caller's stream (ex.stream) by events:
+// caller's stream (ex.stream) by events, as PyTorch's ProcessGroupNCCL does:
 //   caller stream: ... kernels that write the data ... [record ready] ........ [wait done] ...
 //   comm stream:                               [wait ready] NCCL op [record done]
 // so the op reads data the caller's kernels finished writing, and the caller's later kernels see
-// its result. Collectives return once done (the host waits for `done`, like the MPI plane, which
-// returns complete): a caller may read the result at once by any means. isend/irecv return at once;
-// the transfer runs on the comm stream until Request::wait().
+// its result. Completion is stream-ordered, never a host wait: a collective returns once it is
+// enqueued and the caller's stream waits for its `done`; iallreduce_sum returns a Request whose
+// wait() does the same (test() asks whether `done` has happened); a point-to-point Request's
+// wait() makes the caller's stream wait for its batch. So the host runs ahead and the GPU
+// overlaps compute with communication. The results are visible to later work on the caller's
+// stream; a host read needs that stream synchronized first (copy_to_host and HostMirror do).
+// Buffers: "untouched until wait() returns" (data_plane.h) means by the host and by other
+// streams; kernels the caller enqueues on its stream after wait() are ordered after the transfer,
+// and freeing a buffer after wait() is safe (cudaFree synchronizes the device). The same holds for
+// a Request destroyed unwaited: its destructor's wait() orders the caller's stream after it.
+// The `done` events come from a pool that grows to the most operations ever in flight (about one
+// per delta bucket of a step) and is reused, so a step creates no event.
 //
 // Point-to-point ops are grouped. NCCL runs the ops of one communicator one after another, and a
 // send blocks until its receive is posted: a ring whose every rank launched its send alone would
@@ -20,12 +29,19 @@
 // (every send's receive posted in the peer's matching group), as a halo exchange or one ring step
 // does. Tags are not used: NCCL matches the messages between two ranks in posting order.
 //
-// Errors. Every NCCL and CUDA call is checked; the communicator is nonblocking (ncclConfig_t
-// blocking = 0), so waiting polls ncclCommGetAsyncError, and an error, or no progress within
-// `timeout`, aborts the communicator (ncclCommAbort) and throws std::runtime_error naming the
-// call, the rank and NCCL's reason: a failure on one rank (a dead peer shows as a remote error on
-// the others) ends the run with an exception on every rank instead of a hang. An aborted plane
-// refuses further work.
+// Errors. Every NCCL and CUDA call is checked where it is made; an error there aborts the
+// communicator (ncclCommAbort) and throws std::runtime_error naming the call, the rank and NCCL's
+// reason, and an aborted plane refuses further work. The communicator is nonblocking
+// (ncclConfig_t blocking = 0): enqueueing polls ncclCommGetAsyncError until NCCL is ready, at most
+// `timeout`. What happens on the GPU afterwards (a peer gone, a transfer that never ends) no host
+// wait sees, so a watchdog thread (parallel/comm_watchdog.h) checks every 50 ms the
+// communicator's asynchronous error and how long the oldest unfinished operation has run. On an
+// error, or an operation outstanding longer than `timeout`, it writes one line to stderr (world
+// rank, group rank, the NCCL call, NCCL's reason), aborts the communicator and ends the process
+// with EXIT_FAILURE: the issuing thread may be blocked in a CUDA call waiting on a kernel that
+// never ends, so only ending the process is sure to end the run, on every rank (mpirun and srun
+// end the others; PyTorch's TORCH_NCCL_ASYNC_ERROR_HANDLING does the same). Checkpoints are
+// published by atomic rename, so none is left half-written.
 #pragma once
 
 #include <chrono>
@@ -39,7 +55,8 @@ class NcclDataPlane final : public DataPlane {
  public:
   // Collective over `group`: rank 0 of the group makes the ncclUniqueId, the group's MPI broadcast
   // hands it out, and every rank joins the communicator on its current CUDA device (call
-  // select_local_gpu first). Throws on every rank when any rank could not join.
+  // select_local_gpu first). Throws on every rank when any rank could not join. `timeout` (at
+  // least 1 s) bounds every operation: how long the watchdog lets one stay unfinished.
   NcclDataPlane(const Communicator& group, Exec ex, std::chrono::seconds timeout = std::chrono::seconds(300));
   ~NcclDataPlane() override;
   NcclDataPlane(const NcclDataPlane&) = delete;
@@ -47,11 +64,13 @@ class NcclDataPlane final : public DataPlane {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  std::chrono::seconds timeout() const;
 
-  struct State;  // the communicator, streams and queued sends/receives (shared with requests)
+  struct State;  // the communicator, streams, events, watchdog and queued sends/receives (shared with requests)
 
  private:
   void do_allreduce_sum(void* data, idx count, DType t) const override;
+  Request do_iallreduce_sum(void* data, idx count, DType t) const override;
   void do_allgather(const void* send, void* recv, idx count, DType t) const override;
   void do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const override;
   Request do_isend(const void* data, idx count, DType t, int dest, int tag) const override;

@@ -18,6 +18,11 @@
 //   would deadlock.)
 // Every rank of the group must use the same staging_bytes: a point-to-point message is a sequence
 // of pieces of that size, matched in order.
+//
+// Completion is on the host: every collective, iallreduce_sum included (the default: the blocking
+// all-reduce, then a complete Request), returns with its result on the device. A non-blocking
+// all-reduce would gain nothing here: the data must reach the host before MPI can move it, and
+// copying it there synchronizes the caller's stream, so the host waits for the compute either way.
 #pragma once
 
 #include <cstddef>

@@ -102,6 +102,9 @@ void for_each_option(Options& o, F&& f) {
   f("parallel.overlap_kib", o.parallel.overlap_kib,
     "zero 0: all-reduce the deltas in buckets of this many KiB during the last micro-batch's backward (hides the "
     "communication behind it); 0: one all-reduce after the backward");
+  f("parallel.nccl_timeout_s", o.parallel.nccl_timeout_s,
+    "nccl data plane: seconds an operation may stay unfinished (a dead or stuck peer) before the run ends with an "
+    "error on this rank");
   auto& rt = o.runtime;
   f("runtime.device", rt.device, "cpu | cuda");
   f("runtime.dtype", rt.dtype, "fp32 | bf16 (activations and compute weights; bf16 needs runtime.device = cuda)");
@@ -390,6 +393,8 @@ void finalize(RunOptions& o) {
   require(o.parallel.cp > 0, kv("parallel.cp", o.parallel.cp) + " must be positive");
   require(o.parallel.overlap_kib >= 0 && o.parallel.overlap_kib <= (idx(1) << 30),
           kv("parallel.overlap_kib", o.parallel.overlap_kib) + " is out of range: expected 0 (no overlap) to 1073741824");
+  require(o.parallel.nccl_timeout_s >= 1 && o.parallel.nccl_timeout_s <= 86400,
+          kv("parallel.nccl_timeout_s", o.parallel.nccl_timeout_s) + " is out of range: expected 1 to 86400 (one day)");
   require(o.parallel.zero == 0 || o.parallel.zero == 1,
           kv("parallel.zero", o.parallel.zero) +
               " is not one of 0 (replicated optimizer state), 1 (ZeRO-1: AdamW moments sharded over the ranks)");

@@ -107,6 +107,9 @@ struct ParallelOptions {
   // last micro-batch's backward still runs (optim/overlapped_reduction.h); 0: after the backward.
   // 25 MiB, PyTorch DDP's bucket_cap_mb.
   idx overlap_kib = 25 * 1024;
+  // NCCL data plane: how long one operation may stay unfinished before its watchdog ends the run
+  // (parallel/nccl_data_plane.h); PyTorch's default NCCL timeout.
+  idx nccl_timeout_s = 300;
   bool operator==(const ParallelOptions&) const = default;
 };
 

@@ -160,7 +160,7 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
                                       ? choose_transport(o.parallel.transport, Device::cpu, nccl_built(), GpuPlacement{})
                                       : select_local_gpu(comm, o.parallel.transport);
   constexpr std::size_t kStagingBytes = std::size_t(64) << 20;  // the staged plane's host pieces
-  const Mesh mesh(comm, layout.cp, transport, ex, kStagingBytes);
+  const Mesh mesh(comm, layout.cp, transport, ex, kStagingBytes, std::chrono::seconds(o.parallel.nccl_timeout_s));
   const idx dp_rank = mesh.dp_rank();
   MetricsLog log(t.out_dir, comm.is_root());
   if (comm.is_root()) {

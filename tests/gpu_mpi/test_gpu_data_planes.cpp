@@ -6,10 +6,13 @@
 //   refuses two ranks on one GPU); with fewer GPUs than ranks the output says "NOT RUN" and why,
 //   and one-rank NCCL communicators (each rank alone) are checked instead.
 // Without a visible GPU every rank says so and the run exits 77 (ctest: skipped).
+// The NCCL plane completes in stream order (the host does not wait): every check reads results with
+// copy_to_host, which synchronizes the caller's stream, as data_plane.h requires of host reads.
 // Tolerance: none. The values are small integers, so every sum is exact in float and double and
 // NCCL's reduction order cannot change a bit.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -69,6 +72,29 @@ void planes_agree(const DataPlane& gpu, const DataPlane& host, const std::string
     gpu.allreduce_sum(d.data(), n);
     EXPECT_EQ(on_host(d), expect) << what << ": all-reduce of " << n;
 
+    // The non-blocking all-reduce with the caller's stream busy while it is in flight: three
+    // buckets of one buffer posted (the NCCL plane's event pool grows to three), a memset of
+    // another buffer enqueued on the caller's stream, the waits (the NCCL plane's make the stream
+    // wait and return at once), then a copy that synchronizes the stream.
+    auto buckets = values<T>(3 * n, r, 5);
+    auto d_buckets = on_gpu(buckets);
+    auto other = on_gpu(values<T>(n, r, 6));
+    host.allreduce_sum(buckets.data(), 3 * n);
+    Request pending[3];
+    for (idx j = 2; j >= 0; --j) pending[j] = gpu.iallreduce_sum(d_buckets.data() + j * n, n);
+    zero_device_bytes(kGpu, other.data(), other.bytes());
+    wait_all(pending);
+    EXPECT_EQ(on_host(d_buckets), buckets) << what << ": three overlapped all-reduces of " << n;
+    EXPECT_EQ(on_host(other), std::vector<T>(std::size_t(n), T(0))) << what << ": the memset beside them";
+    // test() until complete, then a read: test() true means the data has moved.
+    auto tested = values<T>(n, r, 7);
+    auto d_tested = on_gpu(tested);
+    host.allreduce_sum(tested.data(), n);
+    Request probe = gpu.iallreduce_sum(d_tested.data(), n);
+    while (!probe.test()) {
+    }
+    EXPECT_EQ(on_host(d_tested), tested) << what << ": all-reduce completed by test() of " << n;
+
     const auto mine = values<T>(n, r, 2);
     std::vector<T> gathered(static_cast<std::size_t>(P * n));
     host.allgather(mine.data(), n, gathered.data());
@@ -124,7 +150,8 @@ TEST(GpuDataPlanes, NcclEqualsTheCommunicator) {
     planes_agree<double>(nccl, alone, "nccl, one rank, double");
     GTEST_SKIP() << "NCCL over several ranks needs one GPU per rank";
   }
-  const NcclDataPlane nccl(w, kGpu);
+  const NcclDataPlane nccl(w, kGpu, std::chrono::seconds(120));
+  EXPECT_EQ(nccl.timeout(), std::chrono::seconds(120));
   planes_agree<float>(nccl, w, "nccl world, float");
   planes_agree<double>(nccl, w, "nccl world, double");
   planes_agree<std::int32_t>(nccl, w, "nccl world, int32");
