@@ -114,8 +114,8 @@ Result<T> run_cp(const Problem& p, const Communicator& cp) {
   const std::vector<T> params(p.params.begin(), p.params.end());
   const std::vector<T> x = local_rows<T>(p.x, p.B, p.T, D, cp.size(), cp.rank());
   const std::vector<T> R = local_rows<T>(p.R, p.B, p.T, D, cp.size(), cp.rank());
-  Buffers<T> buf(p.c, N, mamba_cp_workspace(p.c, p.B, Tn, cp.size()));
-  std::vector<T> saved(std::size_t(mamba_cp_saved_size(p.c, p.B, cp.size())));
+  Buffers<T> buf(p.c, N, mamba_cp_workspace<T>(p.c, p.B, Tn, cp.size()));
+  std::vector<T> saved(std::size_t(mamba_cp_saved_size<T>(p.c, p.B, cp.size())));
   Result<T> r{std::vector<T>(std::size_t(N * D)), std::vector<T>(std::size_t(N * D)),
               std::vector<T>(params.size(), T(0))};
   const auto w = layer_tensors<const T*>(params.data(), p.table, p.c, 0).mamba;
@@ -202,7 +202,7 @@ TEST(MambaContextParallel, BytesSentDoNotGrowWithSequenceLength) {
   const Result<double> a = run_cp<double>(shorter, cp), b = run_cp<double>(longer, cp);
   expect_matches(b, single_rank(longer), longer, cp, 1e-11, 1e-11, "double, 3x longer");
   EXPECT_EQ(a.bytes, b.bytes);
-  EXPECT_EQ(a.bytes, mamba_cp_bytes_sent(shorter.c, kB, cp.size(), cp.rank(), sizeof(double)));
+  EXPECT_EQ(a.bytes, mamba_cp_bytes_sent(shorter.c, kB, cp.size(), cp.rank(), sizeof(double), sizeof(double)));
   if (cp.size() > 1) {
     EXPECT_GT(a.bytes, std::size_t(0));
   }

@@ -108,7 +108,7 @@ Errors ring_vs_single_rank(const Communicator& cp, idx c, std::uint64_t seed, co
              lv = zigzag_part<T>(v, c, wk, P, r), ldout = zigzag_part<T>(dout, c, wq, P, r);
   const T nan = std::numeric_limits<T>::quiet_NaN();
   // NaN everywhere the ring should overwrite or never read, and a guard past the workspace's end.
-  const idx ws = ring_attention_workspace(s), guard = 256;
+  const idx ws = ring_attention_workspace<T>(s), guard = 256;
   std::vector<T> work(std::size_t(ws + guard), nan);
   for (idx i = ws; i < ws + guard; ++i) work[std::size_t(i)] = T(12345);
   std::vector<T> lout(lq.size(), nan), llse(std::size_t(kB * 2 * c * kHq), nan);
@@ -261,7 +261,7 @@ TEST(RingAttention, DISABLED_Timing) {
              v = random_vector<float>(std::size_t(nk), 3), dout = random_vector<float>(std::size_t(nq), 4);
   const auto n = [](idx count) { return static_cast<std::size_t>(count); };
   std::vector<float> out(n(nq)), lse(n(T_full * Hq)), dq(n(nq)), dk(n(nk)), dv(n(nk)),
-      work(n(ring_attention_workspace(s)));
+      work(n(ring_attention_workspace<float>(s)));
   // Best of 5 in wall time and in this process's CPU time (max over ranks): on a shared machine
   // the CPU time says what the work costs when the rank has its core to itself (MPI waits spin, so
   // they count too).
