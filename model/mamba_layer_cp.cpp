@@ -86,10 +86,11 @@ struct SavedLayout {
   idx halo, state_in, decay, total;
   explicit SavedLayout(const Dims& d) {
     WorkspaceLayout w;
-    halo = w.take(d.B2 * (d.K - 1) * d.C);                 // [2B,K-1,C]
-    state_in = w.take(accum_span<T>(d.B2 * d.HPN));        // [2B,H,P,N]
-    decay = w.take(accum_span<T>(idx(d.cp) * d.B2 * d.H));  // [cp,2B,H] every segment's total decay,
-    total = w.used;                                         // by owning rank and local slot
+    halo = w.take(d.B2 * (d.K - 1) * d.C);           // [2B,K-1,C]
+    state_in = w.take(accum_span<T>(d.B2 * d.HPN));  // [2B,H,P,N]
+    // [cp,2B,H] every segment's total decay, by owning rank and local slot
+    decay = w.take(accum_span<T>(idx(d.cp) * d.B2 * d.H));
+    total = w.used;
   }
 };
 template <typename E>  // T, or const T in the backward

@@ -124,7 +124,8 @@ TEST(StagedDataPlane, RingSendReceiveInPiecesThatSplitElements) {
 // split elements in half, and a bf16 sum is refused as by the Communicator underneath.
 std::vector<bf16> bf16_values(idx n, int rank, int salt) {
   std::vector<bf16> v(static_cast<std::size_t>(n));
-  for (idx i = 0; i < n; ++i) v[std::size_t(i)] = bf16::from_bits(std::uint16_t((i * 2654435761u + salt) ^ (rank << 12)));
+  for (idx i = 0; i < n; ++i)
+    v[std::size_t(i)] = bf16::from_bits(std::uint16_t((i * 2654435761u + idx(salt)) ^ idx(rank << 12)));
   return v;
 }
 std::vector<std::uint16_t> bits_of(const std::vector<bf16>& v) {
