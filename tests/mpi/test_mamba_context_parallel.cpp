@@ -209,6 +209,25 @@ TEST(MambaContextParallel, BytesSentDoNotGrowWithSequenceLength) {
   if (cp.rank() == 0) std::printf("bytes sent per layer per step by rank 0: %zu\n", a.bytes);
 }
 
+// Under bf16 the saved buffer (elements of T) holds the halos in bf16 and the initial states and
+// decays in fp32, each piece rounded to 16 elements as the workspace carver does; the sizes the
+// memory planner counts are these.
+TEST(MambaContextParallel, Bf16KeepsStatesInFp32InTheSavedBuffer) {
+  const ModelConfig c = mixer_config();
+  const idx B = 3, cp = 4, B2 = 2 * B, H = c.mamba_heads(), HPN = H * c.mamba_headdim * c.mamba_d_state;
+  const idx halo = B2 * (c.mamba_d_conv - 1) * c.conv_dim();
+  const auto round16 = [](idx n) { return (n + 15) / 16 * 16; };
+  EXPECT_EQ(mamba_cp_saved_size<double>(c, B, int(cp)), round16(halo) + round16(B2 * HPN) + round16(cp * B2 * H));
+  EXPECT_EQ(mamba_cp_saved_size<bf16>(c, B, int(cp)),
+            round16(halo) + round16(2 * B2 * HPN) + round16(2 * cp * B2 * H));
+  // The exchange buffers grow by the states' extra width only: summaries, gathered summaries, l
+  // and the final-state gradients (the SSD workspace and the halos keep their element counts).
+  const idx summary = B2 * (HPN + H);
+  EXPECT_EQ(mamba_cp_workspace<bf16>(c, B, 22, int(cp)) - mamba_cp_workspace<float>(c, B, 22, int(cp)),
+            round16(2 * summary) - round16(summary) + round16(2 * cp * summary) - round16(cp * summary) +
+                round16(2 * B2 * HPN) - round16(B2 * HPN));
+}
+
 // Timing at a realistic width (run with --gtest_also_run_disabled_tests): cp forward + backward
 // against the single-rank mixer on the whole sequence, each rank one thread.
 TEST(MambaContextParallel, DISABLED_Timing) {
