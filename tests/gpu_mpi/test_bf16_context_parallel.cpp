@@ -37,6 +37,7 @@
 //    tokens that every parameter gradient sums).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
