@@ -25,7 +25,7 @@ constexpr double kNvlink = 450e9;  // bytes/s per direction
 constexpr double kInfiniband = 400e9 / 8;
 constexpr double kDeltaBytes = 4;  // deltas and master weights are fp32 (DESIGN.md section 8)
 constexpr double kKvBytes = 2;     // K/V and dK/dV are bf16 activations on the GPU
-constexpr double kStateBytes = 4;  // Mamba-2 states and summaries are fp32 (upper bound: halos are bf16)
+constexpr double kStateBytes = 4;  // Mamba-2 states and summaries are fp32 (its conv halos: kKvBytes)
 
 double ms(double bytes, double bandwidth) { return 1e3 * bytes / bandwidth; }
 
@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
                       double(attention);
     double states = 0;  // the busiest rank's
     for (int r = 0; r < int(cp); ++r)
-      states = std::max(states, double(mamba_cp_bytes_sent(c, 1, int(cp), r, std::size_t(kStateBytes))));
+      states = std::max(states, double(mamba_cp_bytes_sent(c, 1, int(cp), r, std::size_t(kKvBytes),
+                                                           std::size_t(kStateBytes))));
     states *= double(mamba);
     const idx micro = G / dp > 0 ? G / dp : 1;
     const bool dp_crosses_nodes = world > gpus_per_node;

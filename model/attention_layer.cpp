@@ -40,12 +40,6 @@ void rotate(const Exec& ex, bool backward, T* x /*[B,Tn,H,hd]*/, idx B, idx Tn, 
       apply(x + (b * Tn + half * chunk) * H * c.head_dim, 1, chunk, zigzag_chunk(cp, r, half) * chunk);
 }
 
-// A ring reaching a type without context parallelism (context_parallel_capable) is a caller's bug.
-template <typename T>
-void require_no_ring(const RingContext<T>* ring) {
-  if (ring) throw std::logic_error("attention: ring attention has no bf16 instantiation");
-}
-
 // attention_forward / attention_backward of one local (non-ring) call, through cuDNN when
 // model.attention_impl asks for it and it can express the call (model/attention_impl.h); a build
 // without cuDNN attention always runs the own kernel.
@@ -82,15 +76,10 @@ void attention_mixer_forward(const Exec& ex, T* out, const AttentionActivations<
   matmul_forward(ex, a.v, inp, w.v, N, D, Hkv * hd);
   rotate(ex, false, a.q, B, Tn, Hq, c, pos0, ring);
   rotate(ex, false, a.k, B, Tn, Hkv, c, pos0, ring);
-  if constexpr (context_parallel_capable<T>) {
-    if (ring) {
-      ring_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn, nb), *ring->cp, ring->workspace,
-                             ring->stats);
-    } else {
-      local_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0, nb), c);
-    }
+  if (ring) {
+    ring_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, ring_shape(c, B, Tn, nb), *ring->cp, ring->workspace,
+                           ring->stats);
   } else {
-    require_no_ring(ring);
     local_attention_forward(ex, a.att, a.lse, a.q, a.k, a.v, local_shape(c, B, Tn, pos0, nb), c);
   }
   if (prefix) {
@@ -115,18 +104,12 @@ void attention_mixer_backward(const Exec& ex, T* dinp, const AttentionTensors<ac
   fill_constant(ex, s.dq, N * Hq * hd, T(0));
   fill_constant(ex, s.dk, N * Hkv * hd, T(0));
   fill_constant(ex, s.dv, N * Hkv * hd, T(0));
-  if constexpr (context_parallel_capable<T>) {
-    if (ring) {
-      ring_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn, nb),
-                              *ring->cp, ring->workspace, ring->stats);
-    } else {
-      local_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse,
-                               local_shape(c, B, Tn, pos0, nb), c);
-    }
+  if (ring) {
+    ring_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, ring_shape(c, B, Tn, nb),
+                            *ring->cp, ring->workspace, ring->stats);
   } else {
-    require_no_ring(ring);
-    local_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse, local_shape(c, B, Tn, pos0, nb),
-                             c);
+    local_attention_backward(ex, s.dq, s.dk, s.dv, s.datt, a.q, a.k, a.v, a.att, a.lse,
+                             local_shape(c, B, Tn, pos0, nb), c);
   }
   rotate(ex, true, s.dq, B, Tn, Hq, c, pos0, ring);
   rotate(ex, true, s.dk, B, Tn, Hkv, c, pos0, ring);

@@ -142,12 +142,6 @@ struct RingContext {
   RingStats* stats = nullptr;  // bytes and kernel calls of the ring, added to (may be null)
 };
 
-// Context parallelism moves T-typed halos, states and K/V blocks through the data plane, which has
-// no bf16 element type (and the cp Mamba path keeps its states in T): bf16 runs without it, so its
-// cp code is never instantiated (Model<bf16> refuses a cp group of more than one rank).
-template <typename T>
-inline constexpr bool context_parallel_capable = !std::is_same_v<T, bf16>;
-
 // With `ring`, pos0 and prefix must be 0 / null: positions come from the zigzag layout.
 // `neighborhood` is the layer's (ModelConfig::neighborhood_of), applied on global positions.
 template <typename T>

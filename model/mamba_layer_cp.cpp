@@ -8,6 +8,7 @@
 #include <array>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/workspace.h"
 #include "parallel/state_passing.h"
@@ -44,30 +45,64 @@ struct Dims {
   bool has_next() const { return r < cp - 1; }
 };
 
-// Workspace carve (elements of T); the SSD workspace comes first so it keeps the base alignment.
+// Elements of T that n values of accum_t<T> take in a T-typed buffer.
+template <typename T>
+idx accum_span(idx n) {
+  static_assert(sizeof(accum_t<T>) % sizeof(T) == 0);
+  return n * idx(sizeof(accum_t<T>) / sizeof(T));
+}
+
+// A piece of accum_t<T> values at `offset` elements of a T-typed (or const T) buffer.
+template <typename E>
+auto* accum_at(E* base, idx offset) {
+  using T = std::remove_const_t<E>;
+  using A = std::conditional_t<std::is_const_v<E>, const accum_t<T>, accum_t<T>>;
+  return reinterpret_cast<A*>(base + offset);
+}
+
+// Workspace carve (offsets in elements of T). Activations (halos) are T; the SSD summaries, l and
+// the final-state gradients are accum_t<T>, like the SSD's states. The SSD workspace comes first
+// so it keeps the base alignment; every piece is rounded to 16 elements, so an accum_t<T> piece
+// starts aligned for it.
+template <typename T>
 struct WorkLayout {
   idx ssd, send, all, halo_send, halo_recv, dhalo, dfinal, total;
   WorkLayout(const ModelConfig& m, const Dims& d) {
     WorkspaceLayout w;
     ssd = w.take(ssd_workspace(d.ssd(m)));
-    send = w.take(d.summary());              // this rank's summaries (forward) or l (backward)
-    all = w.take(idx(d.cp) * d.summary());   // [cp, summary] gathered
+    send = w.take(accum_span<T>(d.summary()));             // this rank's summaries (forward) or l (backward)
+    all = w.take(accum_span<T>(idx(d.cp) * d.summary()));  // [cp, summary] gathered
     halo_send = w.take(2 * d.halo);          // [2][B,K-1,C] per-segment tails or halo gradients
     halo_recv = w.take(2 * d.halo);          // [2][B,K-1,C] the same, received
     dhalo = w.take(d.B2 * (d.K - 1) * d.C);  // [2B,K-1,C] conv backward's halo gradient
-    dfinal = w.take(d.B2 * d.HPN);           // [2B,H,P,N] total gradient of each segment's final state
+    dfinal = w.take(accum_span<T>(d.B2 * d.HPN));  // [2B,H,P,N] total gradient of each segment's final state
     total = w.used;
   }
 };
 
-// What the forward keeps for the backward.
+// What the forward keeps for the backward, carved like the workspace (T, then accum_t<T>).
 template <typename T>
+struct SavedLayout {
+  idx halo, state_in, decay, total;
+  explicit SavedLayout(const Dims& d) {
+    WorkspaceLayout w;
+    halo = w.take(d.B2 * (d.K - 1) * d.C);           // [2B,K-1,C]
+    state_in = w.take(accum_span<T>(d.B2 * d.HPN));  // [2B,H,P,N]
+    // [cp,2B,H] every segment's total decay, by owning rank and local slot
+    decay = w.take(accum_span<T>(idx(d.cp) * d.B2 * d.H));
+    total = w.used;
+  }
+};
+template <typename E>  // T, or const T in the backward
 struct Saved {
-  T* halo;      // [2B,K-1,C]
-  T* state_in;  // [2B,H,P,N]
-  T* decay;     // [cp,2B,H] every segment's total decay, by owning rank and local slot
-  Saved(T* base, const Dims& d)
-      : halo(base), state_in(base + d.B2 * (d.K - 1) * d.C), decay(state_in + d.B2 * d.HPN) {}
+  E* halo;
+  decltype(accum_at(static_cast<E*>(nullptr), 0)) state_in, decay;
+  Saved(E* base, const Dims& d) {
+    const SavedLayout<std::remove_const_t<E>> l(d);
+    halo = base + l.halo;
+    state_in = accum_at(base, l.state_in);
+    decay = accum_at(base, l.decay);
+  }
 };
 
 StatePassingShape passing_shape(const Dims& d) { return StatePassingShape{d.B, d.H, d.PN}; }
@@ -122,22 +157,23 @@ std::size_t exchange_halos(const DataPlane& cp, const Dims& d, const T* send /*[
 
 }  // namespace
 
+template <typename T>
 idx mamba_cp_workspace(const ModelConfig& c, idx B, idx Tn, int cp_size) {
-  return WorkLayout(c, Dims(c, B, Tn, cp_size, 0)).total;
+  return WorkLayout<T>(c, Dims(c, B, Tn, cp_size, 0)).total;
 }
 
+template <typename T>
 idx mamba_cp_saved_size(const ModelConfig& c, idx B, int cp_size) {
-  const Dims d(c, B, 2 * (c.mamba_d_conv - 1), cp_size, 0);
-  return d.B2 * (d.K - 1) * d.C + d.B2 * d.HPN + idx(cp_size) * d.B2 * d.H;
+  return SavedLayout<T>(Dims(c, B, 2 * (c.mamba_d_conv - 1), cp_size, 0)).total;
 }
 
-std::size_t mamba_cp_bytes_sent(const ModelConfig& c, idx B, int cp_size, int cp_rank, std::size_t elem_bytes) {
+std::size_t mamba_cp_bytes_sent(const ModelConfig& c, idx B, int cp_size, int cp_rank, std::size_t elem_bytes,
+                                std::size_t state_bytes) {
   const Dims d(c, B, 2 * (c.mamba_d_conv - 1), cp_size, cp_rank);
   const std::size_t halo_msgs = std::size_t(d.has_prev()) + std::size_t(d.has_next());
   // Forward and backward each: the halo messages, then the all-gather (summary; then l only).
-  const std::size_t elems = 2 * halo_msgs * std::size_t(d.halo) +
-                            std::size_t(cp_size - 1) * std::size_t(d.summary() + d.B2 * d.HPN);
-  return elems * elem_bytes;
+  return 2 * halo_msgs * std::size_t(d.halo) * elem_bytes +
+         std::size_t(cp_size - 1) * std::size_t(d.summary() + d.B2 * d.HPN) * state_bytes;
 }
 
 template <typename T>
@@ -146,13 +182,14 @@ std::size_t mamba_mixer_forward_cp(const Exec& ex, T* out, const MambaActivation
                                    const DataPlane& cp, T* saved_base) {
   const Dims d(m, B, Tn, cp.size(), cp.rank());
   check_dims(d, Tn, "mamba_mixer_forward_cp");
-  const WorkLayout lay(m, d);
+  using A = accum_t<T>;
+  const WorkLayout<T> lay(m, d);
   const Saved<T> saved(saved_base, d);
   const idx Nrows = B * Tn;
   const T* xbc_in = a.zxbcdt + d.Di;          // [2B,c, ld E] conv input
   const T* dt_raw = a.zxbcdt + d.Di + d.C;    // [2B,c, ld E]
-  T* send = workspace + lay.send;
-  T* all = workspace + lay.all;
+  A* send = accum_at(workspace, lay.send);
+  A* all = accum_at(workspace, lay.all);
   T* halo_send = workspace + lay.halo_send;
   T* halo_recv = workspace + lay.halo_recv;
   std::size_t bytes = 0;
@@ -178,8 +215,8 @@ std::size_t mamba_mixer_forward_cp(const Exec& ex, T* out, const MambaActivation
   // Every segment's true initial state, from the all-gathered summaries (parallel/state_passing.h),
   // then the output it adds to the zero-initial-state SSD output.
   bytes +=
-      state_passing_forward(ex, saved.state_in, saved.decay, static_cast<const T*>(send), all, passing_shape(d), cp);
-  ssd_state_output_forward(ex, a.y, static_cast<const T*>(saved.state_in), a.xbc + d.Di + d.GN, dt_raw, w.dt_bias,
+      state_passing_forward(ex, saved.state_in, saved.decay, static_cast<const A*>(send), all, passing_shape(d), cp);
+  ssd_state_output_forward(ex, a.y, static_cast<const A*>(saved.state_in), a.xbc + d.Di + d.GN, dt_raw, w.dt_bias,
                            w.A_log, d.ssd(m), ld);
 
   gated_rmsnorm_forward(ex, a.gated, a.gated_rstd, a.y, a.zxbcdt, d.E, w.norm, Nrows, d.Di, d.G, m.norm_eps);
@@ -194,17 +231,18 @@ std::size_t mamba_mixer_backward_cp(const Exec& ex, T* dinp, const MambaTensors<
                                     const DataPlane& cp, const T* saved_base) {
   const Dims d(m, B, Tn, cp.size(), cp.rank());
   check_dims(d, Tn, "mamba_mixer_backward_cp");
+  using A = accum_t<T>;
   T* workspace = s.ssd_workspace;
-  const WorkLayout lay(m, d);
+  const WorkLayout<T> lay(m, d);
   const Saved<const T> saved(saved_base, d);
   const idx Nrows = B * Tn;
   const T* dt_raw = a.zxbcdt + d.Di + d.C;
-  T* send = workspace + lay.send;
-  T* all = workspace + lay.all;
+  A* send = accum_at(workspace, lay.send);
+  A* all = accum_at(workspace, lay.all);
   T* halo_send = workspace + lay.halo_send;
   T* halo_recv = workspace + lay.halo_recv;
   T* dhalo = workspace + lay.dhalo;
-  T* dfinal = workspace + lay.dfinal;
+  A* dfinal = accum_at(workspace, lay.dfinal);
   std::size_t bytes = 0;
 
   matmul_backward(ex, s.d_gated, g.out_proj, dout, a.gated, w.out_proj, Nrows, d.Di, d.D, false);
@@ -216,9 +254,9 @@ std::size_t mamba_mixer_backward_cp(const Exec& ex, T* dinp, const MambaTensors<
   const SsdStrides ld{d.C, d.C, d.E};
   ssd_state_output_backward(ex, send, static_cast<const T*>(s.d_y), a.xbc + d.Di + d.GN, dt_raw, w.dt_bias, w.A_log,
                             d.ssd(m), ld);
-  bytes += state_passing_backward(ex, dfinal, static_cast<const T*>(send), all, saved.decay, passing_shape(d), cp);
+  bytes += state_passing_backward(ex, dfinal, static_cast<const A*>(send), all, saved.decay, passing_shape(d), cp);
   ssd_backward(ex, s.d_xbc, s.d_xbc + d.Di, s.d_xbc + d.Di + d.GN, s.d_zxbcdt + d.Di + d.C, g.dt_bias, g.A_log, g.D,
-               nullptr, s.d_y, static_cast<const T*>(dfinal), a.xbc, a.xbc + d.Di, a.xbc + d.Di + d.GN, dt_raw,
+               nullptr, s.d_y, static_cast<const A*>(dfinal), a.xbc, a.xbc + d.Di, a.xbc + d.Di + d.GN, dt_raw,
                w.dt_bias, w.A_log, w.D, saved.state_in, d.ssd(m), ld, workspace + lay.ssd);
   conv1d_silu_backward(ex, s.d_zxbcdt + d.Di, d.E, dhalo, g.conv_w, g.conv_b, s.d_xbc, a.zxbcdt + d.Di, d.E, saved.halo,
                        w.conv_w, w.conv_b, d.B2, d.c, d.C, d.K);
@@ -242,6 +280,8 @@ std::size_t mamba_mixer_backward_cp(const Exec& ex, T* dinp, const MambaTensors<
 }
 
 #define NEXUS_INSTANTIATE(T)                                                                                        \
+  template idx mamba_cp_workspace<T>(const ModelConfig&, idx, idx, int);                                            \
+  template idx mamba_cp_saved_size<T>(const ModelConfig&, idx, int);                                                \
   template std::size_t mamba_mixer_forward_cp<T>(const Exec&, T*, const MambaActivations<T>&, const T*,             \
                                                  const MambaTensors<const T*>&, const ModelConfig&, idx, idx, T*,   \
                                                  const DataPlane&, T*);                                          \
@@ -251,6 +291,7 @@ std::size_t mamba_mixer_backward_cp(const Exec& ex, T* dinp, const MambaTensors<
                                                   const DataPlane&, const T*);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
+NEXUS_INSTANTIATE(bf16)  // runs on a GPU only (the CPU has no bf16 kernels)
 #undef NEXUS_INSTANTIATE
 
 }  // namespace nexus

@@ -23,8 +23,9 @@
 // the halos and are added to their conv-input gradient rows.
 //
 // Traffic per layer and step, per rank (mamba_cp_bytes_sent): two halos of [B, K-1, conv_dim]
-// each way, plus the all-gathers of (S_loc, decay) and of l: (cp-1) * 2B * (2 H P N + H)
-// elements. Independent of the sequence length.
+// each way (in T), plus the all-gathers of (S_loc, decay) and of l: (cp-1) * 2B * (2 H P N + H)
+// elements of accum_t<T> (fp32 for bf16, as the SSD keeps its states). Independent of the sequence
+// length.
 #pragma once
 
 #include <cstddef>
@@ -36,19 +37,25 @@
 namespace nexus {
 
 // Scratch for one call of mamba_mixer_forward_cp or mamba_mixer_backward_cp, in elements of T:
-// the SSD workspace of the 2B segment-sequences plus the exchange buffers. It replaces the
-// `ssd_workspace` of the single-rank mixer (forward argument, MambaScratch::ssd_workspace).
+// the SSD workspace of the 2B segment-sequences plus the exchange buffers (halos in T, summaries,
+// l and final-state gradients in accum_t<T>). It replaces the `ssd_workspace` of the single-rank
+// mixer (forward argument, MambaScratch::ssd_workspace). Both buffers below must be aligned for
+// accum_t<T>.
+template <typename T>
 idx mamba_cp_workspace(const ModelConfig& c, idx B, idx Tn, int cp_size);
 
 // What the forward keeps for the backward, per layer, in elements of T: each segment's conv halo
-// [2B, K-1, conv_dim], true initial state [2B, H, P, N], and every segment's total decay
-// [cp, 2B, H].
+// [2B, K-1, conv_dim] in T, then in accum_t<T> its true initial state [2B, H, P, N] and every
+// segment's total decay [cp, 2B, H].
+template <typename T>
 idx mamba_cp_saved_size(const ModelConfig& c, idx B, int cp_size);
 
 // Bytes one rank sends for one Mamba layer in one forward plus backward: halo and halo-gradient
-// messages plus the all-gathered summaries (what the rank contributes to each other rank).
-// The calls below return their share of this, measured from what they actually pass to MPI.
-std::size_t mamba_cp_bytes_sent(const ModelConfig& c, idx B, int cp_size, int cp_rank, std::size_t elem_bytes);
+// messages (elements of elem_bytes: T) plus the all-gathered summaries (elements of state_bytes:
+// accum_t<T>), what the rank contributes to each other rank. The calls below return their share
+// of this, measured from what they actually pass to the data plane.
+std::size_t mamba_cp_bytes_sent(const ModelConfig& c, idx B, int cp_size, int cp_rank, std::size_t elem_bytes,
+                                std::size_t state_bytes);
 
 // Local input/output rows are this rank's zigzag part: inp, out [B, Tn, D] with Tn = 2c and
 // c >= K-1. Outputs equal the single-rank mixer's on the full sequence, at this rank's tokens.

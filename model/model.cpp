@@ -33,9 +33,6 @@ Model<T>::Model(const ModelConfig& config, BatchShape shape, const DataPlane* cp
                                 std::to_string(config.mamba_d_conv - 1) + " tokens each");
   if (std::is_same_v<T, bf16> && ex.device == Device::cpu)
     throw std::invalid_argument("Model<bf16>: bf16 compute runs on the CUDA backend only (the CPU computes in fp32)");
-  if (!context_parallel_capable<T> && cp_)
-    throw std::invalid_argument("context parallel (a group of " + std::to_string(cp_size_) +
-                                " ranks) runs in fp32 only: bf16 has no context-parallel path yet");
   params_ = DeviceBuffer<T>(ex_, table_.total());
   params_.zero();
   deltas_ = DeviceBuffer<A>(ex_, table_.total());
@@ -156,7 +153,7 @@ void Model<T>::carve(Arena& a, ArenaBreakdown* parts) {
     else
       section(part.mamba, [&] { l.mamba = rc.mamba ? shared.mamba : take_mamba(); });
     if (cp_size_ > 1 && !attention)
-      section(part.comm, [&] { l.mamba_saved = a.take<T>(mamba_cp_saved_size(c, shape_.B, cp_size_)); });
+      section(part.comm, [&] { l.mamba_saved = a.take<T>(mamba_cp_saved_size<T>(c, shape_.B, cp_size_)); });
   }
   section(part.head, [&] {
     res_final_ = a.take<T>(N * D);
@@ -172,7 +169,7 @@ void Model<T>::carve(Arena& a, ArenaBreakdown* parts) {
     mlp_scratch_ = {a.take<T>(N * 2 * F), a.take<T>(N * F)};
     // Only one mixer runs its backward at a time, so the two kinds' scratch overlap.
     const std::size_t mixer_scratch = a.mark();
-    const idx mamba_workspace = cp_size_ > 1 ? mamba_cp_workspace(c, shape_.B, shape_.T, cp_size_)
+    const idx mamba_workspace = cp_size_ > 1 ? mamba_cp_workspace<T>(c, shape_.B, shape_.T, cp_size_)
                                              : ssd_workspace(mamba_ssd_shape(c, shape_.B, shape_.T));
     if (has_mamba)
       mamba_scratch_ = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
@@ -185,7 +182,7 @@ void Model<T>::carve(Arena& a, ArenaBreakdown* parts) {
   });
   if (cp_size_ > 1 && has_attention)
     section(part.comm, [&] {
-      ring_workspace_ = a.take<T>(ring_attention_workspace(
+      ring_workspace_ = a.take<T>(ring_attention_workspace<T>(
           RingShape{shape_.B, shape_.T / 2, c.n_heads, c.n_kv_heads, c.head_dim, {}}));
     });
 }
@@ -239,9 +236,8 @@ void Model<T>::forward_mixer(idx i) {
     attention_mixer_forward(ex_, branch_, l.attn, l.ln1, w.attn, c, B, Tn, idx(0), static_cast<KvPrefix<T>*>(nullptr),
                             cp_ ? &ring : nullptr, neighborhoods_[static_cast<std::size_t>(i)]);
   else if (cp_) {
-    if constexpr (context_parallel_capable<T>)  // otherwise cp_ is null (the constructor refuses it)
-      mamba_bytes_sent_ += mamba_mixer_forward_cp(ex_, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn,
-                                                  mamba_scratch_.ssd_workspace, *cp_, l.mamba_saved);
+    mamba_bytes_sent_ += mamba_mixer_forward_cp(ex_, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn,
+                                                mamba_scratch_.ssd_workspace, *cp_, l.mamba_saved);
   } else {
     mamba_mixer_forward(ex_, branch_, l.mamba, l.ln1, w.mamba, c, B, Tn, mamba_scratch_.ssd_workspace);
   }
@@ -331,9 +327,8 @@ void Model<T>::backward(double loss_scale, const DeltasReady& ready) {
       attention_mixer_backward(ex, d_ln_, g.attn, attn_scratch_, d_res_, l.ln1, l.attn, w.attn, c, B, Tn, idx(0),
                                ring_ctx, neighborhoods_[static_cast<std::size_t>(i)]);
     else if (cp_) {
-      if constexpr (context_parallel_capable<T>)
-        mamba_bytes_sent_ += mamba_mixer_backward_cp(ex, d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba,
-                                                     w.mamba, c, B, Tn, *cp_, l.mamba_saved);
+      mamba_bytes_sent_ += mamba_mixer_backward_cp(ex, d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba,
+                                                   w.mamba, c, B, Tn, *cp_, l.mamba_saved);
     } else {
       mamba_mixer_backward(ex, d_ln_, g.mamba, mamba_scratch_, d_res_, l.ln1, l.mamba, w.mamba, c, B, Tn);
     }

@@ -127,7 +127,7 @@ class Model {
     MlpActivations<T> mlp{};
     MambaActivations<T> mamba{};
     AttentionActivations<T> attn{};
-    T* mamba_saved = nullptr;  // [mamba_cp_saved_size] halos, true initial states, decays (cp only)
+    T* mamba_saved = nullptr;  // [mamba_cp_saved_size<T>] halos, true initial states, decays (cp only)
   };
   void carve(Arena& arena, ArenaBreakdown* parts = nullptr);
   // Layer i's forward from the residual entering it (prev_res + prev_branch, fused into the first
@@ -172,7 +172,7 @@ class Model {
   MlpScratch<T> mlp_scratch_{};
   MambaScratch<T> mamba_scratch_{};
   AttentionScratch<T> attn_scratch_{};
-  T* ring_workspace_ = nullptr;  // [ring_attention_workspace] (cp only)
+  T* ring_workspace_ = nullptr;  // [ring_attention_workspace<T>] (cp only)
 };
 
 }  // namespace nexus

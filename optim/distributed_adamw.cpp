@@ -70,21 +70,6 @@ void DistributedAdamW::set_master(const float* host_master) {
   copy_to_device(ex, master_.data(), host_master + shard_.offset, std::size_t(shard_.numel) * sizeof(float));
 }
 
-namespace {
-
-// An all-gather of `count` elements per rank. bf16 travels as its bytes: the gather moves them
-// unchanged, and the data planes have no bf16 element type.
-template <typename T>
-void allgather_values(const DataPlane& group, const T* send, idx count, T* recv) {
-  if constexpr (std::is_same_v<T, bf16>)
-    group.allgather(reinterpret_cast<const std::uint8_t*>(send), count * idx(sizeof(bf16)),
-                    reinterpret_cast<std::uint8_t*>(recv));
-  else
-    group.allgather(send, count, recv);
-}
-
-}  // namespace
-
 // T = float: master is null, the weights are their own master. T = bf16: master[shard numel] is
 // integrated and params (the compute copy) receives its rounding.
 template <typename T>
@@ -147,10 +132,10 @@ DistributedAdamW::Outcome DistributedAdamW::step_on(T* params, float* master, fl
   T* send = reinterpret_cast<T*>(grad);
   T* gathered_tail = reinterpret_cast<T*>(tail_gather_.data());
   copy_values(ex, send, static_cast<const T*>(params + shard_.offset), block);
-  allgather_values(group_, send, block, params);
+  group_.allgather(send, block, params);
   if (tail > 0) {
     if (last) copy_values(ex, send, static_cast<const T*>(params_tail), tail);
-    allgather_values(group_, send, tail, gathered_tail);
+    group_.allgather(send, tail, gathered_tail);
     copy_values(ex, params_tail, static_cast<const T*>(gathered_tail + (ranks - 1) * tail), tail);
   }
   return out;

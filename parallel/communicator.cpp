@@ -63,8 +63,19 @@ MPI_Datatype mpi_type(DType t) {
     case DType::i64: return MPI_INT64_T;
     case DType::f32: return MPI_FLOAT;
     case DType::f64: return MPI_DOUBLE;
+    case DType::bf16: return MPI_UINT16_T;  // MPI has no bf16: its 16 bits travel unchanged
   }
   throw std::invalid_argument("no MPI datatype for element type " + std::to_string(int(t)));
+}
+
+// The datatype of an MPI_SUM. bf16 travels as MPI_UINT16_T, whose sum would add the bits as
+// integers; no caller sums bf16 (what is summed is accum_t<bf16> = fp32), so it is refused on
+// every group size rather than given a user-defined operation nothing uses.
+MPI_Datatype mpi_sum_type(DType t, const char* what) {
+  if (t == DType::bf16)
+    throw std::invalid_argument(std::string(what) +
+                                ": the MPI data plane does not sum bf16 (sum in fp32, accum_t<bf16>, or over NCCL)");
+  return mpi_type(t);
 }
 
 // MPI counts are int: one collective call must carry fewer than 2^31 elements.
@@ -109,6 +120,7 @@ void Communicator::set_bucket_bytes(std::size_t bytes) {
 void Communicator::do_allreduce_sum(void* data, idx count, DType t) const { do_iallreduce_sum(data, count, t).wait(); }
 
 Request Communicator::do_iallreduce_sum(void* data, idx count, DType t) const {
+  const MPI_Datatype type = mpi_sum_type(t, "all-reduce");
   if (size_ == 1 || count == 0) return Request();
   const std::size_t elem = dtype_bytes(t);
   const idx bucket = std::max<idx>(1, idx(bucket_bytes_ / elem));
@@ -118,7 +130,7 @@ Request Communicator::do_iallreduce_sum(void* data, idx count, DType t) const {
   for (idx begin = 0; begin < count; begin += bucket) {
     const int n = mpi_count(std::min(bucket, count - begin), "all-reduce bucket");
     pending->pieces.push_back(MPI_REQUEST_NULL);
-    check(MPI_Iallreduce(MPI_IN_PLACE, p + std::size_t(begin) * elem, n, mpi_type(t), MPI_SUM, comm_,
+    check(MPI_Iallreduce(MPI_IN_PLACE, p + std::size_t(begin) * elem, n, type, MPI_SUM, comm_,
                          &pending->pieces.back()),
           "MPI_Iallreduce");
   }
@@ -131,8 +143,9 @@ void Communicator::do_allgather(const void* send, void* recv, idx count, DType t
 }
 
 void Communicator::do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const {
+  const MPI_Datatype type = mpi_sum_type(t, "reduce-scatter");
   const int n = mpi_count(count, "reduce-scatter block");
-  check(MPI_Reduce_scatter_block(send, recv, n, mpi_type(t), MPI_SUM, comm_), "MPI_Reduce_scatter_block");
+  check(MPI_Reduce_scatter_block(send, recv, n, type, MPI_SUM, comm_), "MPI_Reduce_scatter_block");
 }
 
 Request Communicator::do_isend(const void* data, idx count, DType t, int dest, int tag) const {

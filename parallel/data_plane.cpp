@@ -12,6 +12,7 @@ std::size_t dtype_bytes(DType t) {
     case DType::i64: return 8;
     case DType::f32: return 4;
     case DType::f64: return 8;
+    case DType::bf16: return 2;
   }
   throw std::invalid_argument("unknown element type " + std::to_string(int(t)));
 }

@@ -1,13 +1,16 @@
 // The data plane: the collectives and point-to-point transfers that move tensors between ranks
 // (gradient all-reduce, ring attention's K/V, Mamba-2 state summaries). It is an interface so
-// that model/ and parallel/ never name the transport: MPI on CPU buffers implements it today
-// (parallel/communicator.h), NCCL on GPU buffers will implement it beside the CUDA backend.
+// that model/ and parallel/ never name the transport: MPI on CPU buffers (parallel/communicator.h),
+// GPU buffers staged through the host around MPI, or NCCL on GPU buffers implement it.
 // The control plane (bootstrap, groups, agreeing on failures and small values) stays MPI and is
 // not part of this interface.
 //
 // Every operation names its element type, so an implementation can map it to its own (MPI
-// datatypes, ncclDataType_t) and an NCCL one can reduce bf16 natively. Operations on one group
-// must be issued in the same order on every rank of the group.
+// datatypes, ncclDataType_t) and an NCCL one can reduce bf16 natively. bf16 moves bit for bit
+// everywhere (point to point, all-gather); a bf16 *sum* runs on NCCL only: the MPI communicator
+// (and the staged plane around it) refuses it, as no caller sums bf16 (gradients, statistics and
+// states are accum_t<bf16> = fp32). Operations on one group must be issued in the same order on
+// every rank of the group.
 //
 // Buffers live on the plane's device (host memory for the MPI plane, ex.device for the staged and
 // NCCL planes): a host variable goes over the control plane (the MPI Communicator), never here.
@@ -30,7 +33,7 @@
 
 namespace nexus {
 
-enum class DType : std::uint8_t { u8, i32, i64, f32, f64 };
+enum class DType : std::uint8_t { u8, i32, i64, f32, f64, bf16 };
 
 std::size_t dtype_bytes(DType t);
 
@@ -40,6 +43,7 @@ constexpr DType dtype_of() {
   else if constexpr (std::is_same_v<T, double>) return DType::f64;
   else if constexpr (std::is_same_v<T, std::int32_t>) return DType::i32;
   else if constexpr (std::is_same_v<T, std::int64_t>) return DType::i64;
+  else if constexpr (std::is_same_v<T, bf16>) return DType::bf16;
   else {
     static_assert(sizeof(T) == 1 && std::is_trivially_copyable_v<T>, "no DType for this element type");
     return DType::u8;

@@ -140,14 +140,24 @@ struct RingPass {
   T* ring[2];  // [k | v], each [B,2c,Hkv,hd]: receive buffers, alternating
 };
 
+// Elements of T that the forward's partial lse (lse_chunk values of accum_t<T>) takes in the
+// workspace, right after the KV receive buffers. It comes before the partial out so that it starts
+// at 4 * kv elements of T, a multiple of 16 bytes, as an fp32 lse in a bf16 workspace needs.
+template <typename T>
+idx partial_lse_span(const Sizes& z) {
+  static_assert(sizeof(accum_t<T>) % sizeof(T) == 0);
+  return z.lse_chunk * idx(sizeof(accum_t<T>) / sizeof(T));
+}
+
 }  // namespace
 
+template <typename T>
 idx ring_attention_workspace(const RingShape& s) {
   check_shape(s);
   const Sizes z = sizes_of(s);
-  // forward: 2 KV receive buffers + one block's partial out and lse;
+  // forward: 2 KV receive buffers + one block's partial lse (accum_t<T>) and out;
   // backward: 2 KV receive buffers + 2 outgoing dK/dV contributions + the arriving one + their sum.
-  return std::max(4 * z.kv + z.q_chunk + z.lse_chunk, 12 * z.kv);
+  return std::max(4 * z.kv + partial_lse_span<T>(z) + z.q_chunk, 12 * z.kv);
 }
 
 template <typename T>
@@ -158,8 +168,8 @@ void ring_attention_forward(const Exec& ex, T* out, accum_t<T>* lse, const T* q,
   const int P = pass.P, r = pass.r;
   RingStats& st = pass.st;
   T* const* ring = pass.ring;
-  T* part_out = workspace + 4 * z.kv;              // [c,Hq,hd]: one block's partial output
-  T* part_lse = part_out + z.q_chunk;              // [c,Hq]: its lse
+  auto* part_lse = reinterpret_cast<accum_t<T>*>(workspace + 4 * z.kv);  // [c,Hq]: one block's partial lse
+  T* part_out = workspace + 4 * z.kv + partial_lse_span<T>(z);           // [c,Hq,hd]: its output
   bool have[2] = {false, false};  // out/lse of local query chunk 0 / 1 already hold a partial result
   bool held = true;               // this step's KV block is here (own at step 0, else it arrived)
   const T *kc = k, *vc = v;       // the KV block held at this step (rank r - step's)
@@ -278,12 +288,14 @@ void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout,
 }
 
 #define NEXUS_INSTANTIATE(T)                                                                                   \
+  template idx ring_attention_workspace<T>(const RingShape&);                                                        \
   template void ring_attention_forward<T>(const Exec&, T*, accum_t<T>*, const T*, const T*, const T*,                \
                                           const RingShape&, const DataPlane&, T*, RingStats*);                       \
   template void ring_attention_backward<T>(const Exec&, T*, T*, T*, const T*, const T*, const T*, const T*, const T*, \
                                            const accum_t<T>*, const RingShape&, const DataPlane&, T*, RingStats*);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)
+NEXUS_INSTANTIATE(bf16)  // runs on a GPU only (the CPU has no bf16 kernels)
 #undef NEXUS_INSTANTIATE
 
 }  // namespace nexus

@@ -15,6 +15,13 @@
 // neighbours in sequence order remain; under full every hop is needed, as zigzag balances them).
 // Backward: K/V travel again; each step's dK/dV contribution goes straight back to the K/V's owner,
 // which sums the arrivals in step order and adds them to its own dk, dv at the end. dq stays local.
+//
+// Element types on the wire: K/V blocks and dK/dV contributions in T; lse never travels (each rank
+// merges its own queries' partial results). For T = bf16 the arrived contributions are summed in
+// bf16 (axpy<bf16>: each add computed in fp32 and rounded once): with cp = 2 exactly one arrives,
+// so this equals an fp32 sum bit for bit; with cp > 2 each of the cp - 2 further adds rounds once
+// more (relative 2^-9 of the running sum), next to the one rounding every contribution already
+// has when attention_backward writes it in bf16.
 #pragma once
 
 #include "kernels/ops.h"
@@ -42,11 +49,13 @@ struct RingStats {
 };
 
 // Elements of T the workspace of ring_attention_forward and ring_attention_backward needs (the
-// larger of the two, so one buffer serves both).
+// larger of the two, so one buffer serves both); it must be aligned for accum_t<T>.
+template <typename T>
 idx ring_attention_workspace(const RingShape& s);
 
 // Local tensors in zigzag order: [B, 2c, H, hd] = chunk r then chunk 2cp-1-r of every sequence.
-// out and lse are overwritten (lse in T, as attention_forward gives it). Collective over `cp`.
+// out and lse are overwritten (lse in accum_t<T>, as attention_forward gives it). Collective over
+// `cp`. T = bf16 runs on a GPU only.
 template <typename T>
 void ring_attention_forward(const Exec& ex, T* out /*[B,2c,Hq,hd]*/, accum_t<T>* lse /*[B,2c,Hq]*/,
                             const T* q /*[B,2c,Hq,hd]*/, const T* k /*[B,2c,Hkv,hd]*/, const T* v /*[B,2c,Hkv,hd]*/,

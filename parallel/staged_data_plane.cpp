@@ -62,6 +62,7 @@ void with_type(DType t, F&& f) {
     case DType::i64: return f(std::int64_t{});
     case DType::f32: return f(float{});
     case DType::f64: return f(double{});
+    case DType::bf16: return f(bf16{});
   }
   throw std::invalid_argument("unknown element type " + std::to_string(int(t)));
 }

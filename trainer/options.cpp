@@ -410,10 +410,6 @@ void finalize(RunOptions& o) {
   require(rt.dtype == "fp32" || rt.dtype == "bf16", "runtime.dtype = \"" + rt.dtype + "\" is not one of fp32, bf16");
   require(rt.dtype != "bf16" || rt.device == "cuda",
           "runtime.dtype = bf16 needs runtime.device = cuda (the CPU computes in fp32)");
-  require(rt.dtype != "bf16" || o.parallel.cp == 1,
-          "runtime.dtype = bf16 with parallel.cp = " + std::to_string(o.parallel.cp) +
-              ": context parallelism runs in fp32 only so far (ring attention and the Mamba-2 state passing "
-              "have no bf16 path); use parallel.cp = 1 or runtime.dtype = fp32");
   require(rt.threads >= 0, kv("runtime.threads", rt.threads) + " must not be negative (0: the default)");
   require(rt.memory_limit.empty() || parse_bytes(rt.memory_limit).has_value(),
           "runtime.memory_limit = \"" + rt.memory_limit + "\" is not a size: expected " + kBytesSyntax +

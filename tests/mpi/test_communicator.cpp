@@ -1,7 +1,10 @@
 // The collectives the trainer relies on, under mpirun -np 2 and -np 4.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <numeric>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "mpi/world.h"
@@ -50,6 +53,43 @@ TEST(DataPlane, ReduceScatterAndAllgatherThroughTheInterface) {
     EXPECT_EQ(all[std::size_t(2 * q)], q);
     EXPECT_EQ(all[std::size_t(2 * q + 1)], 10 * q);
   }
+}
+
+// bf16 has no MPI type: it moves as its 16 bits. Every one of the 65536 bit patterns (NaNs with
+// payloads, infinities, -0, subnormals) must arrive unchanged through point-to-point and
+// all-gather, each rank sending them rotated by its own offset; a bf16 sum is refused on every
+// rank (MPI would add the bits as integers, and nothing sums bf16: gradients, statistics and
+// states are fp32), before any message moves.
+std::uint16_t bf16_pattern(int rank, idx i) { return std::uint16_t((i + 4099 * idx(rank)) & 0xffff); }
+
+TEST(DataPlane, Bf16MovesBitForBitAndIsNeverSummed) {
+  static_assert(dtype_of<bf16>() == DType::bf16);
+  EXPECT_EQ(dtype_bytes(DType::bf16), 2u);
+  const DataPlane& d = test::world();
+  const int P = d.size(), r = d.rank(), to = (r + 1) % P, from = (r - 1 + P) % P;
+  const idx n = 1 << 16;
+  std::vector<bf16> mine(static_cast<std::size_t>(n)), got(mine.size()), all(mine.size() * std::size_t(P));
+  for (idx i = 0; i < n; ++i) mine[std::size_t(i)] = bf16::from_bits(bf16_pattern(r, i));
+  Request reqs[2] = {d.irecv(got.data(), n, from, 3), d.isend(mine.data(), n, to, 3)};
+  wait_all(reqs);
+  for (idx i = 0; i < n; ++i) ASSERT_EQ(got[std::size_t(i)].bits, bf16_pattern(from, i)) << i;
+  d.allgather(mine.data(), n, all.data());
+  for (int q = 0; q < P; ++q)
+    for (idx i = 0; i < n; ++i) ASSERT_EQ(all[std::size_t(q * n + i)].bits, bf16_pattern(q, i)) << q << " " << i;
+
+  std::vector<bf16> sums(std::size_t(P), bf16(1.0f));
+  for (int round = 0; round < 2; ++round) {  // the group stays usable after a refusal
+    try {
+      d.allreduce_sum(sums.data(), 1);
+      ADD_FAILURE() << "a bf16 all-reduce was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("does not sum bf16"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(d.reduce_scatter_sum(sums.data(), 1, got.data()), std::invalid_argument);
+  }
+  EXPECT_EQ(sums[0].bits, bf16(1.0f).bits);
+  d.allgather(mine.data(), 1, all.data());
+  EXPECT_EQ(all[std::size_t(from)].bits, bf16_pattern(from, 0));
 }
 
 // cp-inner: the cp group of a rank is the block of cp neighbours, the dp group the ranks with the

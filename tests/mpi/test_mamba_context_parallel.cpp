@@ -114,8 +114,8 @@ Result<T> run_cp(const Problem& p, const Communicator& cp) {
   const std::vector<T> params(p.params.begin(), p.params.end());
   const std::vector<T> x = local_rows<T>(p.x, p.B, p.T, D, cp.size(), cp.rank());
   const std::vector<T> R = local_rows<T>(p.R, p.B, p.T, D, cp.size(), cp.rank());
-  Buffers<T> buf(p.c, N, mamba_cp_workspace(p.c, p.B, Tn, cp.size()));
-  std::vector<T> saved(std::size_t(mamba_cp_saved_size(p.c, p.B, cp.size())));
+  Buffers<T> buf(p.c, N, mamba_cp_workspace<T>(p.c, p.B, Tn, cp.size()));
+  std::vector<T> saved(std::size_t(mamba_cp_saved_size<T>(p.c, p.B, cp.size())));
   Result<T> r{std::vector<T>(std::size_t(N * D)), std::vector<T>(std::size_t(N * D)),
               std::vector<T>(params.size(), T(0))};
   const auto w = layer_tensors<const T*>(params.data(), p.table, p.c, 0).mamba;
@@ -202,11 +202,30 @@ TEST(MambaContextParallel, BytesSentDoNotGrowWithSequenceLength) {
   const Result<double> a = run_cp<double>(shorter, cp), b = run_cp<double>(longer, cp);
   expect_matches(b, single_rank(longer), longer, cp, 1e-11, 1e-11, "double, 3x longer");
   EXPECT_EQ(a.bytes, b.bytes);
-  EXPECT_EQ(a.bytes, mamba_cp_bytes_sent(shorter.c, kB, cp.size(), cp.rank(), sizeof(double)));
+  EXPECT_EQ(a.bytes, mamba_cp_bytes_sent(shorter.c, kB, cp.size(), cp.rank(), sizeof(double), sizeof(double)));
   if (cp.size() > 1) {
     EXPECT_GT(a.bytes, std::size_t(0));
   }
   if (cp.rank() == 0) std::printf("bytes sent per layer per step by rank 0: %zu\n", a.bytes);
+}
+
+// Under bf16 the saved buffer (elements of T) holds the halos in bf16 and the initial states and
+// decays in fp32, each piece rounded to 16 elements as the workspace carver does; the sizes the
+// memory planner counts are these.
+TEST(MambaContextParallel, Bf16KeepsStatesInFp32InTheSavedBuffer) {
+  const ModelConfig c = mixer_config();
+  const idx B = 3, cp = 4, B2 = 2 * B, H = c.mamba_heads(), HPN = H * c.mamba_headdim * c.mamba_d_state;
+  const idx halo = B2 * (c.mamba_d_conv - 1) * c.conv_dim();
+  const auto round16 = [](idx n) { return (n + 15) / 16 * 16; };
+  EXPECT_EQ(mamba_cp_saved_size<double>(c, B, int(cp)), round16(halo) + round16(B2 * HPN) + round16(cp * B2 * H));
+  EXPECT_EQ(mamba_cp_saved_size<bf16>(c, B, int(cp)),
+            round16(halo) + round16(2 * B2 * HPN) + round16(2 * cp * B2 * H));
+  // The exchange buffers grow by the states' extra width only: summaries, gathered summaries, l
+  // and the final-state gradients (the SSD workspace and the halos keep their element counts).
+  const idx summary = B2 * (HPN + H);
+  EXPECT_EQ(mamba_cp_workspace<bf16>(c, B, 22, int(cp)) - mamba_cp_workspace<float>(c, B, 22, int(cp)),
+            round16(2 * summary) - round16(summary) + round16(2 * cp * summary) - round16(cp * summary) +
+                round16(2 * B2 * HPN) - round16(B2 * HPN));
 }
 
 // Timing at a realistic width (run with --gtest_also_run_disabled_tests): cp forward + backward

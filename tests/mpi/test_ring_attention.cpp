@@ -5,6 +5,7 @@
 // neighborhood likewise, with the hops that no local query needs sending and receiving nothing.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <cmath>
@@ -108,7 +109,7 @@ Errors ring_vs_single_rank(const Communicator& cp, idx c, std::uint64_t seed, co
              lv = zigzag_part<T>(v, c, wk, P, r), ldout = zigzag_part<T>(dout, c, wq, P, r);
   const T nan = std::numeric_limits<T>::quiet_NaN();
   // NaN everywhere the ring should overwrite or never read, and a guard past the workspace's end.
-  const idx ws = ring_attention_workspace(s), guard = 256;
+  const idx ws = ring_attention_workspace<T>(s), guard = 256;
   std::vector<T> work(std::size_t(ws + guard), nan);
   for (idx i = ws; i < ws + guard; ++i) work[std::size_t(i)] = T(12345);
   std::vector<T> lout(lq.size(), nan), llse(std::size_t(kB * 2 * c * kHq), nan);
@@ -251,6 +252,19 @@ TEST(RingAttention, FullNeighborhoodUsesEveryHop) {
 // Timing, not a check: mpirun -np 2 test_ring_attention --gtest_also_run_disabled_tests
 // --gtest_filter='*Timing*'. Ring over the world vs the whole sequence on one rank (each rank
 // runs it at once, on its own cores).
+// The workspace holds the forward's partial lse in accum_t<T>: for bf16 each fp32 lse value takes
+// two elements (the backward's 12 K/V-sized buffers, all T, are the larger part at these shapes).
+TEST(RingAttention, WorkspaceCountsTheLseInTheAccumulatorType) {
+  for (idx c : {idx(3), idx(40)})
+    for (idx hd : {idx(1), idx(16)}) {
+      const RingShape s{kB, c, kHq, 1, hd, {}};
+      const idx kv = 2 * kB * c * hd, q_chunk = c * kHq * hd, lse_chunk = c * kHq;
+      EXPECT_EQ(ring_attention_workspace<float>(s), std::max(4 * kv + lse_chunk + q_chunk, 12 * kv));
+      EXPECT_EQ(ring_attention_workspace<double>(s), std::max(4 * kv + lse_chunk + q_chunk, 12 * kv));
+      EXPECT_EQ(ring_attention_workspace<bf16>(s), std::max(4 * kv + 2 * lse_chunk + q_chunk, 12 * kv));
+    }
+}
+
 TEST(RingAttention, DISABLED_Timing) {
   const Communicator& w = test::world();
   const idx T_full = 4096, Hq = 8, Hkv = 2, hd = 64, c = T_full / (2 * w.size());
@@ -261,7 +275,7 @@ TEST(RingAttention, DISABLED_Timing) {
              v = random_vector<float>(std::size_t(nk), 3), dout = random_vector<float>(std::size_t(nq), 4);
   const auto n = [](idx count) { return static_cast<std::size_t>(count); };
   std::vector<float> out(n(nq)), lse(n(T_full * Hq)), dq(n(nq)), dk(n(nk)), dv(n(nk)),
-      work(n(ring_attention_workspace(s)));
+      work(n(ring_attention_workspace<float>(s)));
   // Best of 5 in wall time and in this process's CPU time (max over ranks): on a shared machine
   // the CPU time says what the work costs when the rank has its core to itself (MPI waits spin, so
   // they count too).

@@ -394,6 +394,9 @@ TEST(Options, RuntimeAndTextSourceAreCheckedWhileParsing) {
   EXPECT_CONTAINS(msg_of({"--runtime.threads=-1"}), "runtime.threads = -1");
   EXPECT_CONTAINS(msg_of({"--data.source=text", "--data.path=a.txt"}), "nexus data prepare");
   EXPECT_NO_THROW(parse_command_line(std::vector<std::string>{"--runtime.device=cuda", "--runtime.dtype=bf16"}));
+  // Context parallelism has a bf16 path (ring attention and the Mamba-2 state passing on the GPU).
+  EXPECT_NO_THROW(parse_command_line(
+      std::vector<std::string>{"--runtime.device=cuda", "--runtime.dtype=bf16", "--parallel.cp=2"}));
 }
 
 TEST(Options, TransportIsCheckedAgainstTheDevice) {
