@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
   const SsdStrides ld{C, C, E};
   const idx H = ss.H, P = ss.P, S = ss.N;
   DeviceBuffer<bf16> dt_bias = random_on_gpu<bf16>(H, 14, -4, -2), A_log = random_on_gpu<bf16>(H, 15, 0, 2),
-                     Dh = random_on_gpu<bf16>(H, 16), ws(kGpu, ssd_workspace(ss));
+                     Dh = random_on_gpu<bf16>(H, 16), ws(kGpu, ssd_workspace<bf16>(ss));
   const bf16* xs = xbc.data();
   const bf16* dt = zx.data() + Di + C;
   // Per token and head: C B^T within the chunk (shared by the group's heads), the intra-chunk

@@ -112,8 +112,10 @@ NEXUS_ROUTE(attention_decode_paged);
 #undef NEXUS_ROUTE
 #undef NEXUS_ROUTE_OFF_CPU
 
-// Scratch of ssd_forward / ssd_backward in elements of T: a property of the shape (every backend
-// sizes its workspace to fit this), so a host query, not an op.
+// Scratch of ssd_forward / ssd_backward in elements of T: a property of the shape and the element
+// type (every backend that computes in T sizes its workspace to fit this), so a host query, not
+// an op. float and double fit the CPU's layout and the CUDA one; bf16 (GPU only) the CUDA one.
+template <typename T>
 idx ssd_workspace(const SsdShape& s);
 
 }  // namespace nexus

@@ -74,7 +74,7 @@ struct MambaScratch {
   T* d_xbc;          // [N, conv_dim]
   T* d_y;            // [N, d_inner]
   T* d_gated;        // [N, d_inner]
-  T* ssd_workspace;  // [ssd_workspace(shape)]
+  T* ssd_workspace;  // [ssd_workspace<T>(shape)]
 };
 
 // State carried across a sequence split: the conv halo (last K-1 xBC inputs, [B, K-1, conv_dim])

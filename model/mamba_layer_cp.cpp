@@ -69,7 +69,7 @@ struct WorkLayout {
   idx ssd, send, all, halo_send, halo_recv, dhalo, dfinal, total;
   WorkLayout(const ModelConfig& m, const Dims& d) {
     WorkspaceLayout w;
-    ssd = w.take(ssd_workspace(d.ssd(m)));
+    ssd = w.take(ssd_workspace<T>(d.ssd(m)));
     send = w.take(accum_span<T>(d.summary()));             // this rank's summaries (forward) or l (backward)
     all = w.take(accum_span<T>(idx(d.cp) * d.summary()));  // [cp, summary] gathered
     halo_send = w.take(2 * d.halo);          // [2][B,K-1,C] per-segment tails or halo gradients

@@ -170,7 +170,7 @@ void Model<T>::carve(Arena& a, ArenaBreakdown* parts) {
     // Only one mixer runs its backward at a time, so the two kinds' scratch overlap.
     const std::size_t mixer_scratch = a.mark();
     const idx mamba_workspace = cp_size_ > 1 ? mamba_cp_workspace<T>(c, shape_.B, shape_.T, cp_size_)
-                                             : ssd_workspace(mamba_ssd_shape(c, shape_.B, shape_.T));
+                                             : ssd_workspace<T>(mamba_ssd_shape(c, shape_.B, shape_.T));
     if (has_mamba)
       mamba_scratch_ = {a.take<T>(N * c.in_proj_dim()), a.take<T>(N * c.conv_dim()), a.take<T>(N * c.d_inner()),
                         a.take<T>(N * c.d_inner()), a.take<T>(mamba_workspace)};

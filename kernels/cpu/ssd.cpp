@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/backend.h"
 #include "kernels/cpu/micro_gemm.h"
@@ -295,13 +296,21 @@ void chunk_cb(const Scan<T>& sc, idx b, idx g, idx c, T* BT, T* Cp, T* CB) {
 
 namespace nexus {
 
+template <typename T>
 idx ssd_workspace(const SsdShape& s) {
-  // Includes one scratch block per thread for omp_get_max_threads() threads: request the
-  // workspace with the thread count that will run the op. The CUDA kernels lay out the same
-  // buffer their own way, with fp32 states and state gradients also for bf16 (twice the bytes of
-  // bf16 elements): the larger of the two fits both backends.
-  return std::max(cpu::Layout(s, omp_get_max_threads()).total, cuda::ssd::workspace_elements(s));
+  // The CUDA kernels lay out the same buffer their own way, in bytes, with accum_t<T> states (fp32
+  // for bf16: two elements each); bf16 has no CPU kernel. The CPU's layout includes one scratch
+  // block per thread for omp_get_max_threads() threads: request the workspace with the thread
+  // count that will run the op. The larger of the two fits both backends.
+  const idx gpu = cuda::ssd::workspace_elements<T>(s);
+  if constexpr (std::is_same_v<T, bf16>)
+    return gpu;
+  else
+    return std::max(cpu::Layout(s, omp_get_max_threads()).total, gpu);
 }
+template idx ssd_workspace<float>(const SsdShape&);
+template idx ssd_workspace<double>(const SsdShape&);
+template idx ssd_workspace<bf16>(const SsdShape&);
 
 }  // namespace nexus
 

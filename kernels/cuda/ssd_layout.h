@@ -68,9 +68,13 @@ struct Layout {
   }
 };
 
-// Elements of T the CUDA kernels need in the workspace: the layout of fp32 accumulators in 2-byte
-// elements (bf16) covers every T (fp32 accumulators in 4-byte float, fp64 ones in 8-byte double).
-NEXUS_HOST_DEVICE inline idx workspace_elements(const SsdShape& s) { return (Layout(s, 4).bytes + 1) / 2 + 4; }
+// Elements of T the CUDA kernels need in the workspace: the layout with accum_t<T> accumulators
+// (fp32 for float and bf16, fp64 for double), rounded up to whole elements of T.
+template <typename T>
+NEXUS_HOST_DEVICE inline idx workspace_elements(const SsdShape& s) {
+  constexpr idx elem = idx(sizeof(T));
+  return (Layout(s, idx(sizeof(accum_t<T>))).bytes + elem - 1) / elem;
+}
 
 // Dynamic shared memory, in accumulator elements, of the forward output kernel: C and B tiles
 // [kTile, N], an x tile [kTile, P] (all odd strides), the pair tile and the output rows [kTile, P].

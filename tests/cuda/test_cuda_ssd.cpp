@@ -74,7 +74,7 @@ Outputs run(const Exec& ex, const Case& c, const Inputs& in, bool options) {
   const SsdShape s = c.shape();
   const SsdStrides ld = c.strides();
   Buffer<T> rows(ex, in.rows), bias(ex, in.dt_bias), alog(ex, in.A_log), D(ex, in.D), dy(ex, in.dy);
-  Buffer<T> y(ex, in.dy.size()), drows(ex, c.rows()), ws(ex, std::size_t(ssd_workspace(s)));
+  Buffer<T> y(ex, in.dy.size()), drows(ex, c.rows()), ws(ex, std::size_t(ssd_workspace<T>(s)));
   Buffer<A> init(ex, in.init), final_state(ex, c.state()), decay(ex, std::size_t(c.B * c.H)), dfinal(ex, in.dfinal),
       dinit(ex, c.state()), ddt_bias(ex, in.acc0), dA_log(ex, in.acc0), dD(ex, in.acc0);
   T* r = rows.data();

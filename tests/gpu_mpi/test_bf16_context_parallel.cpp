@@ -225,7 +225,7 @@ TEST(Bf16ContextParallel, MambaMixerMatchesFp32OnOneRank) {
   const idx G = m.mamba_ngroups;
   std::vector<float> zx(std::size_t(Nf * E)), xbc(std::size_t(Nf * C)), y(std::size_t(Nf * Di)), gated(y.size()),
       rstd(std::size_t(Nf * G)), dzx(zx.size()), dxbc(xbc.size()), dy(y.size()), dg(y.size()),
-      ws(std::size_t(ssd_workspace(mamba_ssd_shape(m, kB, Tf)))), out(std::size_t(Nf * D)), dinp(out.size()),
+      ws(std::size_t(ssd_workspace<float>(mamba_ssd_shape(m, kB, Tf)))), out(std::size_t(Nf * D)), dinp(out.size()),
       grads(params.size(), 0.0f);
   const auto wf = layer_tensors<const float*>(params.data(), table, m, 0).mamba;
   const MambaActivations<float> acts{zx.data(), xbc.data(), y.data(), gated.data(), rstd.data()};

@@ -155,7 +155,7 @@ Result forward(const Inputs& in, idx Q, bool strided) {
   const std::vector<T> m = mem.pack<T>(in), bias = cast<T>(in.dt_bias), alog = cast<T>(in.A_log),
                        D = cast<T>(in.D), init = cast<T>(in.init);
   std::vector<T> y(sz(in.B * in.Tn * in.H * in.P)), fin(sz(in.B * in.H * in.P * in.N)), dec(sz(in.B * in.H)),
-      ws(sz(ssd_workspace(s)));
+      ws(sz(ssd_workspace<T>(s)));
   ssd_forward(Exec{}, y.data(), fin.data(), dec.data(), m.data() + mem.ox, m.data() + mem.ob, m.data() + mem.oc,
               m.data() + mem.odt, bias.data(), alog.data(), D.data(), init.empty() ? nullptr : init.data(), s,
               mem.strides(), ws.data());
@@ -188,7 +188,7 @@ TEST(Ssd, NullFinalStateAndDecay) {
   const SsdShape s = shape_of(in, 8);
   const Mem mem(in, false);
   const Vec m = mem.pack<double>(in);
-  Vec y(sz(in.Tn * in.H * in.P)), ws(sz(ssd_workspace(s)));
+  Vec y(sz(in.Tn * in.H * in.P)), ws(sz(ssd_workspace<double>(s)));
   ssd_forward(Exec{}, y.data(), nullptr, nullptr, m.data() + mem.ox, m.data() + mem.ob, m.data() + mem.oc,
               m.data() + mem.odt, in.dt_bias.data(), in.A_log.data(), in.D.data(), in.init.data(), s, mem.strides(),
               ws.data());
@@ -281,7 +281,7 @@ Grads backward(const Inputs& in, idx Q, bool strided, const Vec& dy, const Vec& 
   const std::vector<T> m = mem.pack<T>(in), bias = cast<T>(in.dt_bias), alog = cast<T>(in.A_log),
                        D = cast<T>(in.D), init = cast<T>(in.init), dyt = cast<T>(dy), dfin = cast<T>(dfinal);
   std::vector<T> dm(sz(mem.size), T(kSentinel)), dbias(acc0.begin(), acc0.end()),
-      dalog = dbias, dD = dbias, dinit(sz(in.B * in.H * in.P * in.N), T(kSentinel)), ws(sz(ssd_workspace(s)));
+      dalog = dbias, dD = dbias, dinit(sz(in.B * in.H * in.P * in.N), T(kSentinel)), ws(sz(ssd_workspace<T>(s)));
   ssd_backward(Exec{}, dm.data() + mem.ox, dm.data() + mem.ob, dm.data() + mem.oc, dm.data() + mem.odt, dbias.data(),
                dalog.data(), dD.data(), want_dinit ? dinit.data() : nullptr, dyt.data(),
                dfin.empty() ? nullptr : dfin.data(), m.data() + mem.ox, m.data() + mem.ob, m.data() + mem.oc,

@@ -32,7 +32,7 @@ struct Case {
     state = test::random_vector(sz(s.B * s.H * s.P * s.N), 8);
   }
   Doubles ssd(const double* init) const {
-    Doubles y(sz(s.B * s.Tn * s.H * s.P)), ws(sz(ssd_workspace(s)));
+    Doubles y(sz(s.B * s.Tn * s.H * s.P)), ws(sz(ssd_workspace<double>(s)));
     ssd_forward(Exec{}, y.data(), nullptr, nullptr, x.data(), Bm.data(), Cm.data(), dt_raw.data(), dt_bias.data(),
                 A_log.data(), D.data(), init, s, ld, ws.data());
     return y;

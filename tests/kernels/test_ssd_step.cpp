@@ -81,7 +81,7 @@ Full full_forward(const Inputs& in, const Case& c, idx Q) {
   const SsdShape s = shape_of(c, c.Tn, Q);
   const idx ld = c.ld();
   Full f{std::vector<double>(std::size_t(c.B * c.Tn * c.HP())), std::vector<double>(in.init.size())};
-  std::vector<double> ws(std::size_t(ssd_workspace(s)));
+  std::vector<double> ws(std::size_t(ssd_workspace<double>(s)));
   const double* r = in.rows.data();
   ssd_forward(Exec{}, f.y.data(), f.final_state.data(), static_cast<double*>(nullptr), r + c.ox(), r + c.ob(),
               r + c.oc(), r + c.odt(), in.dt_bias.data(), in.A_log.data(), in.D.data(), in.init.data(), s,

@@ -236,7 +236,7 @@ TEST(Model, MambaLayerSplitWithCarriedStateMatchesUnsplit) {
   auto run = [&](const std::vector<double>& inp, idx Tn, const MambaCarry<double>& carry) {
     const idx N = B * Tn;
     std::vector<double> zx(N * E), xbc(N * C), y(N * Di), g(N * Di), r(N * c.mamba_ngroups), out(N * D);
-    std::vector<double> ws(std::size_t(ssd_workspace(mamba_ssd_shape(c, B, Tn))));
+    std::vector<double> ws(std::size_t(ssd_workspace<double>(mamba_ssd_shape(c, B, Tn))));
     mamba_mixer_forward(Exec{}, out.data(), {zx.data(), xbc.data(), y.data(), g.data(), r.data()}, inp.data(), w.mamba,
                         c, B, Tn, ws.data(), carry);
     return out;

@@ -77,7 +77,7 @@ template <typename T = double>
 Result<T> single_rank(const Problem& p) {
   const idx N = p.B * p.T, D = p.c.d_model;
   const std::vector<T> params(p.params.begin(), p.params.end()), x(p.x.begin(), p.x.end()), R(p.R.begin(), p.R.end());
-  Buffers<T> buf(p.c, N, ssd_workspace(mamba_ssd_shape(p.c, p.B, p.T)));
+  Buffers<T> buf(p.c, N, ssd_workspace<T>(mamba_ssd_shape(p.c, p.B, p.T)));
   Result<T> r{std::vector<T>(std::size_t(N * D)), std::vector<T>(std::size_t(N * D)),
               std::vector<T>(params.size(), T(0))};
   const auto w = layer_tensors<const T*>(params.data(), p.table, p.c, 0).mamba;
@@ -220,11 +220,14 @@ TEST(MambaContextParallel, Bf16KeepsStatesInFp32InTheSavedBuffer) {
   EXPECT_EQ(mamba_cp_saved_size<double>(c, B, int(cp)), round16(halo) + round16(B2 * HPN) + round16(cp * B2 * H));
   EXPECT_EQ(mamba_cp_saved_size<bf16>(c, B, int(cp)),
             round16(halo) + round16(2 * B2 * HPN) + round16(2 * cp * B2 * H));
-  // The exchange buffers grow by the states' extra width only: summaries, gathered summaries, l
-  // and the final-state gradients (the SSD workspace and the halos keep their element counts).
+  // The exchange buffers grow by the states' extra width: summaries, gathered summaries, l and the
+  // final-state gradients (the halos keep their element counts); the SSD workspace is each type's
+  // own (ssd_workspace<T>: the CUDA layout for bf16, also the CPU's for float).
   const idx summary = B2 * (HPN + H);
+  const SsdShape segments = mamba_ssd_shape(c, B2, 22 / 2);  // each rank's two segments of 11 tokens
   EXPECT_EQ(mamba_cp_workspace<bf16>(c, B, 22, int(cp)) - mamba_cp_workspace<float>(c, B, 22, int(cp)),
-            round16(2 * summary) - round16(summary) + round16(2 * cp * summary) - round16(cp * summary) +
+            round16(ssd_workspace<bf16>(segments)) - round16(ssd_workspace<float>(segments)) +
+                round16(2 * summary) - round16(summary) + round16(2 * cp * summary) - round16(cp * summary) +
                 round16(2 * B2 * HPN) - round16(B2 * HPN));
 }
 
