@@ -140,13 +140,15 @@ struct RingPass {
   T* ring[2];  // [k | v], each [B,2c,Hkv,hd]: receive buffers, alternating
 };
 
-// Elements of T that the forward's partial lse (lse_chunk values of accum_t<T>) takes in the
-// workspace, right after the KV receive buffers. It comes before the partial out so that it starts
-// at 4 * kv elements of T, a multiple of 16 bytes, as an fp32 lse in a bf16 workspace needs.
+// Elements of T that `count` values of accum_t<T> take in the workspace: the forward's partial lse
+// (lse_chunk values) and the backward's sum of arrived dK/dV contributions (2 kv values). Each
+// starts at a multiple of 4 kv elements of T (after the KV receive buffers, and after the two
+// outgoing contributions): a multiple of 16 bytes, as kv is even, which an fp32 region in a bf16
+// workspace needs.
 template <typename T>
-idx partial_lse_span(const Sizes& z) {
+idx accum_span(idx count) {
   static_assert(sizeof(accum_t<T>) % sizeof(T) == 0);
-  return z.lse_chunk * idx(sizeof(accum_t<T>) / sizeof(T));
+  return count * idx(sizeof(accum_t<T>) / sizeof(T));
 }
 
 }  // namespace
@@ -156,8 +158,9 @@ idx ring_attention_workspace(const RingShape& s) {
   check_shape(s);
   const Sizes z = sizes_of(s);
   // forward: 2 KV receive buffers + one block's partial lse (accum_t<T>) and out;
-  // backward: 2 KV receive buffers + 2 outgoing dK/dV contributions + the arriving one + their sum.
-  return std::max(4 * z.kv + partial_lse_span<T>(z) + z.q_chunk, 12 * z.kv);
+  // backward: 2 KV receive buffers + 2 outgoing dK/dV contributions + their sum (accum_t<T>) + the
+  // arriving one.
+  return std::max(4 * z.kv + accum_span<T>(z.lse_chunk) + z.q_chunk, 8 * z.kv + accum_span<T>(2 * z.kv) + 2 * z.kv);
 }
 
 template <typename T>
@@ -169,7 +172,7 @@ void ring_attention_forward(const Exec& ex, T* out, accum_t<T>* lse, const T* q,
   RingStats& st = pass.st;
   T* const* ring = pass.ring;
   auto* part_lse = reinterpret_cast<accum_t<T>*>(workspace + 4 * z.kv);  // [c,Hq]: one block's partial lse
-  T* part_out = workspace + 4 * z.kv + partial_lse_span<T>(z);           // [c,Hq,hd]: its output
+  T* part_out = workspace + 4 * z.kv + accum_span<T>(z.lse_chunk);      // [c,Hq,hd]: its output
   bool have[2] = {false, false};  // out/lse of local query chunk 0 / 1 already hold a partial result
   bool held = true;               // this step's KV block is here (own at step 0, else it arrived)
   const T *kc = k, *vc = v;       // the KV block held at this step (rank r - step's)
@@ -210,7 +213,8 @@ void ring_attention_forward(const Exec& ex, T* out, accum_t<T>* lse, const T* q,
 // step (from rank r + step), and are summed in step order into an accumulator added to dk, dv at
 // the end; each step's own contribution is computed into a zeroed buffer and sent while the next
 // step runs (two buffers alternate). Under full this sums in exactly the order of a relay ring:
-// ((c1 + c2) + c3) ... added to dk last.
+// ((c1 + c2) + c3) ... added to dk last. The sum is kept in accum_t<T>: for bf16 the arrivals add
+// in fp32 and the total is rounded to bf16 once, in the final add.
 template <typename T>
 void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                              const T* out, const accum_t<T>* lse, const RingShape& s, const DataPlane& cp,
@@ -221,8 +225,8 @@ void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout,
   RingStats& st = pass.st;
   T* const* ring = pass.ring;
   T* acc[2] = {workspace + 4 * z.kv, workspace + 6 * z.kv};  // [dk | dv]: a step's contribution, in flight alternately
-  T* arrived = workspace + 8 * z.kv;                         // [dk | dv]: a contribution to this rank's K/V
-  T* summed = workspace + 10 * z.kv;                         // [dk | dv]: the sum of the arrived ones
+  auto* summed = reinterpret_cast<accum_t<T>*>(workspace + 8 * z.kv);  // [dk | dv]: the sum of the arrived ones
+  T* arrived = workspace + 8 * z.kv + accum_span<T>(2 * z.kv);         // [dk | dv]: a contribution to this rank's K/V
   bool any_arrived = false;
   std::array<Request, 2> sent[2];  // the sends of acc[0] / acc[1]
   const std::size_t grad_bytes = 2 * std::size_t(z.kv) * sizeof(T);
@@ -268,9 +272,9 @@ void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout,
       st.bytes_received += grad_bytes;
       wait_all(incoming);
       if (any_arrived)
-        axpy(ex, summed, static_cast<const T*>(arrived), 2 * z.kv, T(1));
+        add_widened(ex, summed, static_cast<const T*>(arrived), 2 * z.kv);
       else
-        copy_values(ex, summed, static_cast<const T*>(arrived), 2 * z.kv);
+        copy_widened(ex, summed, static_cast<const T*>(arrived), 2 * z.kv);
       any_arrived = true;
     }
     wait_all(transfers);
@@ -280,8 +284,8 @@ void ring_attention_backward(const Exec& ex, T* dq, T* dk, T* dv, const T* dout,
     vc = kc + z.kv;
   }
   if (any_arrived) {
-    axpy(ex, dk, static_cast<const T*>(summed), z.kv, T(1));
-    axpy(ex, dv, static_cast<const T*>(summed + z.kv), z.kv, T(1));
+    add_narrowed(ex, dk, static_cast<const accum_t<T>*>(summed), z.kv);
+    add_narrowed(ex, dv, static_cast<const accum_t<T>*>(summed + z.kv), z.kv);
   }
   wait_all(sent[0]);
   wait_all(sent[1]);

@@ -17,11 +17,10 @@
 // which sums the arrivals in step order and adds them to its own dk, dv at the end. dq stays local.
 //
 // Element types on the wire: K/V blocks and dK/dV contributions in T; lse never travels (each rank
-// merges its own queries' partial results). For T = bf16 the arrived contributions are summed in
-// bf16 (axpy<bf16>: each add computed in fp32 and rounded once): with cp = 2 exactly one arrives,
-// so this equals an fp32 sum bit for bit; with cp > 2 each of the cp - 2 further adds rounds once
-// more (relative 2^-9 of the running sum), next to the one rounding every contribution already
-// has when attention_backward writes it in bf16.
+// merges its own queries' partial results). The arrived contributions are summed in accum_t<T>
+// (fp32 for bf16: copy_widened, add_widened) and the sum is added to dk, dv with one rounding to T
+// (add_narrowed): under bf16 the sum adds no rounding beyond that final one for any cp, next to
+// the rounding every contribution already has when attention_backward writes it in bf16.
 #pragma once
 
 #include "kernels/ops.h"

@@ -1,10 +1,11 @@
-// Whole-buffer element loops: fills, copies, scaling, axpy, strided copies, and the two
-// reductions over the gradient (sum of squares, all finite). Memory-bound; parallel only when the
-// buffer is large enough to pay for waking the threads.
+// Whole-buffer element loops: fills, copies, scaling, axpy (which the widened and narrowed adds are
+// here), strided copies, and the two reductions over the gradient (sum of squares, all finite).
+// Memory-bound; parallel only when the buffer is large enough to pay for waking the threads.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/backend.h"
@@ -43,6 +44,25 @@ template <typename T>
 void axpy(const Exec&, T* __restrict y, const T* __restrict x, idx n, T alpha) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelElems)
   for (idx i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// The CPU computes float and double only, where accum_t<T> = T: widening and narrowing are no-ops.
+template <typename T>
+void copy_widened(const Exec& ex, accum_t<T>* acc, const T* x, idx n) {
+  static_assert(std::is_same_v<accum_t<T>, T>);
+  copy_values(ex, acc, x, n);
+}
+
+template <typename T>
+void add_widened(const Exec& ex, accum_t<T>* acc, const T* x, idx n) {
+  static_assert(std::is_same_v<accum_t<T>, T>);
+  axpy(ex, acc, x, n, T(1));
+}
+
+template <typename T>
+void add_narrowed(const Exec& ex, T* y, const accum_t<T>* x, idx n) {
+  static_assert(std::is_same_v<accum_t<T>, T>);
+  axpy(ex, y, x, n, T(1));
 }
 
 template <typename T>
@@ -102,6 +122,9 @@ bool all_finite(const Exec&, const T* x, idx n) {
   template void copy_values<T>(const Exec&, T*, const T*, idx);              \
   template void scale_inplace<T>(const Exec&, T*, idx, T);                   \
   template void axpy<T>(const Exec&, T*, const T*, idx, T);                  \
+  template void copy_widened<T>(const Exec&, T*, const T*, idx);             \
+  template void add_widened<T>(const Exec&, T*, const T*, idx);              \
+  template void add_narrowed<T>(const Exec&, T*, const T*, idx);             \
   template void copy_strided<T>(const Exec&, T*, const T*, const Strided3&); \
   template void add_strided<T>(const Exec&, T*, const T*, const Strided3&);  \
   template double sum_of_squares<T>(const Exec&, const T*, idx);             \

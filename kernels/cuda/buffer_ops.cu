@@ -1,5 +1,5 @@
-// Whole-buffer ops on the GPU: fills, copies, strided copies and adds, scale, axpy (grid-stride
-// elementwise loops) and the
+// Whole-buffer ops on the GPU: fills, copies, strided copies and adds, scale, axpy, the widened
+// and narrowed adds (grid-stride elementwise loops) and the
 // reductions the trainer reads on the host (sum of squares, all finite, counting targets). Same
 // contracts as kernels/cpu/buffer_ops.cpp; the sum of squares keeps the CPU's fixed 2^15-element
 // blocks added in block order, so its result is deterministic (and equal on every replica).
@@ -65,6 +65,23 @@ template <typename T>
 __global__ void axpy_kernel(T* __restrict__ y, const T* __restrict__ x, idx n, T alpha) {
   for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x)
     y[i] = T(add_product_rn(compute_t<T>(y[i]), compute_t<T>(alpha), compute_t<T>(x[i])));
+}
+
+// The widened and narrowed adds: every sum in accum_t<T> (= compute_t<T>), the only rounding to
+// T that of add_narrowed's store. For float and double a single add each, as the CPU's axpy with
+// alpha 1 computes it (1 * x is x exactly), so the results match bit for bit.
+template <typename T, bool kAdd>
+__global__ void widen_kernel(accum_t<T>* __restrict__ acc, const T* __restrict__ x, idx n) {
+  using A = accum_t<T>;
+  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x)
+    acc[i] = kAdd ? acc[i] + A(x[i]) : A(x[i]);
+}
+
+template <typename T>
+__global__ void add_narrowed_kernel(T* __restrict__ y, const accum_t<T>* __restrict__ x, idx n) {
+  using A = accum_t<T>;
+  for (idx i = blockIdx.x * idx(blockDim.x) + threadIdx.x; i < n; i += idx(gridDim.x) * blockDim.x)
+    y[i] = T(A(y[i]) + x[i]);
 }
 
 // One CUDA block per reduction block: each thread sums a strided share in double, then the fixed
@@ -139,6 +156,21 @@ void axpy(const Exec& ex, T* y, const T* x, idx n, T alpha) {
 }
 
 template <typename T>
+void copy_widened(const Exec& ex, accum_t<T>* acc, const T* x, idx n) {
+  launch_over<kThreads>(ex, n, widen_kernel<T, false>, acc, x, n);
+}
+
+template <typename T>
+void add_widened(const Exec& ex, accum_t<T>* acc, const T* x, idx n) {
+  launch_over<kThreads>(ex, n, widen_kernel<T, true>, acc, x, n);
+}
+
+template <typename T>
+void add_narrowed(const Exec& ex, T* y, const accum_t<T>* x, idx n) {
+  launch_over<kThreads>(ex, n, add_narrowed_kernel<T>, y, x, n);
+}
+
+template <typename T>
 double sum_of_squares(const Exec& ex, const T* x, idx n) {
   if (n <= 0) return 0.0;
   const idx blocks = (n + kReduceBlock - 1) / kReduceBlock;
@@ -173,12 +205,15 @@ idx count_targets(const Exec& ex, const std::int32_t* targets, idx N) {
   return static_cast<idx>(host);
 }
 
-#define NEXUS_INSTANTIATE(T)                                    \
-  template void fill_constant<T>(const Exec&, T*, idx, T);      \
-  template void copy_values<T>(const Exec&, T*, const T*, idx); \
-  template void scale_inplace<T>(const Exec&, T*, idx, T);      \
-  template void axpy<T>(const Exec&, T*, const T*, idx, T);     \
-  template double sum_of_squares<T>(const Exec&, const T*, idx); \
+#define NEXUS_INSTANTIATE(T)                                              \
+  template void fill_constant<T>(const Exec&, T*, idx, T);                \
+  template void copy_values<T>(const Exec&, T*, const T*, idx);           \
+  template void scale_inplace<T>(const Exec&, T*, idx, T);                \
+  template void axpy<T>(const Exec&, T*, const T*, idx, T);               \
+  template void copy_widened<T>(const Exec&, accum_t<T>*, const T*, idx); \
+  template void add_widened<T>(const Exec&, accum_t<T>*, const T*, idx);  \
+  template void add_narrowed<T>(const Exec&, T*, const accum_t<T>*, idx); \
+  template double sum_of_squares<T>(const Exec&, const T*, idx);          \
   template bool all_finite<T>(const Exec&, const T*, idx);
 NEXUS_INSTANTIATE(float)
 NEXUS_INSTANTIATE(double)

@@ -1,5 +1,5 @@
-// The whole-buffer ops (fills, copies, scale, axpy, strided copies, the gradient reductions,
-// counting targets) against plain loops written here, and the dispatch layer's refusal of a device
+// The whole-buffer ops (fills, copies, scale, axpy, the widened and narrowed adds, strided copies,
+// the gradient reductions, counting targets) against plain loops written here, and the dispatch layer's refusal of a device
 // this build has no backend for.
 #include <gtest/gtest.h>
 
@@ -44,6 +44,28 @@ TEST(BufferOps, FillCopyScaleAxpyMatchPlainLoops) {
     for (std::size_t i = 0; i < un; ++i) ASSERT_NEAR(yd[i], want[i], 1e-15) << "n = " << n << " i = " << i;
   }
 }
+
+// Where accum_t<T> = T (all the CPU computes), the widened and narrowed adds are plain copies and
+// adds: the same bits as copy_values and y[i] += x[i], whatever the values.
+template <typename T>
+void widened_and_narrowed_adds_are_plain_adds() {
+  for (idx n : kSizes) {
+    const std::size_t un = std::size_t(n);
+    const std::vector<T> x = random_vector<T>(un, 10), y = random_vector<T>(un, 11, -1e3, 1e3);
+    std::vector<T> acc(un, T(7)), want = y;
+    copy_widened(Exec{}, acc.data(), x.data(), n);
+    EXPECT_EQ(acc, x) << "copy_widened n = " << n;
+    acc = y;
+    add_widened(Exec{}, acc.data(), x.data(), n);
+    for (std::size_t i = 0; i < un; ++i) want[i] += x[i];
+    EXPECT_EQ(acc, want) << "add_widened n = " << n;
+    std::vector<T> narrowed = y;
+    add_narrowed(Exec{}, narrowed.data(), x.data(), n);
+    EXPECT_EQ(narrowed, want) << "add_narrowed n = " << n;
+  }
+}
+TEST(BufferOps, WidenedAndNarrowedAddsArePlainAddsInFloat) { widened_and_narrowed_adds_are_plain_adds<float>(); }
+TEST(BufferOps, WidenedAndNarrowedAddsArePlainAddsInDouble) { widened_and_narrowed_adds_are_plain_adds<double>(); }
 
 TEST(BufferOps, StridedCopyAndAddVisitExactlyTheView) {
   // dst [3, 4, 10] read as a view of [3 x 2 x 5] at row stride 10, plane stride 40, from a src

@@ -44,6 +44,10 @@ TEST(RouteBf16, TheCpuRefusesBf16DataNamingTheOpAndTouchesNothing) {
     adamw_update(Exec{}, acc.data(), x.data(), static_cast<const float*>(acc.data()), acc.data(), acc.data(), idx(4),
                  AdamWCoefficients{});
   });
+  // The mixed-precision adds: bf16 on one side only, fp32 on the other.
+  expect_bf16_refusal("add_widened", [&] { add_widened(Exec{}, acc.data(), cx, idx(4)); });
+  expect_bf16_refusal("add_narrowed",
+                      [&] { add_narrowed(Exec{}, x.data(), static_cast<const float*>(acc.data()), idx(4)); });
   for (const bf16 v : x) EXPECT_EQ(float(v), 1.0f);
   for (const bf16 v : y) EXPECT_EQ(float(v), 2.0f);
   EXPECT_EQ(acc, std::vector<float>(4, 3.0f));
