@@ -397,6 +397,8 @@ NcclDataPlane::NcclDataPlane(const Communicator& group, Exec ex, std::chrono::se
     throw std::invalid_argument("NcclDataPlane: " + s.who + ": a timeout of " + std::to_string(timeout.count()) +
                                 " s; expected at least 1 s");
 
+  // Read by NCCL as it initialises (ncclGetUniqueId or the first communicator); see the header.
+  setenv("NCCL_LAUNCH_ORDER_IMPLICIT", "1", /*overwrite=*/0);
   // Every rank takes part in the broadcast and the agreement whatever failed before them, so a
   // failure on one rank is an exception on all, not a hang in the others' broadcast.
   ncclUniqueId id{};

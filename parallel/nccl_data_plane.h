@@ -17,6 +17,12 @@
 // streams; kernels the caller enqueues on its stream after wait() are ordered after the transfer,
 // and freeing a buffer after wait() is safe (cudaFree synchronizes the device). The same holds for
 // a Request destroyed unwaited: its destructor's wait() orders the caller's stream after it.
+// Several planes (the world's delta buckets, a cp group's ring and halo traffic) run at once on
+// one GPU, each on its own stream. NCCL kernels block until their peers arrive, so two
+// communicators whose kernels the GPU schedules in different orders on two ranks can deadlock;
+// every rank issues its operations in the same program order, and NCCL_LAUNCH_ORDER_IMPLICIT=1
+// (NCCL >= 2.26) makes NCCL order the kernels of different communicators on a device by that host
+// order. The plane sets it before the first communicator is made, unless the environment sets it.
 // The `done` events come from a pool that grows to the most operations ever in flight (about one
 // per delta bucket of a step) and is reused, so a step creates no event.
 //
