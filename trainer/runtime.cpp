@@ -64,6 +64,7 @@ MemoryAvailable device_memory_available(const Exec& ex) {
 #if NEXUS_HAS_CUDA
   if (ex.device == Device::cuda) return MemoryAvailable{cuda::free_device_bytes(), "the GPU's free memory (cudaMemGetInfo)"};
 #endif
+  (void)ex;
   return available_memory();
 }
 

@@ -34,8 +34,9 @@ bool launcher_gone();
 // failpoint(<name>), as a crash or `kill -9` would; with <name>:pause it announces
 // "failpoint <name>: pausing" on stderr and waits (up to 60 s) for a signal to end it. Points:
 // "checkpoint_write" (the temporary file half written: tensors, no metadata yet),
-// "checkpoint_after_rename" (a step file is in place, `latest` not yet rewritten) and
-// "train_setup" (before the model is built). No-op when the variable does not name `name`.
+// "checkpoint_after_rename" (a step file is in place, `latest` not yet rewritten),
+// "train_setup" (before the model is built) and "delta_reduction" (a step's backward done, its
+// last delta all-reduce not yet posted: the peers wait for this rank there). No-op when the variable does not name `name`.
 void failpoint(const char* name);
 
 }  // namespace nexus

@@ -124,6 +124,7 @@ StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedD
   const bool summed_here = overlap || (!optimizer.sharded() && world.size() > 1);
   // Timed on the compute stream: on a GPU the host only enqueues the wait (NCCL plane), and what
   // is exposed is the time the stream stalls until the reduction's last bucket has landed.
+  failpoint("delta_reduction");  // a rank that stops here leaves its peers waiting in the reduction
   comm_timer.start();
   if (overlap)
     overlap->finish();

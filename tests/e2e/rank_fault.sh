@@ -14,7 +14,8 @@
 #   usage: rank_fault.sh NEXUS_BINARY SOURCE_DIR [cpu|cuda]
 # cuda (labels gpu and mpi): exits 77 without a GPU or CUDA build; with one GPU both ranks share it
 # over the staged data plane (NCCL refuses two ranks on one GPU), with 2+ GPUs the cases run over
-# staged and again over NCCL. It prints which variants ran and which could not.
+# staged and again over NCCL, plus a hung (not dead) rank that only NCCL's watchdog can end
+# (parallel.nccl_timeout_s). It prints which variants ran and which could not.
 set -uo pipefail
 nexus=$1
 src=$2
@@ -153,6 +154,35 @@ variant() {
   resumes "$label dp 2 after the kill inside the write" "$dir"
 }
 
+# A rank that hangs rather than dies (rank 1 stops before a step's last delta all-reduce, as a rank
+# stuck in I/O would): NCCL sees no error, so the watchdog's timeout must end the job, on rank 0
+# with one line naming the rank and the NCCL call, within the timeout (5 s here) and a few seconds.
+hung_rank() {
+  local name="nccl hung rank" dir="$work/nccl_hung" log="$work/nccl_hung.log"
+  local start=$(date +%s%N) status=0
+  mpirun --oversubscribe --bind-to none -np 2 bash -c \
+    '[ "${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-0}}" = 1 ] && export NEXUS_FAILPOINT=delta_reduction:pause; exec "$0" "$@"' \
+    "$nexus" train --config "$tiny" --runtime.device=cuda --parallel.transport=nccl --parallel.nccl_timeout_s=5 \
+    --train.steps=20 --train.eval_every=0 --checkpoint.every=0 --train.out_dir="$dir" >"$log" 2>&1 &
+  launcher=$!
+  wait_for "$launcher" 90 false
+  local elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+  if gone "$launcher"; then
+    wait "$launcher" || status=$?
+    launcher=""
+  else
+    status=timeout
+    stop_job
+  fi
+  echo "$name: the launcher exited with status $status after $elapsed_ms ms (from the start)"
+  if [ "$status" != 0 ] && [ "$status" != timeout ] && grep -q "NCCL" "$log" && grep -qi "rank 0" "$log"; then
+    pass "$name: the watchdog ended the job (status $status): $(grep -m1 NCCL "$log")"
+  else
+    fail "$name: status $status; expected a non-zero exit and the watchdog's line naming rank 0 and the NCCL call"
+    tail -20 "$log"
+  fi
+}
+
 if [ "$device" = cpu ]; then
   variant cpu
   echo "ran: cpu (MPI)"
@@ -167,7 +197,8 @@ else
     not_run="nccl: this build has no NCCL"
   else
     variant nccl --parallel.transport=nccl
-    ran="$ran, nccl (2 GPUs)"
+    hung_rank
+    ran="$ran, nccl (2 GPUs), nccl hung rank"
   fi
   echo "ran: $ran"
   [ -z "$not_run" ] || echo "not run: $not_run"
