@@ -1,7 +1,7 @@
 // The CUDA libraries the backend opens on first use instead of linking: cuBLASLt (matmul.cu) and
 // cuDNN (attention_cudnn.cpp; cuDNN's frontend then opens NVRTC itself). Linked, they are mapped
 // and initialised by every run of a CUDA build, a CPU run included, where cuBLASLt alone keeps
-// about 120 MiB resident (bench/results/2026-12-07-cpu-run-cuda-build-memory.md). Each user keeps
+// about 200 MiB resident (bench/results/2026-12-07-cpu-run-cuda-build-memory.md). Each user keeps
 // its library in a function-local static made on its first call, so only a run that reaches that
 // CUDA op opens it; once open, the library and the calls into it are the ones linking would give.
 #pragma once
