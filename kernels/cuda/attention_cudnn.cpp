@@ -10,6 +10,11 @@
 //
 // Host code only (compiled by the C++ compiler): the transposes and the adds are the backend's
 // copy_strided and add_strided.
+//
+// cuDNN is opened on the first call, not linked (kernels/cuda/lazy_library.h): this file is
+// compiled with the frontend's NV_CUDNN_FRONTEND_USE_DYNAMIC_LOADING (kernels/CMakeLists.txt), so
+// the frontend calls cuDNN through cudnn_frontend::cudnn_dlhandle, and opens the CUDA runtime and
+// NVRTC (which a few of its engines compile with) itself.
 #include "kernels/cuda/attention_cudnn.h"
 
 #include <cuda_runtime.h>
@@ -18,6 +23,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -28,7 +34,12 @@
 #include <utility>
 
 #include "kernels/cuda/backend.h"
+#include "kernels/cuda/lazy_library.h"
 #include "kernels/cuda/scratch.cuh"
+
+namespace cudnn_frontend {
+void* cudnn_dlhandle = nullptr;  // the cuDNN the frontend calls: set by open_cudnn
+}
 
 namespace nexus::cuda {
 
@@ -50,8 +61,9 @@ void check(cudaError_t e, const char* call) {
 }
 void check(cudnnStatus_t e, const char* call) {
   if (e != CUDNN_STATUS_SUCCESS)
-    throw std::runtime_error(std::string("cuDNN error in ") + call + ": " + cudnnGetErrorString(e));
+    throw std::runtime_error(std::string("cuDNN error in ") + call + ": " + fe::detail::get_error_string(e));
 }
+
 void check(fe::error_t e, const char* direction, const char* stage, const AttentionShape& s) {
   if (e.is_bad())
     throw std::runtime_error(std::string("cuDNN attention ") + direction + " (" + describe(s) + "): " + stage +
@@ -148,9 +160,21 @@ struct StreamContext {
   std::map<GraphKey, BuiltGraph> graphs;
 };
 
+// Opens cuDNN for the frontend, once. The frontend opens the CUDA runtime by its own list of
+// names (libcudart.so.12 first); naming ours keeps it on the runtime this process is linked with
+// (unless the user named one).
+void open_cudnn() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    setenv("CUDNN_FRONTEND_CUDART_LIB_NAME", ("libcudart.so." + std::to_string(CUDART_VERSION / 1000)).c_str(), 0);
+    fe::cudnn_dlhandle = DynamicLibrary("libcudnn.so." + std::to_string(CUDNN_MAJOR)).handle;
+  });
+}
+
 // The graph of (direction, shape) on ex's device and stream, built on first use; the handle to run
 // it with. Handles and graphs live as long as the process, like the other backend caches.
 std::pair<cudnnHandle_t, const BuiltGraph*> graph_for(const Exec& ex, bool backward, const AttentionShape& s) {
+  open_cudnn();
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   static std::mutex mutex;
@@ -159,8 +183,8 @@ std::pair<cudnnHandle_t, const BuiltGraph*> graph_for(const Exec& ex, bool backw
   StreamContext& c = contexts[{device, ex.stream}];
   if (!c.handle) {
     cudnnHandle_t h = nullptr;
-    check(cudnnCreate(&h), "cudnnCreate");
-    check(cudnnSetStream(h, static_cast<cudaStream_t>(ex.stream)), "cudnnSetStream");
+    check(fe::detail::create_handle(&h), "cudnnCreate");
+    check(fe::detail::set_stream(h, static_cast<cudaStream_t>(ex.stream)), "cudnnSetStream");
     c.handle = h;
   }
   const GraphKey key{backward, s.B, s.Tq, s.Tk, s.n_heads, s.n_kv_heads, s.head_dim, s.causal};

@@ -14,6 +14,7 @@
 
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/lazy_library.h"
 #include "kernels/cuda/scratch.cuh"
 
 namespace nexus::cuda {
@@ -44,11 +45,31 @@ void check_lt(cublasStatus_t status, const char* call) {
 }
 #define NEXUS_LT_CHECK(call) check_lt((call), #call)
 
+// cuBLASLt's entry points, opened on the first GEMM (kernels/cuda/lazy_library.h).
+struct CublasLt {
+  DynamicLibrary library{"libcublasLt.so." + std::to_string(CUBLAS_VER_MAJOR)};
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtCreate);
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtMatmulDescCreate);
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtMatmulDescDestroy);
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtMatmulDescSetAttribute);
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtMatrixLayoutCreate);
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtMatrixLayoutDestroy);
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtMatmulPreferenceCreate);
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtMatmulPreferenceDestroy);
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtMatmulPreferenceSetAttribute);
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtMatmulAlgoGetHeuristic);
+  NEXUS_LIBRARY_FUNCTION(library, cublasLtMatmul);
+};
+const CublasLt& lt() {
+  static const CublasLt api;
+  return api;
+}
+
 // One handle for the process (cuBLASLt handles are not tied to a stream), made on first use.
 cublasLtHandle_t lt_handle() {
   static std::once_flag once;
   static cublasLtHandle_t handle = nullptr;
-  std::call_once(once, [] { NEXUS_LT_CHECK(cublasLtCreate(&handle)); });
+  std::call_once(once, [] { NEXUS_LT_CHECK(lt().cublasLtCreate(&handle)); });
   return handle;
 }
 
@@ -79,9 +100,9 @@ struct Layout {
   cublasLtMatrixLayout_t desc = nullptr;
   // A column-major rows x cols matrix with leading dimension ld.
   Layout(cudaDataType_t type, idx rows, idx cols, idx ld) {
-    NEXUS_LT_CHECK(cublasLtMatrixLayoutCreate(&desc, type, std::uint64_t(rows), std::uint64_t(cols), ld));
+    NEXUS_LT_CHECK(lt().cublasLtMatrixLayoutCreate(&desc, type, std::uint64_t(rows), std::uint64_t(cols), ld));
   }
-  ~Layout() { cublasLtMatrixLayoutDestroy(desc); }
+  ~Layout() { lt().cublasLtMatrixLayoutDestroy(desc); }
   Layout(const Layout&) = delete;
   Layout& operator=(const Layout&) = delete;
 };
@@ -95,37 +116,37 @@ void gemm(const Exec& ex, bool trans_a, bool trans_b, idx m, idx n, idx k, const
   using Scale = std::conditional_t<std::is_same_v<T, double>, double, float>;
   const Scale alpha = 1, beta = accumulate ? 1 : 0;
   cublasLtMatmulDesc_t op = nullptr;
-  NEXUS_LT_CHECK(cublasLtMatmulDescCreate(&op, GemmTypes<T>::compute, GemmTypes<T>::scale));
+  NEXUS_LT_CHECK(lt().cublasLtMatmulDescCreate(&op, GemmTypes<T>::compute, GemmTypes<T>::scale));
   struct OpGuard {
     cublasLtMatmulDesc_t d;
-    ~OpGuard() { cublasLtMatmulDescDestroy(d); }
+    ~OpGuard() { lt().cublasLtMatmulDescDestroy(d); }
   } op_guard{op};
   const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  NEXUS_LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  NEXUS_LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  NEXUS_LT_CHECK(lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  NEXUS_LT_CHECK(lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   // The layouts describe the matrices as stored (before op).
   const Layout la(data_type<T>(), trans_a ? k : m, trans_a ? m : k, lda);
   const Layout lb(data_type<T>(), trans_b ? n : k, trans_b ? k : n, ldb);
   const Layout lc(data_type<Out>(), m, n, ldc);
   cublasLtMatmulPreference_t pref = nullptr;
-  NEXUS_LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  NEXUS_LT_CHECK(lt().cublasLtMatmulPreferenceCreate(&pref));
   struct PrefGuard {
     cublasLtMatmulPreference_t p;
-    ~PrefGuard() { cublasLtMatmulPreferenceDestroy(p); }
+    ~PrefGuard() { lt().cublasLtMatmulPreferenceDestroy(p); }
   } pref_guard{pref};
   const std::size_t workspace_bytes = kWorkspaceBytes;
-  NEXUS_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                      &workspace_bytes, sizeof workspace_bytes));
+  NEXUS_LT_CHECK(lt().cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                            &workspace_bytes, sizeof workspace_bytes));
   cublasLtMatmulHeuristicResult_t best{};
   int found = 0;
-  NEXUS_LT_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_handle(), op, la.desc, lb.desc, lc.desc, lc.desc, pref, 1, &best,
-                                                &found));
+  NEXUS_LT_CHECK(lt().cublasLtMatmulAlgoGetHeuristic(lt_handle(), op, la.desc, lb.desc, lc.desc, lc.desc, pref, 1,
+                                                      &best, &found));
   if (found == 0)
     throw std::runtime_error("cuBLASLt has no algorithm for a " + std::to_string(m) + " x " + std::to_string(n) +
                              " x " + std::to_string(k) + " GEMM of these types");
   void* workspace = stream_scratch(ex, Scratch::gemm_workspace, workspace_bytes);
-  NEXUS_LT_CHECK(cublasLtMatmul(lt_handle(), op, &alpha, a, la.desc, b, lb.desc, &beta, c, lc.desc, c, lc.desc,
-                                &best.algo, workspace, workspace_bytes, stream_of(ex)));
+  NEXUS_LT_CHECK(lt().cublasLtMatmul(lt_handle(), op, &alpha, a, la.desc, b, lb.desc, &beta, c, lc.desc, c,
+                                      lc.desc, &best.algo, workspace, workspace_bytes, stream_of(ex)));
 }
 
 }  // namespace
