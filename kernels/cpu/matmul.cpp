@@ -18,11 +18,21 @@ inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, idx m, idx n, idx k, co
   cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
 
+// y[m] = A[m,n] x[n], row-major.
+inline void gemv(idx m, idx n, const float* a, const float* x, float* y) {
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, int(m), int(n), 1.0f, a, int(n), x, 1, 0.0f, y, 1);
+}
+inline void gemv(idx m, idx n, const double* a, const double* x, double* y) {
+  cblas_dgemv(CblasRowMajor, CblasNoTrans, int(m), int(n), 1.0, a, int(n), x, 1, 0.0, y, 1);
+}
+
 }  // namespace
 
 template <typename T>
 void matmul_forward(const Exec&, T* out, const T* inp, const T* weight, idx N, idx I, idx O) {
-  // out[N,O] = inp[N,I] @ weight[O,I]^T
+  // out[N,O] = inp[N,I] @ weight[O,I]^T. One row (a decode step of one sequence) is a
+  // matrix-vector product: GEMM would pack the whole weight matrix for a single output row.
+  if (N == 1) return gemv(O, I, weight, inp, out);
   gemm(CblasNoTrans, CblasTrans, N, O, I, inp, I, weight, I, T(0), out, O);
 }
 
