@@ -100,8 +100,8 @@ struct StepOutcome {
 };
 template <typename T>
 StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedDeltaReduction* overlap,
-                       StreamTimer& comm_timer, DataLoader& data, LocalBatch& local, Batch& batch, idx grad_accum, const DataPlane& world,
-                       const Communicator& control, double grad_clip, double lr, idx step) {
+                       StreamTimer& comm_timer, DataLoader& data, LocalBatch& local, Batch& batch, idx grad_accum,
+                       const DataPlane& world, const Communicator& control, double grad_clip, double lr, idx step) {
   model.zero_deltas();
   double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
   if (overlap) overlap->begin();
@@ -254,69 +254,82 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
   LocalBatch local(layout.cp, mesh.cp_rank());
   idx bad_in_a_row = 0;
   const idx n = model.num_params();
-  for (idx step = st.step; step < t.steps; ++step) {
-    // Agreeing on the stop costs one tiny all-reduce, and keeps ranks from diverging on it.
-    if (!comm.all(stop_signal() == 0)) {
-      result.stop_signal = int(comm.max(double(stop_signal())));
-      log.note("stop requested by signal " + std::to_string(result.stop_signal) + ": stopping after step " +
-               std::to_string(step));
-      // A preempted run keeps its progress whatever checkpoint.every says.
-      if (checkpoints.unsaved(st)) result.last_checkpoint = checkpoints.save(st, model, optimizer, train_data);
-      break;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    const double lr = learning_rate(schedule, step);
-    const StepOutcome out = train_step(model, optimizer, overlap.get(), comm_timer, train_data, local, batch, layout.grad_accum,
-                                       mesh.world_data(), mesh.world(), o.optim.grad_clip, lr, step);
-    const double loss = out.loss, grad_norm = out.grad_norm;
-    if (out.applied) {
-      bad_in_a_row = 0;
-    } else {
-      ++result.bad_steps;
-      ++st.bad_steps;
-      log.note("step " + std::to_string(step + 1) + ": non-finite loss " + std::to_string(loss) +
-               " or gradient norm " + std::to_string(grad_norm) + ", step skipped");
-      if (++bad_in_a_row >= t.max_bad_steps)
-        throw std::runtime_error(std::to_string(bad_in_a_row) + " non-finite steps in a row (train.max_bad_steps = " +
-                                 std::to_string(t.max_bad_steps) + "); lower optim.lr or check the data");
-    }
-    result.losses.push_back(loss);
-    result.steps_done = step + 1;
-    st.step = step + 1;
-    st.tokens_seen += layout.global_batch * t.seq_len;
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // On a GPU an error must end the job before this scope unwinds: unwinding frees device memory
+  // (cudaFree waits for the whole GPU) and destroys transfers in flight, and either can wait on an
+  // NCCL kernel whose peer never comes, so the job would end only at the watchdog's timeout, with
+  // its line instead of this error. Configuration errors are the same on every rank (main reports
+  // them once and every rank unwinds together).
+  try {
+    for (idx step = st.step; step < t.steps; ++step) {
+      // Agreeing on the stop costs one tiny all-reduce, and keeps ranks from diverging on it.
+      if (!comm.all(stop_signal() == 0)) {
+        result.stop_signal = int(comm.max(double(stop_signal())));
+        log.note("stop requested by signal " + std::to_string(result.stop_signal) + ": stopping after step " +
+                 std::to_string(step));
+        // A preempted run keeps its progress whatever checkpoint.every says.
+        if (checkpoints.unsaved(st)) result.last_checkpoint = checkpoints.save(st, model, optimizer, train_data);
+        break;
+      }
+      const auto start = std::chrono::steady_clock::now();
+      const double lr = learning_rate(schedule, step);
+      const StepOutcome out = train_step(model, optimizer, overlap.get(), comm_timer, train_data, local, batch,
+                                         layout.grad_accum, mesh.world_data(), mesh.world(), o.optim.grad_clip, lr,
+                                         step);
+      const double loss = out.loss, grad_norm = out.grad_norm;
+      if (out.applied) {
+        bad_in_a_row = 0;
+      } else {
+        ++result.bad_steps;
+        ++st.bad_steps;
+        log.note("step " + std::to_string(step + 1) + ": non-finite loss " + std::to_string(loss) +
+                 " or gradient norm " + std::to_string(grad_norm) + ", step skipped");
+        if (++bad_in_a_row >= t.max_bad_steps)
+          throw std::runtime_error(std::to_string(bad_in_a_row) + " non-finite steps in a row (train.max_bad_steps = " +
+                                   std::to_string(t.max_bad_steps) + "); lower optim.lr or check the data");
+      }
+      result.losses.push_back(loss);
+      result.steps_done = step + 1;
+      st.step = step + 1;
+      st.tokens_seen += layout.global_batch * t.seq_len;
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-    const bool exiting = t.exit_after > 0 && step + 1 - result.first_step >= t.exit_after;
-    const bool last = step + 1 == t.steps || exiting;
-    if (t.log_every > 0 && ((step + 1) % t.log_every == 0 || step == 0 || last)) {
-      StepMetrics m;
-      m.step = step + 1;
-      m.total_steps = t.steps;
-      m.loss = loss;
-      m.lr = lr;
-      m.grad_norm = grad_norm;
-      m.ms = 1e3 * seconds;
-      m.tokens_per_s = double(layout.global_batch * t.seq_len) / seconds;
-      m.mfu = train_flops_per_token * m.tokens_per_s / (peak_gflops * 1e9);
-      m.peak_mem_mib = comm.max(peak_rss_mib());
-      m.peak_device_mib = comm.max(device_peak_mib(ex));
-      m.comm_wait_ms = comm.max(1e3 * out.comm_wait_s);
-      m.bad_steps = result.bad_steps;
-      log.step(m);
+      const bool exiting = t.exit_after > 0 && step + 1 - result.first_step >= t.exit_after;
+      const bool last = step + 1 == t.steps || exiting;
+      if (t.log_every > 0 && ((step + 1) % t.log_every == 0 || step == 0 || last)) {
+        StepMetrics m;
+        m.step = step + 1;
+        m.total_steps = t.steps;
+        m.loss = loss;
+        m.lr = lr;
+        m.grad_norm = grad_norm;
+        m.ms = 1e3 * seconds;
+        m.tokens_per_s = double(layout.global_batch * t.seq_len) / seconds;
+        m.mfu = train_flops_per_token * m.tokens_per_s / (peak_gflops * 1e9);
+        m.peak_mem_mib = comm.max(peak_rss_mib());
+        m.peak_device_mib = comm.max(device_peak_mib(ex));
+        m.comm_wait_ms = comm.max(1e3 * out.comm_wait_s);
+        m.bad_steps = result.bad_steps;
+        log.step(m);
+      }
+      if (evals.due(step + 1, last)) {
+        const Evaluation e = evals.run(model, local, comm);
+        result.eval_loss = e.loss;
+        result.eval_accuracy = e.accuracy;
+        log.eval(step + 1, e.loss, e.accuracy);
+      }
+      if (checkpoints.due(step + 1, last, exiting))
+        result.last_checkpoint = checkpoints.save(st, model, optimizer, train_data);
+      if (exiting) {
+        log.note("train.exit_after = " + std::to_string(t.exit_after) + " steps reached: stopping at step " +
+                 std::to_string(step + 1) + " of " + std::to_string(t.steps));
+        break;
+      }
     }
-    if (evals.due(step + 1, last)) {
-      const Evaluation e = evals.run(model, local, comm);
-      result.eval_loss = e.loss;
-      result.eval_accuracy = e.accuracy;
-      log.eval(step + 1, e.loss, e.accuracy);
-    }
-    if (checkpoints.due(step + 1, last, exiting))
-      result.last_checkpoint = checkpoints.save(st, model, optimizer, train_data);
-    if (exiting) {
-      log.note("train.exit_after = " + std::to_string(t.exit_after) + " steps reached: stopping at step " +
-               std::to_string(step + 1) + " of " + std::to_string(t.steps));
-      break;
-    }
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const std::exception& e) {
+    if (ex.device != Device::cpu) comm.abort(e.what(), 1);
+    throw;
   }
   if (final_weights) {  // the compute weights (bf16: the master's rounding), widened to fp32
     const HostMirror<const T> weights(model.exec(), model.params(), n);

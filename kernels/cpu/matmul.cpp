@@ -32,7 +32,7 @@ template <typename T>
 void matmul_forward(const Exec&, T* out, const T* inp, const T* weight, idx N, idx I, idx O) {
   // out[N,O] = inp[N,I] @ weight[O,I]^T. One row (a decode step of one sequence) is a
   // matrix-vector product: GEMM would pack the whole weight matrix for a single output row.
-  if (N == 1) return gemv(O, I, weight, inp, out);
+  if (N == 1 && I > 0) return gemv(O, I, weight, inp, out);  // (BLAS rejects lda = 0)
   gemm(CblasNoTrans, CblasTrans, N, O, I, inp, I, weight, I, T(0), out, O);
 }
 
