@@ -104,7 +104,7 @@ std::string CommWatchdog::check_hooks() {
   const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - oldest.start);
   if (waited <= timeout_) return {};
   return who_ + ": " + oldest.call + " not complete after " + seconds_text(waited) + " (timeout " +
-         seconds_text(timeout_) + "): a peer stopped calling, or died without NCCL noticing";
+         seconds_text(timeout_) + "): a peer stopped calling, or died unnoticed";
 }
 
 }  // namespace nexus

@@ -3,12 +3,16 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "parallel/comm_watchdog.h"
 
 namespace nexus {
 
@@ -21,6 +25,30 @@ void check(int rc, const char* what) {
     MPI_Error_string(rc, msg, &len);
     throw std::runtime_error(std::string(what) + " failed: " + std::string(msg, std::size_t(len)));
   }
+}
+
+// The blocking calls of this process, as Communicator::watch_blocking_calls watches them: one
+// thread makes them, one at a time, so they end in the order they began.
+struct BlockingCalls {
+  std::unique_ptr<CommWatchdog> watchdog;  // set once, before the first watched call
+  std::uint64_t began = 0;                 // the issuing thread's own count
+  std::atomic<std::uint64_t> ended{0};     // read by the watchdog's thread
+};
+BlockingCalls& blocking_calls() {
+  static BlockingCalls calls;
+  return calls;
+}
+
+// One blocking MPI call, `what`, watched while it runs: check(call(), what).
+template <typename Call>
+void blocking(const char* what, Call call) {
+  BlockingCalls& b = blocking_calls();
+  if (!b.watchdog) return check(call(), what);
+  const std::uint64_t id = ++b.began;
+  b.watchdog->launched(id, what);
+  const int rc = call();
+  b.ended.store(id, std::memory_order_release);
+  check(rc, what);
 }
 
 // One request per piece of at most `piece` bytes (MPI counts are int).
@@ -44,7 +72,7 @@ class MpiPending final : public Request::Pending {
   }
   void wait() override {
     if (pieces.empty()) return;
-    check(MPI_Waitall(int(pieces.size()), pieces.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+    blocking("MPI_Waitall", [&] { return MPI_Waitall(int(pieces.size()), pieces.data(), MPI_STATUSES_IGNORE); });
     pieces.clear();
   }
   bool test() override {
@@ -139,13 +167,13 @@ Request Communicator::do_iallreduce_sum(void* data, idx count, DType t) const {
 
 void Communicator::do_allgather(const void* send, void* recv, idx count, DType t) const {
   const int n = mpi_count(count, "all-gather block");
-  check(MPI_Allgather(send, n, mpi_type(t), recv, n, mpi_type(t), comm_), "MPI_Allgather");
+  blocking("MPI_Allgather", [&] { return MPI_Allgather(send, n, mpi_type(t), recv, n, mpi_type(t), comm_); });
 }
 
 void Communicator::do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const {
   const MPI_Datatype type = mpi_sum_type(t, "reduce-scatter");
   const int n = mpi_count(count, "reduce-scatter block");
-  check(MPI_Reduce_scatter_block(send, recv, n, type, MPI_SUM, comm_), "MPI_Reduce_scatter_block");
+  blocking("MPI_Reduce_scatter_block", [&] { return MPI_Reduce_scatter_block(send, recv, n, type, MPI_SUM, comm_); });
 }
 
 Request Communicator::do_isend(const void* data, idx count, DType t, int dest, int tag) const {
@@ -157,23 +185,23 @@ Request Communicator::do_irecv(void* data, idx count, DType t, int source, int t
 }
 
 double Communicator::sum(double value) const {
-  check(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
+  blocking("MPI_Allreduce", [&] { return MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_SUM, comm_); });
   return value;
 }
 
 std::int64_t Communicator::sum(std::int64_t value) const {
-  check(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT64_T, MPI_SUM, comm_), "MPI_Allreduce");
+  blocking("MPI_Allreduce", [&] { return MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT64_T, MPI_SUM, comm_); });
   return value;
 }
 
 double Communicator::max(double value) const {
-  check(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_MAX, comm_), "MPI_Allreduce");
+  blocking("MPI_Allreduce", [&] { return MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_MAX, comm_); });
   return value;
 }
 
 bool Communicator::all(bool ok) const {
   int v = ok ? 1 : 0;
-  check(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_LAND, comm_), "MPI_Allreduce");
+  blocking("MPI_Allreduce", [&] { return MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_LAND, comm_); });
   return v != 0;
 }
 
@@ -182,7 +210,7 @@ void Communicator::broadcast(void* data, std::size_t bytes, int root) const {
   constexpr std::size_t piece = std::size_t(1) << 30;
   auto* p = static_cast<unsigned char*>(data);
   for (std::size_t done = 0; done < bytes; done += piece)
-    check(MPI_Bcast(p + done, int(std::min(piece, bytes - done)), MPI_BYTE, root, comm_), "MPI_Bcast");
+    blocking("MPI_Bcast", [&] { return MPI_Bcast(p + done, int(std::min(piece, bytes - done)), MPI_BYTE, root, comm_); });
 }
 
 Communicator Communicator::split(int color, int key) const {
@@ -224,7 +252,24 @@ Request Communicator::irecv_bytes(void* data, std::size_t bytes, int source, int
   return Request(std::move(pending));
 }
 
-void Communicator::barrier() const { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+void Communicator::barrier() const {
+  blocking("MPI_Barrier", [&] { return MPI_Barrier(comm_); });
+}
+
+void Communicator::watch_blocking_calls(std::chrono::seconds timeout, int rank) {
+  BlockingCalls& b = blocking_calls();
+  b.watchdog.reset();  // between calls (this thread makes them): the old watch simply stops
+  CommWatchdog::Hooks hooks;
+  hooks.complete = [&b](std::uint64_t id) { return id <= b.ended.load(std::memory_order_acquire); };
+  hooks.async_error = [] { return std::string(); };  // MPI reports errors where the call returns
+  hooks.fatal = [](const std::string& message) {
+    std::fprintf(stderr, "nexus: %s\n", message.c_str());
+    std::fflush(stderr);
+    std::_Exit(EXIT_FAILURE);
+  };
+  b.watchdog = std::make_unique<CommWatchdog>("MPI, rank " + std::to_string(rank), timeout, std::move(hooks),
+                                              std::chrono::milliseconds(100));
+}
 
 void Communicator::abort(const std::string& message, int code) const {
   std::fprintf(stderr, "nexus: rank %d: %s\n", rank_, message.c_str());

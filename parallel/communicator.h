@@ -5,6 +5,7 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -70,6 +71,16 @@ class Communicator final : public DataPlane {
 
   // Ends every process of the job with `code` after printing `message` (on this rank's stderr).
   [[noreturn]] void abort(const std::string& message, int code = 1) const;
+
+  // From now on a blocking MPI call of this process (a collective, or the wait for a transfer)
+  // that has not returned after `timeout` ends the process: one line on stderr naming `rank` and
+  // the call, then a non-zero exit, which makes mpirun or srun end the other ranks. A peer that
+  // died ends the job anyway (the launcher notices); this is for a peer that hangs (stuck I/O, a
+  // deadlock), where every other rank would otherwise wait forever. A thread watches
+  // (parallel/comm_watchdog.h, as for NCCL); MPI cannot be interrupted, so ending the process is
+  // the only way out. Call from the thread that makes the MPI calls; a later call replaces the
+  // timeout.
+  static void watch_blocking_calls(std::chrono::seconds timeout, int rank);
 
  private:
   void do_allreduce_sum(void* data, idx count, DType t) const override;

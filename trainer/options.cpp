@@ -105,6 +105,9 @@ void for_each_option(Options& o, F&& f) {
   f("parallel.nccl_timeout_s", o.parallel.nccl_timeout_s,
     "nccl data plane: seconds an operation may stay unfinished (a dead or stuck peer) before the run ends with an "
     "error on this rank");
+  f("parallel.mpi_timeout_s", o.parallel.mpi_timeout_s,
+    "several ranks: seconds one blocking MPI call may wait (a stuck peer; longer than the slowest checkpoint "
+    "write) before the run ends with an error naming the call; 0: wait forever");
   auto& rt = o.runtime;
   f("runtime.device", rt.device, "cpu | cuda");
   f("runtime.dtype", rt.dtype, "fp32 | bf16 (activations and compute weights; bf16 needs runtime.device = cuda)");
@@ -393,6 +396,9 @@ void finalize(RunOptions& o) {
   require(o.parallel.cp > 0, kv("parallel.cp", o.parallel.cp) + " must be positive");
   require(o.parallel.overlap_kib >= 0 && o.parallel.overlap_kib <= (idx(1) << 30),
           kv("parallel.overlap_kib", o.parallel.overlap_kib) + " is out of range: expected 0 (no overlap) to 1073741824");
+  require(o.parallel.mpi_timeout_s >= 0 && o.parallel.mpi_timeout_s <= 604800,
+          kv("parallel.mpi_timeout_s", o.parallel.mpi_timeout_s) +
+              " is out of range: expected 0 (no timeout) to 604800 (one week)");
   require(o.parallel.nccl_timeout_s >= 1 && o.parallel.nccl_timeout_s <= 86400,
           kv("parallel.nccl_timeout_s", o.parallel.nccl_timeout_s) + " is out of range: expected 1 to 86400 (one day)");
   require(o.parallel.zero == 0 || o.parallel.zero == 1,

@@ -110,6 +110,11 @@ struct ParallelOptions {
   // NCCL data plane: how long one operation may stay unfinished before its watchdog ends the run
   // (parallel/nccl_data_plane.h); PyTorch's default NCCL timeout.
   idx nccl_timeout_s = 300;
+  // Several ranks: how long one blocking MPI call (the control plane, the MPI data plane) may wait
+  // before this rank ends the run, naming the call (Communicator::watch_blocking_calls); 0: never.
+  // Long enough for the root's largest checkpoint write, which the others wait out in one call;
+  // gloo's default timeout in PyTorch.
+  idx mpi_timeout_s = 1800;
   bool operator==(const ParallelOptions&) const = default;
 };
 

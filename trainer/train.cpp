@@ -152,6 +152,9 @@ TrainResult train(const RunOptions& o, const Communicator& comm, const std::stri
                   std::vector<float>* final_weights) {
   const BatchLayout layout = batch_layout(o, comm.size());
   const TrainOptions& t = o.train;
+  // A rank that hangs (rather than dies) must not leave the others waiting in MPI forever.
+  if (comm.size() > 1 && o.parallel.mpi_timeout_s > 0)
+    Communicator::watch_blocking_calls(std::chrono::seconds(o.parallel.mpi_timeout_s), comm.rank());
   // cp-inner mesh: ranks [d*cp, (d+1)*cp) share each sequence (neighbours, so one node), and
   // data-parallel replica d reads its own rows of every global batch.
   // A GPU run first makes its node-local GPU current (before any CUDA allocation or stream), then

@@ -14,8 +14,8 @@
 #   usage: rank_fault.sh NEXUS_BINARY SOURCE_DIR [cpu|cuda]
 # cuda (labels gpu and mpi): exits 77 without a GPU or CUDA build; with one GPU both ranks share it
 # over the staged data plane (NCCL refuses two ranks on one GPU), with 2+ GPUs the cases run over
-# staged and again over NCCL, plus a hung (not dead) rank that only NCCL's watchdog can end
-# (parallel.nccl_timeout_s). It prints which variants ran and which could not.
+# staged and again over NCCL, plus a hung (not dead) rank that only a watchdog can end (on the CPU
+# parallel.mpi_timeout_s, on NCCL parallel.nccl_timeout_s). It prints which variants ran and which could not.
 set -uo pipefail
 nexus=$1
 src=$2
@@ -155,15 +155,21 @@ variant() {
 }
 
 # A rank that hangs rather than dies (rank 1 stops before a step's last delta all-reduce, as a rank
-# stuck in I/O would): NCCL sees no error, so the watchdog's timeout must end the job, on rank 0
-# with one line naming the rank and the NCCL call, within the timeout (5 s here) and a few seconds.
+# stuck in I/O would): nothing fails, so a watchdog's timeout must end the job, on rank 0 with one
+# line naming the rank and the blocking call, within the timeout and a few seconds. On the CPU the
+# MPI watch (parallel.mpi_timeout_s), on NCCL the plane's (parallel.nccl_timeout_s).
+#   hung_rank LABEL CALL_PATTERN OPTIONS...
 hung_rank() {
-  local name="nccl hung rank" dir="$work/nccl_hung" log="$work/nccl_hung.log"
+  local name="$1 hung rank" pattern=$2
+  shift 2
+  local slug
+  slug=$(tr -c 'A-Za-z0-9\n' _ <<<"$name")
+  local dir="$work/$slug" log="$work/$slug.log"
   local start=$(date +%s%N) status=0
-  mpirun --oversubscribe --bind-to none -np 2 bash -c \
+  mpirun --oversubscribe --bind-to none -np 2 -x OMP_NUM_THREADS=1 bash -c \
     '[ "${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-0}}" = 1 ] && export NEXUS_FAILPOINT=delta_reduction:pause; exec "$0" "$@"' \
-    "$nexus" train --config "$tiny" --runtime.device=cuda --parallel.transport=nccl --parallel.nccl_timeout_s=5 \
-    --train.steps=20 --train.eval_every=0 --checkpoint.every=0 --train.out_dir="$dir" >"$log" 2>&1 &
+    "$nexus" train --config "$tiny" --runtime.device="$device" --train.steps=20 --train.eval_every=0 \
+    --checkpoint.every=0 --train.out_dir="$dir" "$@" >"$log" 2>&1 &
   launcher=$!
   wait_for "$launcher" 90 false
   local elapsed_ms=$((($(date +%s%N) - start) / 1000000))
@@ -175,17 +181,29 @@ hung_rank() {
     stop_job
   fi
   echo "$name: the launcher exited with status $status after $elapsed_ms ms (from the start)"
-  if [ "$status" != 0 ] && [ "$status" != timeout ] && grep -q "NCCL" "$log" && grep -qi "rank 0" "$log"; then
-    pass "$name: the watchdog ended the job (status $status): $(grep -m1 NCCL "$log")"
+  local line
+  line=$(grep -m1 -E "$pattern" "$log")
+  if [ "$status" != 0 ] && [ "$status" != timeout ] && grep -q "failpoint delta_reduction: pausing" "$log" &&
+    [ -n "$line" ] && grep -q "rank 0" <<<"$line"; then
+    pass "$name: the watchdog ended the job (status $status): $line"
   else
-    fail "$name: status $status; expected a non-zero exit and the watchdog's line naming rank 0 and the NCCL call"
+    fail "$name: status $status; expected a non-zero exit and the watchdog's line naming rank 0 and the call"
     tail -20 "$log"
+  fi
+  local left
+  left=$(pgrep -f -- "--train.out_dir=$dir" | tr '\n' ' ')
+  if [ -z "$left" ]; then
+    pass "$name: no process of the job is left"
+  else
+    fail "$name: processes left: $left"
+    kill -KILL $left 2>/dev/null
   fi
 }
 
 if [ "$device" = cpu ]; then
   variant cpu
-  echo "ran: cpu (MPI)"
+  hung_rank cpu "MPI, rank 0: MPI_[A-Za-z_]+ not complete" --parallel.mpi_timeout_s=3
+  echo "ran: cpu (MPI), cpu hung rank"
 else
   gpus=$(gpu_count)
   variant staged --parallel.transport=staged
@@ -197,7 +215,7 @@ else
     not_run="nccl: this build has no NCCL"
   else
     variant nccl --parallel.transport=nccl
-    hung_rank
+    hung_rank nccl "NCCL data plane, rank 0" --parallel.transport=nccl --parallel.nccl_timeout_s=5
     ran="$ran, nccl (2 GPUs), nccl hung rank"
   fi
   echo "ran: $ran"

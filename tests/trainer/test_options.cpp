@@ -28,7 +28,7 @@ const std::vector<std::string> kAllKeys = {
     "optim.grad_clip", "train.max_bad_steps", "train.eval_every", "train.eval_batches", "train.log_every",
     "train.out_dir", "checkpoint.every", "checkpoint.dir", "checkpoint.keep", "train.exit_after", "data.source",
     "data.path",
-    "data.mqar_pairs", "data.mqar_queries", "data.val_path", "parallel.cp", "parallel.overlap_kib", "parallel.nccl_timeout_s", "parallel.zero", "parallel.transport",
+    "data.mqar_pairs", "data.mqar_queries", "data.val_path", "parallel.cp", "parallel.overlap_kib", "parallel.nccl_timeout_s", "parallel.mpi_timeout_s", "parallel.zero", "parallel.transport",
     "runtime.device",
     "runtime.dtype", "runtime.threads", "train.recompute", "runtime.memory_limit"};
 
