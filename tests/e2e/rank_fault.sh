@@ -37,6 +37,35 @@ stop_job() {
 }
 trap 'stop_job; rm -rf "$work"' EXIT
 
+# job_end LIMIT_S: waits at most LIMIT_S for the running job's launcher to exit; sets `status` (its
+# exit status, or "timeout" after killing the job) and `elapsed_ms` (from the call).
+job_end() {
+  local start
+  start=$(date +%s%N)
+  status=0
+  wait_for "$launcher" "$1" false
+  elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+  if gone "$launcher"; then
+    wait "$launcher" || status=$?
+    launcher=""
+  else
+    status=timeout
+    stop_job
+  fi
+}
+# nothing_left NAME DIR: no process still runs the job that trained into DIR (ranks are reparented
+# when mpirun goes, so look for the run's own option).
+nothing_left() {
+  local left
+  left=$(pgrep -f -- "--train.out_dir=$2" | tr '\n' ' ')
+  if [ -z "$left" ]; then
+    pass "$1: no process of the job is left"
+  else
+    fail "$1: processes left: $left"
+    kill -KILL $left 2>/dev/null
+  fi
+}
+
 step_files() { ls "$1" 2>/dev/null | grep -E '^step_[0-9]+\.h5$' | sort; }
 # The step of a step_*.h5 name, and the newest step of a directory's (empty: none).
 step_of() { sed -nE 's/^step_0*([0-9]+)\.h5$/\1/p' | sed 's/^$/0/'; }
@@ -69,16 +98,8 @@ fault() {
   before=$(step_files "$dir/checkpoints")
   kill -KILL "$victim"
   victim_pid=$victim
-  local start=$(date +%s%N) status=0
-  wait_for "$launcher" 60 false
-  local elapsed_ms=$((($(date +%s%N) - start) / 1000000))
-  if gone "$launcher"; then
-    wait "$launcher" || status=$?
-    launcher=""
-  else
-    status=timeout
-    stop_job
-  fi
+  local status elapsed_ms
+  job_end 60
   echo "$name: rank $kill_rank (pid $victim) killed; the launcher exited with status $status after $elapsed_ms ms"
   if [ "$status" != 0 ] && [ "$status" != timeout ] && ((elapsed_ms <= 30000)); then
     pass "$name: the job ends with status $status, $elapsed_ms ms after the kill"
@@ -86,15 +107,7 @@ fault() {
     fail "$name: the launcher's status $status, $elapsed_ms ms after the kill (expected non-zero within 30 s)"
     tail -20 "$log"
   fi
-  # Ranks are reparented when mpirun goes; look for any process still running this run.
-  local left
-  left=$(pgrep -f -- "--train.out_dir=$dir" | tr '\n' ' ')
-  if [ -z "$left" ]; then
-    pass "$name: no process of the job is left"
-  else
-    fail "$name: processes left: $left"
-    kill -KILL $left 2>/dev/null
-  fi
+  nothing_left "$name" "$dir"
 
   local f bad=0
   for f in $(step_files "$dir/checkpoints"); do
@@ -165,21 +178,13 @@ hung_rank() {
   local slug
   slug=$(tr -c 'A-Za-z0-9\n' _ <<<"$name")
   local dir="$work/$slug" log="$work/$slug.log"
-  local start=$(date +%s%N) status=0
+  local status elapsed_ms
   mpirun --oversubscribe --bind-to none -np 2 -x OMP_NUM_THREADS=1 bash -c \
     '[ "${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-0}}" = 1 ] && export NEXUS_FAILPOINT=delta_reduction:pause; exec "$0" "$@"' \
     "$nexus" train --config "$tiny" --runtime.device="$device" --train.steps=20 --train.eval_every=0 \
     --checkpoint.every=0 --train.out_dir="$dir" "$@" >"$log" 2>&1 &
   launcher=$!
-  wait_for "$launcher" 90 false
-  local elapsed_ms=$((($(date +%s%N) - start) / 1000000))
-  if gone "$launcher"; then
-    wait "$launcher" || status=$?
-    launcher=""
-  else
-    status=timeout
-    stop_job
-  fi
+  job_end 90
   echo "$name: the launcher exited with status $status after $elapsed_ms ms (from the start)"
   local line
   line=$(grep -m1 -E "$pattern" "$log")
@@ -190,14 +195,7 @@ hung_rank() {
     fail "$name: status $status; expected a non-zero exit and the watchdog's line naming rank 0 and the call"
     tail -20 "$log"
   fi
-  local left
-  left=$(pgrep -f -- "--train.out_dir=$dir" | tr '\n' ' ')
-  if [ -z "$left" ]; then
-    pass "$name: no process of the job is left"
-  else
-    fail "$name: processes left: $left"
-    kill -KILL $left 2>/dev/null
-  fi
+  nothing_left "$name" "$dir"
 }
 
 if [ "$device" = cpu ]; then
