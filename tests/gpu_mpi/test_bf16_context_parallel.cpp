@@ -53,6 +53,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_mpi/gpu_world.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/device_memory.h"
 #include "kernels/ops.h"
@@ -69,7 +70,6 @@
 namespace nexus {
 namespace {
 
-const Communicator* g_world = nullptr;
 constexpr Exec kGpu{Device::cuda, nullptr};
 constexpr Exec kCpu{};
 constexpr std::size_t kStaging = 1 << 14;  // smaller than the K/V blocks: they travel in pieces
@@ -123,7 +123,7 @@ std::vector<float> zigzag_rows(const std::vector<float>& full, idx B, idx c, idx
 
 // The inverse over the world: every rank's zigzag rows gathered into the full buffer.
 std::vector<float> gather_full(const std::vector<float>& local, idx B, idx c, idx width) {
-  const Communicator& w = *g_world;
+  const Communicator& w = test::gpu_world();
   const int P = w.size();
   std::vector<float> parts(local.size() * std::size_t(P)), full(parts.size());
   w.allgather(local.data(), idx(local.size()), parts.data());
@@ -149,15 +149,16 @@ double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
 
 // Checks err < tol on this rank and prints the worst over the world (collective).
 void expect_below(double err, double tol, const std::string& what) {
-  EXPECT_LT(err, tol) << what << ", rank " << g_world->rank();
-  const double worst = g_world->max(err);
-  if (g_world->is_root()) std::printf("%-48s worst relative error %.2e (tolerance %.2e)\n", what.c_str(), worst, tol);
+  EXPECT_LT(err, tol) << what << ", rank " << test::gpu_world().rank();
+  const double worst = test::gpu_world().max(err);
+  if (test::gpu_world().is_root())
+    std::printf("%-48s worst relative error %.2e (tolerance %.2e)\n", what.c_str(), worst, tol);
 }
 
 constexpr idx kB = 2, kHq = 4, kHkv = 2, kHd = 64;
 
 void ring_matches_fp32(idx c, const Neighborhood& nb, const std::string& name) {
-  const Communicator& w = *g_world;
+  const Communicator& w = test::gpu_world();
   const StagedDataPlane cp(w, kGpu, kStaging);
   const int P = w.size(), r = w.rank();
   const idx Tf = 2 * P * c, wq = kHq * kHd, wk = kHkv * kHd;
@@ -206,7 +207,7 @@ TEST(Bf16ContextParallel, RingAttentionMatchesFp32OnOneRank) {
 // configuration of tests/mpi/test_mamba_context_parallel.cpp), with per-head decays from ~0.9 to
 // ~0 over one 11-token segment.
 TEST(Bf16ContextParallel, MambaMixerMatchesFp32OnOneRank) {
-  const Communicator& w = *g_world;
+  const Communicator& w = test::gpu_world();
   const StagedDataPlane cp(w, kGpu, kStaging);
   const int P = w.size(), r = w.rank();
   const ModelConfig m = test::small_hybrid({.vocab_size = 8, .d_model = 16, .pattern = "M", .mlp_hidden = 8,
@@ -279,28 +280,3 @@ TEST(Bf16ContextParallel, MambaMixerMatchesFp32OnOneRank) {
 
 }  // namespace
 }  // namespace nexus
-
-int main(int argc, char** argv) {
-  nexus::MpiRuntime mpi(&argc, &argv);
-  const nexus::Communicator world = nexus::Communicator::world();
-  nexus::g_world = &world;
-  ::testing::InitGoogleTest(&argc, argv);
-  const char* why = "";
-  const bool have_gpu = nexus::cuda::visible_devices(&why) > 0;
-  if (!world.all(have_gpu)) {
-    std::printf("SKIPPED (rank %d): %s; bf16 cp needs a GPU on every rank\n", world.rank(),
-                have_gpu ? "another rank sees no CUDA device" : (std::string("no CUDA device visible: ") + why).c_str());
-    return 77;
-  }
-  const nexus::GpuPlacement gpus = nexus::select_local_gpu(world);
-  if (world.is_root())
-    std::printf("bf16 context parallelism: cp %d over the staged data plane, %d GPU(s) visible per rank, at most %d "
-                "rank(s) per GPU\n",
-                world.size(), gpus.visible, gpus.ranks_per_gpu);
-  if (world.rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const bool ok = RUN_ALL_TESTS() == 0;
-  return world.all(ok) ? 0 : 1;
-}

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_mpi/gpu_world.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/device_memory.h"
 #include "parallel/mesh.h"
@@ -29,12 +30,10 @@
 namespace nexus {
 namespace {
 
-const Communicator* g_world = nullptr;
-GpuPlacement g_gpus;
 constexpr Exec kGpu{Device::cuda, nullptr};
 
 void say(const std::string& line) {
-  if (g_world->is_root()) std::printf("%s\n", line.c_str());
+  if (test::gpu_world().is_root()) std::printf("%s\n", line.c_str());
 }
 
 template <typename T>
@@ -123,7 +122,7 @@ void planes_agree(const DataPlane& gpu, const DataPlane& host, const std::string
 }
 
 TEST(GpuDataPlanes, StagedOnGpuBuffersEqualsTheCommunicator) {
-  const Communicator& w = *g_world;
+  const Communicator& w = test::gpu_world();
   const StagedDataPlane staged(w, kGpu, 4096);  // smaller than the largest messages: pieces
   planes_agree<float>(staged, w, "staged world, float");
   planes_agree<double>(staged, w, "staged world, double");
@@ -138,10 +137,11 @@ TEST(GpuDataPlanes, StagedOnGpuBuffersEqualsTheCommunicator) {
 
 #if NEXUS_HAS_NCCL
 TEST(GpuDataPlanes, NcclEqualsTheCommunicator) {
-  const Communicator& w = *g_world;
-  if (g_gpus.ranks_per_gpu > 1) {
-    say("NOT RUN: NCCL over " + std::to_string(w.size()) + " ranks: " + std::to_string(g_gpus.ranks_per_gpu) +
-        " ranks share a GPU (" + std::to_string(g_gpus.visible) +
+  const Communicator& w = test::gpu_world();
+  const GpuPlacement& gpus = test::gpu_placement();
+  if (gpus.ranks_per_gpu > 1) {
+    say("NOT RUN: NCCL over " + std::to_string(w.size()) + " ranks: " + std::to_string(gpus.ranks_per_gpu) +
+        " ranks share a GPU (" + std::to_string(gpus.visible) +
         " visible) and NCCL refuses two ranks on one GPU; needs one GPU per rank. Checked instead: one-rank NCCL "
         "communicators, and the multi-rank GPU path over the staged plane (above).");
     const Communicator alone = Communicator::self();
@@ -173,26 +173,3 @@ TEST(GpuDataPlanes, NcclEqualsTheCommunicator) {
 
 }  // namespace
 }  // namespace nexus
-
-int main(int argc, char** argv) {
-  nexus::MpiRuntime mpi(&argc, &argv);
-  const nexus::Communicator world = nexus::Communicator::world();
-  nexus::g_world = &world;
-  ::testing::InitGoogleTest(&argc, argv);
-  const char* why = "";
-  const bool have_gpu = nexus::cuda::visible_devices(&why) > 0;
-  if (!world.all(have_gpu)) {
-    std::printf("SKIPPED (rank %d): %s; the GPU data planes need a GPU on every rank\n", world.rank(),
-                have_gpu ? "another rank sees no CUDA device" : (std::string("no CUDA device visible: ") + why).c_str());
-    return 77;
-  }
-  nexus::g_gpus = nexus::select_local_gpu(world);
-  nexus::say("GPU data planes: " + std::to_string(world.size()) + " ranks, " + std::to_string(nexus::g_gpus.visible) +
-             " GPU(s) visible per rank, at most " + std::to_string(nexus::g_gpus.ranks_per_gpu) + " rank(s) per GPU");
-  if (world.rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const bool ok = RUN_ALL_TESTS() == 0;
-  return world.all(ok) ? 0 : 1;
-}
