@@ -30,7 +30,7 @@ void check(int rc, const char* what) {
 // The blocking calls of this process, as Communicator::watch_blocking_calls watches them: one
 // thread makes them, one at a time, so they end in the order they began.
 struct BlockingCalls {
-  std::unique_ptr<CommWatchdog> watchdog;  // set once, before the first watched call
+  std::unique_ptr<CommWatchdog> watchdog;  // set (or replaced) by watch_blocking_calls, between calls
   std::uint64_t began = 0;                 // the issuing thread's own count
   std::atomic<std::uint64_t> ended{0};     // read by the watchdog's thread
 };
