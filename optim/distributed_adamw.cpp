@@ -84,8 +84,6 @@ DistributedAdamW::Outcome DistributedAdamW::step_on(T* params, float* master, fl
       local_.step(master, params + shard_.offset, grad, lr);
   };
   Outcome out;
-  if (summed && sharded_)
-    throw std::logic_error("DistributedAdamW::step: summed deltas under zero 1 (its reduce-scatter is the sum)");
   if (!sharded_) {
     if (!summed) group_.allreduce_sum(deltas, n_);
     scale_inplace(ex, deltas, n_, scale);
@@ -96,15 +94,18 @@ DistributedAdamW::Outcome DistributedAdamW::step_on(T* params, float* master, fl
   }
   const idx ranks = group_.size(), block = shard_.block, tail = shard_.tail;
   const bool last = group_.rank() == ranks - 1;
-  float* grad = grad_shard_.data();
   T* params_tail = params + ranks * block;  // [tail], after every rank's equal block
-  // Summed deltas of this rank's block; the tail is summed on every rank (fewer elements than
-  // ranks) and kept by the last.
-  group_.reduce_scatter_sum(deltas, block, grad);
-  if (tail > 0) {
-    float* deltas_tail = deltas + ranks * block;
-    group_.allreduce_sum(deltas_tail, tail);
-    if (last) copy_values(ex, grad + block, deltas_tail, tail);
+  // [shard numel] the summed deltas of this rank's shard: already there (summed: reduce-scattered
+  // bucket by bucket during the backward), or reduce-scattered here -- the tail summed on every
+  // rank (fewer elements than ranks) and kept by the last.
+  float* grad = grad_shard_.data();
+  if (!summed) {
+    group_.reduce_scatter_sum(deltas, block, grad);
+    if (tail > 0) {
+      float* deltas_tail = deltas + ranks * block;
+      group_.allreduce_sum(deltas_tail, tail);
+      if (last) copy_values(ex, grad + block, deltas_tail, tail);
+    }
   }
   scale_inplace(ex, grad, shard_.numel, scale);
   // The global norm from every shard's sum of squares. All-gathered and summed in rank order on

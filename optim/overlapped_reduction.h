@@ -1,16 +1,27 @@
-// The delta all-reduce of zero 0 overlapped with the backward pass (DDP's gradient buckets): the
-// backward of a step's last micro-batch reports each parameter range the moment its deltas are
-// final on this rank, and once at least `bucket_bytes` of contiguous final deltas are waiting they
-// are all-reduced in the background (DataPlane::iallreduce_sum) while the layers below still run
-// their backward. finish() posts what is left (the embedding, last in the backward) and waits: the
-// time spent waiting there is the communication the backward did not hide (exposed time).
+// The delta reduction overlapped with the backward pass (DDP's gradient buckets): the backward of
+// a step's last micro-batch reports each parameter range the moment its deltas are final on this
+// rank, and once at least `bucket_bytes` of contiguous final deltas are waiting they are reduced
+// in the background while the layers below still run their backward. finish() posts what is left
+// (the embedding, last in the backward) and waits: the time spent waiting there is the
+// communication the backward did not hide (exposed time).
+//
+// Two destinations, as the optimizer needs them:
+//   zero 0: each bucket is all-reduced in place (DataPlane::iallreduce_sum), so every rank ends
+//     with the group's sum of every delta.
+//   zero 1: each bucket is reduce-scattered at the ZeRO-1 shard boundaries (flat_shard over the
+//     group, as DistributedAdamW lays out its shards; DataPlane::ireduce_scatter_sum with the
+//     bucket's piece of each shard as that rank's count), so a rank receives the sums of its own
+//     shard into the optimizer's shard buffer, bucket by bucket. Together the buckets move the
+//     bytes of the one reduce-scatter after the backward, but during it (Megatron's distributed
+//     optimizer overlaps its reduce-scatter the same way; its buckets are sharded afresh, these
+//     keep the checkpoint's one flat layout).
 //
 // The backward produces the flat buffer from the top down (the parameter table is [embedding |
 // layer 0 | ... | layer L-1 | final norm | lm_head] and the backward walks it in reverse), so ready
 // ranges arrive in descending, contiguous order and a bucket is always one contiguous slice.
-// Every rank reports the same ranges in the same order, so the all-reduces match across ranks.
-// The sums are those of the one all-reduce over the whole buffer (each element is the same sum of
-// the same ranks' values; with 2 ranks bit for bit, beyond that within the transport's summation
+// Every rank reports the same ranges in the same order, so the collectives match across ranks.
+// The sums are those of one reduction over the whole buffer (each element is the same sum of the
+// same ranks' values; with 2 ranks bit for bit, beyond that within the transport's summation
 // order, as between bucket sizes of the blocking all-reduce).
 #pragma once
 
@@ -23,8 +34,14 @@ namespace nexus {
 
 class OverlappedDeltaReduction {
  public:
-  // Sums deltas[n] over `group` (borrowed, as the buffer).
+  // bucket_bytes 0: no overlap -- ready() posts nothing and finish() reduces the whole buffer (as
+  // one collective where the transport allows), so the time it waits is all of the reduction.
+  // Zero 0: sums deltas[n] over `group` in place on every rank (group and buffer borrowed).
   OverlappedDeltaReduction(const DataPlane& group, float* deltas, idx n, std::size_t bucket_bytes);
+  // Zero 1: this rank receives the sums of its shard, flat_shard(n, group.size(), group.rank()),
+  // into shard_sums[shard numel] (borrowed; DistributedAdamW::shard_sums()); deltas is only read.
+  OverlappedDeltaReduction(const DataPlane& group, float* deltas, idx n, std::size_t bucket_bytes,
+                           float* shard_sums);
 
   // A new step: nothing posted, nothing pending.
   void begin();
@@ -38,12 +55,15 @@ class OverlappedDeltaReduction {
   std::size_t buckets_posted() const { return posted_; }  // in the last step
 
  private:
-  void post(idx begin, idx end);
+  void post(idx begin, idx end);      // in collectives of at most kMaxPost elements
+  void post_one(idx begin, idx end);
 
   const DataPlane& group_;
   float* deltas_;
   idx n_;
   idx bucket_elems_;
+  float* shard_sums_ = nullptr;  // zero 1: [shard numel] this rank's sums; null under zero 0
+  std::vector<idx> counts_;      // zero 1: [group size] one bucket's piece of each rank's shard
   idx pending_begin_ = 0, pending_end_ = 0;  // final, not yet posted: [pending_begin_, pending_end_)
   std::vector<Request> inflight_;
   std::size_t posted_ = 0;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -67,6 +68,7 @@ void post_pieces(std::vector<MPI_Request>& pieces, std::size_t bytes, std::size_
 class MpiPending final : public Request::Pending {
  public:
   std::vector<MPI_Request> pieces;
+  std::vector<int> counts;  // a reduce-scatter's per-rank counts, which MPI reads until completion
   ~MpiPending() override {
     if (!pieces.empty()) MPI_Waitall(int(pieces.size()), pieces.data(), MPI_STATUSES_IGNORE);
   }
@@ -162,6 +164,23 @@ Request Communicator::do_iallreduce_sum(void* data, idx count, DType t) const {
                          &pending->pieces.back()),
           "MPI_Iallreduce");
   }
+  return Request(std::move(pending));
+}
+
+Request Communicator::do_ireduce_scatter_sum(const void* send, std::span<const idx> counts, void* recv,
+                                             DType t) const {
+  const MPI_Datatype type = mpi_sum_type(t, "reduce-scatter");
+  if (size_ == 1) {
+    if (counts[0] > 0) std::memcpy(recv, send, std::size_t(counts[0]) * dtype_bytes(t));
+    return Request();
+  }
+  auto pending = std::make_unique<MpiPending>();
+  // MPI reads the counts until the operation completes: the request keeps them.
+  pending->counts.reserve(counts.size());
+  for (const idx c : counts) pending->counts.push_back(mpi_count(c, "reduce-scatter count"));
+  pending->pieces.push_back(MPI_REQUEST_NULL);
+  check(MPI_Ireduce_scatter(send, recv, pending->counts.data(), type, MPI_SUM, comm_, &pending->pieces.back()),
+        "MPI_Ireduce_scatter");
   return Request(std::move(pending));
 }
 

@@ -443,15 +443,55 @@ void NcclDataPlane::do_allreduce_sum(void* data, idx count, DType t) const {
   });
 }
 
+namespace {
+
+// A collective whose Request's wait() orders the caller's stream after it: the host never waits.
+// (State is the plane's private state, named here by deduction.)
+template <typename StatePtr, typename Launch>
+Request nonblocking_collective(const StatePtr& state, const char* call, Launch launch) {
+  auto batch = std::make_shared<Batch>(&state->events);
+  batch->slot = state->collective(call, launch);
+  batch->launched = true;
+  return Request(std::make_unique<NcclPending>(state, std::move(batch), call));
+}
+
+}  // namespace
+
 Request NcclDataPlane::do_iallreduce_sum(void* data, idx count, DType t) const {
   if (count <= 0) return Request();
-  State& s = *state_;
-  auto batch = std::make_shared<Batch>(&s.events);
-  batch->slot = s.collective("ncclAllReduce", [&] {
+  const State& s = *state_;
+  return nonblocking_collective(state_, "ncclAllReduce", [&] {
     return ncclAllReduce(data, data, std::size_t(count), nccl_type(t), ncclSum, s.comm, s.comm_stream);
   });
-  batch->launched = true;
-  return Request(std::make_unique<NcclPending>(state_, std::move(batch), "ncclAllReduce"));
+}
+
+// NCCL has no reduce-scatter with a count per rank: one reduce per rank that receives something,
+// onto that rank, launched as one group (the same bytes: each piece crosses the ring once).
+Request NcclDataPlane::do_ireduce_scatter_sum(const void* send, std::span<const idx> counts, void* recv,
+                                              DType t) const {
+  idx total = 0;
+  for (const idx c : counts) total += c;
+  if (total == 0) return Request();
+  const State& s = *state_;
+  return nonblocking_collective(state_, "ncclReduce", [&] {
+    // As flush(): the group is closed whatever happens inside it, and an op's failure is the result.
+    const ncclResult_t start = ncclGroupStart();
+    if (start != ncclSuccess && start != ncclInProgress) return start;
+    ncclResult_t first = ncclSuccess;
+    std::size_t offset = 0;  // bytes: rank q's part begins at send + offset
+    for (int q = 0; q < size_; ++q) {
+      const std::size_t n = std::size_t(counts[std::size_t(q)]);
+      if (n > 0) {
+        // recvbuff is written on the root only.
+        const ncclResult_t rc = ncclReduce(static_cast<const unsigned char*>(send) + offset, recv, n, nccl_type(t),
+                                           ncclSum, q, s.comm, s.comm_stream);
+        if (rc != ncclSuccess && rc != ncclInProgress && first == ncclSuccess) first = rc;
+      }
+      offset += n * dtype_bytes(t);
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    return first != ncclSuccess ? first : end;
+  });
 }
 
 void NcclDataPlane::do_allgather(const void* send, void* recv, idx count, DType t) const {

@@ -8,11 +8,12 @@
 //   comm stream:                               [wait ready] NCCL op [record done]
 // so the op reads data the caller's kernels finished writing, and the caller's later kernels see
 // its result. Completion is stream-ordered, never a host wait: a collective returns once it is
-// enqueued and the caller's stream waits for its `done`; iallreduce_sum returns a Request whose
-// wait() does the same (test() asks whether `done` has happened); a point-to-point Request's
-// wait() makes the caller's stream wait for its batch. So the host runs ahead and the GPU
-// overlaps compute with communication. The results are visible to later work on the caller's
-// stream; a host read needs that stream synchronized first (copy_to_host and HostMirror do).
+// enqueued and the caller's stream waits for its `done`; iallreduce_sum and ireduce_scatter_sum
+// return a Request whose wait() does the same (test() asks whether `done` has happened); a
+// point-to-point Request's wait() makes the caller's stream wait for its batch. So the host runs
+// ahead and the GPU overlaps compute with communication. The results are visible to later work
+// on the caller's stream; a host read needs that stream synchronized first (copy_to_host and
+// HostMirror do).
 // Buffers: "untouched until wait() returns" (data_plane.h) means by the host and by other
 // streams; kernels the caller enqueues on its stream after wait() are ordered after the transfer,
 // and freeing a buffer after wait() is safe (cudaFree synchronizes the device). The same holds for
@@ -77,6 +78,8 @@ class NcclDataPlane final : public DataPlane {
  private:
   void do_allreduce_sum(void* data, idx count, DType t) const override;
   Request do_iallreduce_sum(void* data, idx count, DType t) const override;
+  Request do_ireduce_scatter_sum(const void* send, std::span<const idx> counts, void* recv,
+                                 DType t) const override;
   void do_allgather(const void* send, void* recv, idx count, DType t) const override;
   void do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const override;
   Request do_isend(const void* data, idx count, DType t, int dest, int tag) const override;

@@ -122,6 +122,7 @@ StagedDataPlane::StagedDataPlane(const DataPlane& host, Exec ex, std::size_t sta
     : host_(host), ex_(ex), staging_bytes_(staging_bytes) {
   if (staging_bytes == 0) throw std::invalid_argument("StagedDataPlane: a staging buffer of 0 bytes");
   staging_.reset(new unsigned char[staging_bytes]);
+  one_count_.assign(std::size_t(host.size()), 0);
   slabs_ = std::make_shared<SlabPool>();
 }
 
@@ -202,6 +203,36 @@ void StagedDataPlane::do_reduce_scatter_sum(const void* send, void* recv, idx co
       copy_to_device(ex_, r + std::size_t(begin) * elem, host_recv, std::size_t(n) * elem);
     }
   });
+}
+
+// Each rank's part in turn, piece by piece: the piece summed onto that rank alone (a reduce-scatter
+// whose other counts are 0) and copied to recv there.
+Request StagedDataPlane::do_ireduce_scatter_sum(const void* send, std::span<const idx> counts, void* recv,
+                                                DType t) const {
+  idx total = 0;
+  for (const idx c : counts) total += c;
+  if (total == 0) return Request();
+  const std::size_t elem = dtype_bytes(t);
+  const idx piece = piece_count(t, 2, "reduce-scatter");
+  const auto* s = static_cast<const unsigned char*>(send);
+  auto* r = static_cast<unsigned char*>(recv);
+  with_type(t, [&](auto tag) {
+    using T = decltype(tag);
+    T* host_send = reinterpret_cast<T*>(staging_.get());
+    T* host_recv = host_send + piece;
+    idx first = 0;  // rank q's part begins at send[first]
+    for (int q = 0; q < size(); first += counts[std::size_t(q)], ++q) {
+      for (idx begin = 0; begin < counts[std::size_t(q)]; begin += piece) {
+        const idx n = std::min(piece, counts[std::size_t(q)] - begin);
+        copy_to_host(ex_, host_send, s + std::size_t(first + begin) * elem, std::size_t(n) * elem);
+        one_count_[std::size_t(q)] = n;
+        host_.ireduce_scatter_sum(static_cast<const T*>(host_send), one_count_, host_recv).wait();
+        one_count_[std::size_t(q)] = 0;
+        if (q == rank()) copy_to_device(ex_, r + std::size_t(begin) * elem, host_recv, std::size_t(n) * elem);
+      }
+    }
+  });
+  return Request();
 }
 
 Request StagedDataPlane::do_isend(const void* data, idx count, DType t, int dest, int tag) const {

@@ -19,14 +19,16 @@
 // Every rank of the group must use the same staging_bytes: a point-to-point message is a sequence
 // of pieces of that size, matched in order.
 //
-// Completion is on the host: every collective, iallreduce_sum included (the default: the blocking
-// all-reduce, then a complete Request), returns with its result on the device. A non-blocking
+// Completion is on the host: every collective, the non-blocking ones included (blocking, then a
+// complete Request), returns with its result on the device. A non-blocking
 // all-reduce would gain nothing here: the data must reach the host before MPI can move it, and
 // copying it there synchronizes the caller's stream, so the host waits for the compute either way.
 #pragma once
 
 #include <cstddef>
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "parallel/data_plane.h"
 
@@ -56,6 +58,8 @@ class StagedDataPlane final : public DataPlane {
   void do_allreduce_sum(void* data, idx count, DType t) const override;
   void do_allgather(const void* send, void* recv, idx count, DType t) const override;
   void do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const override;
+  Request do_ireduce_scatter_sum(const void* send, std::span<const idx> counts, void* recv,
+                                 DType t) const override;
   Request do_isend(const void* data, idx count, DType t, int dest, int tag) const override;
   Request do_irecv(void* data, idx count, DType t, int source, int tag) const override;
 
@@ -67,6 +71,7 @@ class StagedDataPlane final : public DataPlane {
   Exec ex_;
   std::size_t staging_bytes_;
   std::unique_ptr<unsigned char[]> staging_;  // [staging_bytes_]: the collectives' buffer
+  mutable std::vector<idx> one_count_;         // [size] zeros but one: a reduce-scatter onto one rank
   std::shared_ptr<detail::SlabPool> slabs_;   // point-to-point slabs, shared with requests in flight
 };
 

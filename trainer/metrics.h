@@ -18,7 +18,7 @@ struct StepMetrics {
   double mfu = 0;  // model FLOPs achieved / GEMM peak measured at start
   double peak_mem_mib = 0;     // host: the largest rank's resident-set peak
   double peak_device_mib = 0;  // GPU: the largest rank's device memory peak (0 on the CPU)
-  double comm_wait_ms = 0;     // zero 0 on several ranks: the delta all-reduce's exposed time (the longest rank's)
+  double comm_wait_ms = 0;     // several ranks: the delta reduction's exposed time (the longest rank's)
   idx bad_steps = 0;
 };
 

@@ -100,8 +100,9 @@ void for_each_option(Options& o, F&& f) {
     "data plane: auto | mpi | staged | nccl (auto: mpi on the CPU; on a GPU nccl when built and one rank per GPU, "
     "else staged: host copies around MPI)");
   f("parallel.overlap_kib", o.parallel.overlap_kib,
-    "zero 0: all-reduce the deltas in buckets of this many KiB during the last micro-batch's backward (hides the "
-    "communication behind it); 0: one all-reduce after the backward");
+    "several ranks: reduce the deltas in buckets of this many KiB during the last micro-batch's backward (hides "
+    "the communication behind it; zero 0 all-reduces them, zero 1 reduce-scatters them to the shards); 0: after the "
+    "backward (zero 0 one all-reduce, zero 1 one reduce-scatter)");
   f("parallel.nccl_timeout_s", o.parallel.nccl_timeout_s,
     "nccl data plane: seconds an operation may stay unfinished (a dead or stuck peer) before the run ends with an "
     "error on this rank");

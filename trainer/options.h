@@ -103,8 +103,9 @@ struct ParallelOptions {
   // The data plane (parallel/transport.h): auto | mpi | staged | nccl. auto: mpi on the CPU; on a GPU
   // nccl when built and every rank has its own GPU, else staged (host copies around MPI).
   std::string transport = "auto";
-  // zero 0 on more than one rank: the delta all-reduce runs in buckets of this many KiB while the
-  // last micro-batch's backward still runs (optim/overlapped_reduction.h); 0: after the backward.
+  // More than one rank: the delta reduction (zero 0 all-reduce, zero 1 reduce-scatter to the
+  // shards) runs in buckets of this many KiB while the last micro-batch's backward still runs
+  // (optim/overlapped_reduction.h); 0: after the backward.
   // 25 MiB, PyTorch DDP's bucket_cap_mb.
   idx overlap_kib = 25 * 1024;
   // NCCL data plane: how long one operation may stay unfinished before its watchdog ends the run

@@ -95,23 +95,23 @@ void require_run_fits(const RunOptions& o, const BatchLayout& layout, const Comm
 // step is then skipped).
 struct StepOutcome {
   double loss = 0, grad_norm = 0;
-  double comm_wait_s = 0;  // the delta all-reduce's exposed time (zero 0 on several ranks)
+  double comm_wait_s = 0;  // several ranks: the delta reduction's exposed time
   bool applied = false;
 };
 template <typename T>
-StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedDeltaReduction* overlap,
+StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedDeltaReduction* reduction,
                        StreamTimer& comm_timer, DataLoader& data, LocalBatch& local, Batch& batch, idx grad_accum,
-                       const DataPlane& world, const Communicator& control, double grad_clip, double lr, idx step) {
+                       const Communicator& control, double grad_clip, double lr, idx step) {
   model.zero_deltas();
   double totals[2] = {0, 0};  // loss sum, target count over this rank's micro-batches
-  if (overlap) overlap->begin();
+  if (reduction) reduction->begin();
   for (idx micro = 0; micro < grad_accum; ++micro) {
     data.next(batch);
     local.take(batch);
     const LossSum l = model.forward(local.tokens(), local.targets());
     // The last micro-batch's backward finishes each layer's deltas: its buckets go out at once.
-    if (overlap && micro + 1 == grad_accum)
-      model.backward(1.0, [overlap](idx offset, idx count) { overlap->ready(offset, count); });
+    if (reduction && micro + 1 == grad_accum)
+      model.backward(1.0, [reduction](idx offset, idx count) { reduction->ready(offset, count); });
     else
       model.backward(1.0);
     totals[0] += l.sum;
@@ -119,22 +119,18 @@ StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedD
   }
   control.allreduce_sum(totals, 2);  // host values: the control plane (the data plane may be NCCL's)
   StepOutcome out;
-  // The delta all-reduce's exposed time either way: the wait for the overlapped buckets, or the
-  // whole all-reduce after the backward (zero 0 on several ranks; zero 1 reduce-scatters in step).
-  const bool summed_here = overlap || (!optimizer.sharded() && world.size() > 1);
-  // Timed on the compute stream: on a GPU the host only enqueues the wait (NCCL plane), and what
-  // is exposed is the time the stream stalls until the reduction's last bucket has landed.
+  // The delta reduction's exposed time: the wait for the buckets still in flight after the
+  // backward, or for the whole reduction without overlap. Timed on the compute stream: on a GPU
+  // the host only enqueues the wait (NCCL plane), and what is exposed is the time the stream
+  // stalls until the reduction's last bucket has landed.
   failpoint("delta_reduction");  // a rank that stops here leaves its peers waiting in the reduction
   comm_timer.start();
-  if (overlap)
-    overlap->finish();
-  else if (summed_here)
-    world.allreduce_sum(model.deltas(), model.num_params());
+  if (reduction) reduction->finish();
   comm_timer.stop();
   if (totals[1] <= 0) throw std::runtime_error("step " + std::to_string(step) + ": the global batch has no targets");
   out.loss = totals[0] / totals[1];
   const DistributedAdamW::Outcome integrated = optimizer.step(model.params(), model.deltas(), float(1.0 / totals[1]),
-                                                              out.loss, grad_clip, lr, summed_here);
+                                                              out.loss, grad_clip, lr, reduction != nullptr);
   out.grad_norm = integrated.grad_norm;
   out.applied = integrated.applied;
   out.comm_wait_s = comm_timer.seconds();  // after the step's norm reached the host: no added stall
@@ -234,12 +230,18 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
                                      : ""));
   }
 
-  // zero 0 on several ranks: the delta all-reduce runs in buckets during the backward.
-  StreamTimer comm_timer(ex);  // the exposed all-reduce time of each step
-  std::unique_ptr<OverlappedDeltaReduction> overlap;
-  if (!optimizer.sharded() && comm.size() > 1 && o.parallel.overlap_kib > 0)
-    overlap = std::make_unique<OverlappedDeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
-                                                         std::size_t(o.parallel.overlap_kib) << 10);
+  // Several ranks: the deltas are all-reduced (zero 0) or reduce-scattered into the optimizer's
+  // shard (zero 1) in buckets during the backward, or in one go after it (overlap_kib 0).
+  StreamTimer comm_timer(ex);  // the exposed reduction time of each step
+  std::unique_ptr<OverlappedDeltaReduction> reduction;
+  if (comm.size() > 1) {
+    const std::size_t bucket_bytes = std::size_t(o.parallel.overlap_kib) << 10;
+    reduction = optimizer.sharded()
+                  ? std::make_unique<OverlappedDeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
+                                                               bucket_bytes, optimizer.shard_sums())
+                  : std::make_unique<OverlappedDeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
+                                                               bucket_bytes);
+  }
 
   RunState st;
   CheckpointCadence checkpoints(o, comm, log);
@@ -275,9 +277,8 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
       }
       const auto start = std::chrono::steady_clock::now();
       const double lr = learning_rate(schedule, step);
-      const StepOutcome out = train_step(model, optimizer, overlap.get(), comm_timer, train_data, local, batch,
-                                         layout.grad_accum, mesh.world_data(), mesh.world(), o.optim.grad_clip, lr,
-                                         step);
+      const StepOutcome out = train_step(model, optimizer, reduction.get(), comm_timer, train_data, local, batch,
+                                         layout.grad_accum, mesh.world(), o.optim.grad_clip, lr, step);
       const double loss = out.loss, grad_norm = out.grad_norm;
       if (out.applied) {
         bad_in_a_row = 0;

@@ -12,6 +12,7 @@
 // NCCL's reduction order cannot change a bit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -93,6 +94,29 @@ void planes_agree(const DataPlane& gpu, const DataPlane& host, const std::string
     while (!probe.test()) {
     }
     EXPECT_EQ(on_host(d_tested), tested) << what << ": all-reduce completed by test() of " << n;
+
+    // The reduce-scatter with a count per rank (ZeRO-1's buckets), two in flight at once; rank 1
+    // receives nothing, the others ragged parts.
+    std::vector<idx> counts(static_cast<std::size_t>(P));
+    idx total = 0;
+    for (int q = 0; q < P; ++q) total += counts[std::size_t(q)] = q == 1 ? 0 : n + q;
+    const idx mine_count = counts[std::size_t(r)];
+    const auto low = values<T>(total, r, 8), high = values<T>(total, r, 9);
+    std::vector<T> low_sum(static_cast<std::size_t>(mine_count)), high_sum(static_cast<std::size_t>(mine_count));
+    host.ireduce_scatter_sum(low.data(), counts, low_sum.data()).wait();
+    host.ireduce_scatter_sum(high.data(), counts, high_sum.data()).wait();
+    auto d_low = on_gpu(low), d_high = on_gpu(high);
+    DeviceBuffer<T> d_low_sum(kGpu, std::max<idx>(mine_count, 1)), d_high_sum(kGpu, std::max<idx>(mine_count, 1));
+    Request scatters[2] = {gpu.ireduce_scatter_sum(static_cast<const T*>(d_high.data()), counts, d_high_sum.data()),
+                           gpu.ireduce_scatter_sum(static_cast<const T*>(d_low.data()), counts, d_low_sum.data())};
+    wait_all(scatters);
+    if (mine_count > 0) {
+      auto got_low = on_host(d_low_sum), got_high = on_host(d_high_sum);
+      got_low.resize(std::size_t(mine_count));
+      got_high.resize(std::size_t(mine_count));
+      EXPECT_EQ(got_low, low_sum) << what << ": reduce-scatter with counts, n " << n;
+      EXPECT_EQ(got_high, high_sum) << what << ": reduce-scatter with counts, n " << n;
+    }
 
     const auto mine = values<T>(n, r, 2);
     std::vector<T> gathered(static_cast<std::size_t>(P * n));

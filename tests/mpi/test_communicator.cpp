@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <numeric>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,6 +24,39 @@ TEST(Communicator, BucketedAllreduceSumsEveryElement) {
   w.allreduce_sum(v.data(), n);
   const float rank_sum = float(w.size() * (w.size() - 1) / 2);
   for (idx i = 0; i < n; ++i) ASSERT_EQ(v[std::size_t(i)], float(w.size()) * float(i % 7) + rank_sum) << i;
+}
+
+// The reduce-scatter with a count per rank (ZeRO-1's overlapped buckets), against the sums
+// written out by hand: ragged counts, a rank that receives nothing, and two in flight at once.
+TEST(DataPlane, ReduceScatterWithACountPerRank) {
+  const DataPlane& d = test::world();
+  const int P = d.size(), r = d.rank();
+  std::vector<idx> counts(static_cast<std::size_t>(P)), none(static_cast<std::size_t>(P), 0);
+  for (int q = 0; q < P; ++q) counts[std::size_t(q)] = q == 1 ? 0 : 3 + 2 * q;  // rank 1 receives nothing
+  idx total = 0, first = 0;
+  for (int q = 0; q < P; ++q) {
+    if (q < r) first += counts[std::size_t(q)];
+    total += counts[std::size_t(q)];
+  }
+  std::vector<float> send(static_cast<std::size_t>(total)), other(static_cast<std::size_t>(total));
+  for (idx i = 0; i < total; ++i) {
+    send[std::size_t(i)] = float(i % 13) + 0.5f * float(r);
+    other[std::size_t(i)] = float(i % 5) - float(r);
+  }
+  std::vector<float> recv(static_cast<std::size_t>(counts[std::size_t(r)]) + 1, -7.0f), recv_other = recv;
+  Request pending[2] = {d.ireduce_scatter_sum(send.data(), counts, recv.data()),
+                        d.ireduce_scatter_sum(other.data(), counts, recv_other.data())};
+  wait_all(pending);
+  const float half_rank_sum = 0.5f * float(P * (P - 1) / 2);
+  for (idx i = 0; i < counts[std::size_t(r)]; ++i) {
+    EXPECT_EQ(recv[std::size_t(i)], float(P) * float((first + i) % 13) + half_rank_sum) << i;
+    EXPECT_EQ(recv_other[std::size_t(i)], float(P) * float((first + i) % 5) - 2.0f * half_rank_sum) << i;
+  }
+  EXPECT_EQ(recv.back(), -7.0f) << "nothing written past this rank's count";
+  float x = 1.0f;
+  d.ireduce_scatter_sum(&x, none, &x).wait();  // nothing moves anywhere
+  EXPECT_THROW(d.ireduce_scatter_sum(&x, std::span<const idx>(counts).first(std::size_t(P - 1)), &x),
+               std::invalid_argument);
 }
 
 TEST(Communicator, ScalarsAndAgreement) {

@@ -14,6 +14,7 @@
 #include "e2e/run_options.h"
 #include "mpi/world.h"
 #include "optim/distributed_adamw.h"
+#include "optim/overlapped_reduction.h"
 #include "support/check.h"
 #include "trainer/train.h"
 
@@ -40,12 +41,23 @@ double max_abs_difference(const std::vector<float>& a, const std::vector<float>&
 TEST(DistributedAdamW, ShardedStepsEqualReplicatedSteps) {
   const Communicator& world = test::world();
   DistributedAdamW replicated(kN, kHyper, kRanges, world, 0), sharded(kN, kHyper, kRanges, world, 1);
+  // Zero 1 whose deltas were reduce-scattered bucket by bucket during a "backward" (the trainer's
+  // overlap): buckets of 50 elements, final in ranges of 37, so buckets straddle shard boundaries.
+  DistributedAdamW overlapped(kN, kHyper, kRanges, world, 1);
   ASSERT_TRUE(sharded.sharded());
   ASSERT_FALSE(replicated.sharded());
   const std::vector<float> init = test::random_vector<float>(std::size_t(kN), 7);
-  std::vector<float> p0 = init, p1 = init;
+  std::vector<float> p0 = init, p1 = init, p2 = init;
   for (int t = 0; t < 4; ++t) {
-    std::vector<float> d0 = rank_deltas(world.rank(), t), d1 = d0;
+    std::vector<float> d0 = rank_deltas(world.rank(), t), d1 = d0, d2 = d0;
+    OverlappedDeltaReduction on_owner(world, d2.data(), kN, 50 * sizeof(float), overlapped.shard_sums());
+    for (idx end = kN; end > 0;) {
+      const idx count = std::min<idx>(end, 37);
+      on_owner.ready(end - count, count);
+      end -= count;
+    }
+    on_owner.finish();
+    const auto c = overlapped.step(p2.data(), d2.data(), 1.0f / float(world.size()), 2.5, 1.0, 1e-2, true);
     // Clip at 1.0: the summed deltas' norm (~ sqrt(kN * S) * 1.15 / S) is above it, so clipping acts.
     const auto a = replicated.step(p0.data(), d0.data(), 1.0f / float(world.size()), 2.5, 1.0, 1e-2);
     const auto b = sharded.step(p1.data(), d1.data(), 1.0f / float(world.size()), 2.5, 1.0, 1e-2);
@@ -56,16 +68,25 @@ TEST(DistributedAdamW, ShardedStepsEqualReplicatedSteps) {
     // double partial sums differs, ~1e-16 relative; on 4 ranks the deltas differ by fp32 rounding
     // (~6e-8 relative per entry), measured 4e-9 relative in the norm.
     EXPECT_NEAR(b.grad_norm, a.grad_norm, (world.size() == 2 ? 1e-12 : 1e-6) * a.grad_norm) << "step " << t;
+    ASSERT_TRUE(c.applied);
+    EXPECT_NEAR(c.grad_norm, a.grad_norm, (world.size() == 2 ? 1e-12 : 1e-6) * a.grad_norm) << "step " << t;
   }
   // 2 ranks: a + b is exact whatever the order, so the reduce-scatter and the all-reduce give the
   // same bits. 4 ranks: MPI may add the four partial sums in another order (fp32, ~1e-7 relative
   // per entry); AdamW's m / sqrt(v) passes that on, times lr = 1e-2 per step.
   const double worst = max_abs_difference(p1, p0);
   std::printf("zero 1 vs zero 0 on %d ranks, random deltas: max |weight difference| = %.3g\n", world.size(), worst);
+  const double worst_overlapped = max_abs_difference(p2, p0);
+  std::printf("zero 1 reduce-scattered in buckets vs zero 0: max |weight difference| = %.3g\n", worst_overlapped);
   if (world.size() == 2) {
     EXPECT_EQ(p1, p0);
+    EXPECT_EQ(p2, p0);
   }
   EXPECT_LT(worst, 1e-5);
+  EXPECT_LT(worst_overlapped, 1e-5);
+  std::vector<float> root2 = p2;
+  world.broadcast(root2.data(), root2.size() * sizeof(float));
+  EXPECT_EQ(root2, p2) << "rank " << world.rank() << ": the overlapped step's all-gather";
   EXPECT_GT(max_abs_difference(p1, init), 1e-2);  // the weights did move
   // Every rank ends with the same weights: the all-gather reached everyone.
   std::vector<float> root = p1;
@@ -141,52 +162,60 @@ RunOptions zero_run(const std::string& dir, idx steps, idx dp, idx cp, int zero,
 }
 
 // Whole runs: zero 1 against zero 0 on the same ranks and mesh -- dp = world (2 or 4), and cp 2
-// (dp 1 x cp 2 on 2 ranks, dp 2 x cp 2 on 4).
+// (dp 1 x cp 2 on 2 ranks, dp 2 x cp 2 on 4) -- with zero 1's deltas reduce-scattered after the
+// backward (overlap_kib 0) and during it in 1 KiB buckets (many buckets, some straddling a shard
+// boundary).
 TEST(ZeroOne, TrainingEqualsZeroZeroOnDpAndDpTimesCp) {
   const Communicator& world = test::world();
   const idx steps = 5;
   const std::string mine = test::temp_run_dir("zero1_r" + std::to_string(world.rank()));
   for (const idx cp : {idx(1), idx(2)}) {
     const idx dp = world.size() / cp;
-    const std::string layout = "dp " + std::to_string(dp) + " x cp " + std::to_string(cp);
-    const test::TrainedRun zero0 =
-        test::train_keeping_weights(zero_run(mine + "/z0_cp" + std::to_string(cp), steps, dp, cp, 0), world);
-    const test::TrainedRun zero1 =
-        test::train_keeping_weights(zero_run(mine + "/z1_cp" + std::to_string(cp), steps, dp, cp, 1), world);
-    ASSERT_EQ(zero0.losses.size(), std::size_t(steps));
-    ASSERT_EQ(zero1.losses.size(), std::size_t(steps));
-    // The forward and backward passes are the same code on the same weights; only the reduction
-    // differs. On 2 ranks a reduce-scatter adds the same two fp32 values as the all-reduce (a + b
-    // is exact in either order) and the norms differ only in how double partial sums are grouped
-    // (measured 2e-16 relative, far below the fp32 clip factor's rounding): losses and weights are
-    // bit-identical, and asserted so; the logged norms are held to 1e-12.
-    // On 4 ranks MPI's reduce-scatter and all-reduce may group the four partial deltas
-    // differently (~1e-7 relative per entry), which reaches the loss curve at ~1e-7 and the
-    // weights as in the dp test (tests/mpi/test_train_dp.cpp): 1e-5 relative on losses and 1e-4
-    // relative on gradient norms and 1e-4 absolute on weights, a thirtieth of one step's update
-    // (lr 3e-3 here). A missing all-gather or a shard at the wrong offset leaves whole shards a
-    // full update apart (>= 1e-3) on some rank.
-    double worst_loss = 0;
-    for (std::size_t s = 0; s < std::size_t(steps); ++s) {
-      worst_loss = std::max(worst_loss, std::abs(zero1.losses[s] - zero0.losses[s]) / zero0.losses[s]);
-      EXPECT_NEAR(zero1.losses[s], zero0.losses[s], 1e-5 * zero0.losses[s]) << layout << ", step " << s;
+    const std::string run = "_cp" + std::to_string(cp);
+    const test::TrainedRun zero0 = test::train_keeping_weights(zero_run(mine + "/z0" + run, steps, dp, cp, 0), world);
+    for (const idx overlap_kib : {idx(0), idx(1)}) {
+      const std::string layout = "dp " + std::to_string(dp) + " x cp " + std::to_string(cp) + ", overlap_kib " +
+                                 std::to_string(overlap_kib);
+      const test::TrainedRun zero1 = test::train_keeping_weights(
+          zero_run(mine + "/z1" + run + "_o" + std::to_string(overlap_kib), steps, dp, cp, 1,
+                   {"--parallel.overlap_kib=" + std::to_string(overlap_kib)}),
+          world);
+      ASSERT_EQ(zero0.losses.size(), std::size_t(steps));
+      ASSERT_EQ(zero1.losses.size(), std::size_t(steps));
+      // The forward and backward passes are the same code on the same weights; only the reduction
+      // differs. On 2 ranks a reduce-scatter (whole or in buckets) adds the same two fp32 values as the
+      // all-reduce (a + b is exact in either order) and the norms differ only in how double
+      // partial sums are grouped (measured 2e-16 relative, far below the fp32 clip factor's
+      // rounding): losses and weights are bit-identical, and asserted so; the logged norms are
+      // held to 1e-12.
+      // On 4 ranks MPI's reduce-scatters and all-reduce may group the four partial deltas
+      // differently (~1e-7 relative per entry), which reaches the loss curve at ~1e-7 and the
+      // weights as in the dp test (tests/mpi/test_train_dp.cpp): 1e-5 relative on losses and 1e-4
+      // relative on gradient norms and 1e-4 absolute on weights, a thirtieth of one step's update
+      // (lr 3e-3 here). A missing all-gather, a shard at the wrong offset or a bucket's piece
+      // received at the wrong place leaves whole ranges a full update apart (>= 1e-3) on some rank.
+      double worst_loss = 0;
+      for (std::size_t s = 0; s < std::size_t(steps); ++s) {
+        worst_loss = std::max(worst_loss, std::abs(zero1.losses[s] - zero0.losses[s]) / zero0.losses[s]);
+        EXPECT_NEAR(zero1.losses[s], zero0.losses[s], 1e-5 * zero0.losses[s]) << layout << ", step " << s;
+      }
+      const double worst = max_abs_difference(zero1.params, zero0.params);
+      std::printf("%s: zero 1 vs zero 0: max relative loss difference %.3g, max |weight difference| %.3g\n",
+                  layout.c_str(), worst_loss, worst);
+      EXPECT_LT(worst, 1e-4) << layout;
+      if (world.size() == 2) {
+        EXPECT_EQ(zero1.losses, zero0.losses) << layout;
+        EXPECT_EQ(zero1.params, zero0.params) << layout;
+      }
+      if (world.is_root())
+        test::expect_same_grad_norms(test::logged_grad_norms(zero1.metrics_path),
+                                     test::logged_grad_norms(zero0.metrics_path), 0, world.size() == 2 ? 1e-12 : 1e-4,
+                                     layout + ", zero 1 vs zero 0");
+      // Every rank holds rank 0's weights bit for bit.
+      std::vector<float> root = zero1.params;
+      world.broadcast(root.data(), root.size() * sizeof(float));
+      EXPECT_EQ(root, zero1.params) << layout << ": rank " << world.rank() << " diverged from rank 0";
     }
-    const double worst = max_abs_difference(zero1.params, zero0.params);
-    std::printf("%s: zero 1 vs zero 0: max relative loss difference %.3g, max |weight difference| %.3g\n",
-                layout.c_str(), worst_loss, worst);
-    EXPECT_LT(worst, 1e-4) << layout;
-    if (world.size() == 2) {
-      EXPECT_EQ(zero1.losses, zero0.losses) << layout;
-      EXPECT_EQ(zero1.params, zero0.params) << layout;
-    }
-    if (world.is_root())
-      test::expect_same_grad_norms(test::logged_grad_norms(zero1.metrics_path),
-                                   test::logged_grad_norms(zero0.metrics_path), 0, world.size() == 2 ? 1e-12 : 1e-4,
-                                   layout + ", zero 1 vs zero 0");
-    // Every rank holds rank 0's weights bit for bit.
-    std::vector<float> root = zero1.params;
-    world.broadcast(root.data(), root.size() * sizeof(float));
-    EXPECT_EQ(root, zero1.params) << layout << ": rank " << world.rank() << " diverged from rank 0";
   }
   world.barrier();
   std::filesystem::remove_all(mine);
