@@ -4,8 +4,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "parallel/flat_shard.h"
-
 namespace nexus {
 
 namespace {
@@ -27,8 +25,14 @@ OverlappedDeltaReduction::OverlappedDeltaReduction(const DataPlane& group, float
 }
 
 OverlappedDeltaReduction::OverlappedDeltaReduction(const DataPlane& group, float* deltas, idx n,
-                                                   std::size_t bucket_bytes, float* shard_sums)
+                                                   std::size_t bucket_bytes, const FlatShard& shard,
+                                                   float* shard_sums)
     : OverlappedDeltaReduction(group, deltas, n, bucket_bytes) {
+  if (shard != flat_shard(n, group.size(), group.rank()) || (shard.numel > 0 && !shard_sums))
+    throw std::invalid_argument("OverlappedDeltaReduction: the shard [" + std::to_string(shard.offset) + ", " +
+                                std::to_string(shard.offset + shard.numel) + ") is not rank " +
+                                std::to_string(group.rank()) + "'s of " + std::to_string(n) + " elements over " +
+                                std::to_string(group.size()) + " ranks, or has no buffer");
   shard_sums_ = shard_sums;
   counts_.assign(std::size_t(group.size()), 0);
 }
@@ -56,7 +60,7 @@ void OverlappedDeltaReduction::post_one(idx begin, idx end) {
       counts_[std::size_t(q)] = std::max<idx>(0, std::min(end, s.offset + s.numel) - std::max(begin, s.offset));
     }
     float* recv = shard_sums_ + std::clamp<idx>(begin - mine.offset, 0, mine.numel);
-    inflight_.push_back(group_.ireduce_scatter_sum(static_cast<const float*>(deltas_ + begin), counts_, recv));
+    inflight_.push_back(group_.ireduce_scatter_sum(deltas_ + begin, counts_, recv));
   }
   ++posted_;
 }

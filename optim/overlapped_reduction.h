@@ -11,10 +11,11 @@
 //   zero 1: each bucket is reduce-scattered at the ZeRO-1 shard boundaries (flat_shard over the
 //     group, as DistributedAdamW lays out its shards; DataPlane::ireduce_scatter_sum with the
 //     bucket's piece of each shard as that rank's count), so a rank receives the sums of its own
-//     shard into the optimizer's shard buffer, bucket by bucket. Together the buckets move the
-//     bytes of the one reduce-scatter after the backward, but during it (Megatron's distributed
-//     optimizer overlaps its reduce-scatter the same way; its buckets are sharded afresh, these
-//     keep the checkpoint's one flat layout).
+//     shard into the optimizer's shard buffer, bucket by bucket; the delta buffer is spent (a
+//     plane may sum in it). On NCCL the buckets move the bytes of the one reduce-scatter after the
+//     backward, but during it (Megatron's distributed optimizer overlaps its reduce-scatter the
+//     same way; its buckets are sharded afresh, these keep the checkpoint's one flat layout); the
+//     MPI plane all-reduces each bucket instead (twice the bytes; see Communicator).
 //
 // The backward produces the flat buffer from the top down (the parameter table is [embedding |
 // layer 0 | ... | layer L-1 | final norm | lm_head] and the backward walks it in reverse), so ready
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "parallel/data_plane.h"
+#include "parallel/flat_shard.h"
 
 namespace nexus {
 
@@ -38,10 +40,11 @@ class OverlappedDeltaReduction {
   // one collective where the transport allows), so the time it waits is all of the reduction.
   // Zero 0: sums deltas[n] over `group` in place on every rank (group and buffer borrowed).
   OverlappedDeltaReduction(const DataPlane& group, float* deltas, idx n, std::size_t bucket_bytes);
-  // Zero 1: this rank receives the sums of its shard, flat_shard(n, group.size(), group.rank()),
-  // into shard_sums[shard numel] (borrowed; DistributedAdamW::shard_sums()); deltas is only read.
+  // Zero 1: this rank receives the sums of its shard into shard_sums[shard.numel] (borrowed:
+  // DistributedAdamW::shard() and shard_sums()). Throws std::invalid_argument unless `shard` is
+  // flat_shard(n, group.size(), group.rank()), the layout the reduction cuts the buckets by.
   OverlappedDeltaReduction(const DataPlane& group, float* deltas, idx n, std::size_t bucket_bytes,
-                           float* shard_sums);
+                           const FlatShard& shard, float* shard_sums);
 
   // A new step: nothing posted, nothing pending.
   void begin();

@@ -64,25 +64,40 @@ void post_pieces(std::vector<MPI_Request>& pieces, std::size_t bytes, std::size_
   }
 }
 
-// The MPI requests of one transfer (one per piece).
+// The MPI requests of one transfer (one per piece), and for a reduce-scatter the part of the
+// all-reduced buffer that is copied to the receiver once they complete.
 class MpiPending final : public Request::Pending {
  public:
   std::vector<MPI_Request> pieces;
-  std::vector<int> counts;  // a reduce-scatter's per-rank counts, which MPI reads until completion
+  const void* part = nullptr;  // [part_bytes] in the all-reduced buffer
+  void* part_to = nullptr;     // [part_bytes] the caller's receive buffer
+  std::size_t part_bytes = 0;  // 0 once delivered, or when there is nothing to deliver
   ~MpiPending() override {
     if (!pieces.empty()) MPI_Waitall(int(pieces.size()), pieces.data(), MPI_STATUSES_IGNORE);
+    deliver();
   }
   void wait() override {
-    if (pieces.empty()) return;
-    blocking("MPI_Waitall", [&] { return MPI_Waitall(int(pieces.size()), pieces.data(), MPI_STATUSES_IGNORE); });
-    pieces.clear();
+    if (!pieces.empty()) {
+      blocking("MPI_Waitall", [&] { return MPI_Waitall(int(pieces.size()), pieces.data(), MPI_STATUSES_IGNORE); });
+      pieces.clear();
+    }
+    deliver();
   }
   bool test() override {
-    if (pieces.empty()) return true;
-    int done = 0;
-    check(MPI_Testall(int(pieces.size()), pieces.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
-    if (done) pieces.clear();
-    return done != 0;
+    if (!pieces.empty()) {
+      int done = 0;
+      check(MPI_Testall(int(pieces.size()), pieces.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+      if (!done) return false;
+      pieces.clear();
+    }
+    deliver();
+    return true;
+  }
+
+ private:
+  void deliver() {
+    if (part_bytes > 0) std::memcpy(part_to, part, part_bytes);
+    part_bytes = 0;
   }
 };
 
@@ -149,38 +164,55 @@ void Communicator::set_bucket_bytes(std::size_t bytes) {
 
 void Communicator::do_allreduce_sum(void* data, idx count, DType t) const { do_iallreduce_sum(data, count, t).wait(); }
 
-Request Communicator::do_iallreduce_sum(void* data, idx count, DType t) const {
+namespace {
+
+// data[count] all-reduced in place in buckets of at most bucket_bytes, all in flight at once.
+std::unique_ptr<MpiPending> iallreduce_in_buckets(void* data, idx count, DType t, std::size_t bucket_bytes,
+                                                  MPI_Comm comm) {
   const MPI_Datatype type = mpi_sum_type(t, "all-reduce");
-  if (size_ == 1 || count == 0) return Request();
   const std::size_t elem = dtype_bytes(t);
-  const idx bucket = std::max<idx>(1, idx(bucket_bytes_ / elem));
+  const idx bucket = std::max<idx>(1, idx(bucket_bytes / elem));
   auto pending = std::make_unique<MpiPending>();
   pending->pieces.reserve(std::size_t((count + bucket - 1) / bucket));
   auto* p = static_cast<unsigned char*>(data);
   for (idx begin = 0; begin < count; begin += bucket) {
     const int n = mpi_count(std::min(bucket, count - begin), "all-reduce bucket");
     pending->pieces.push_back(MPI_REQUEST_NULL);
-    check(MPI_Iallreduce(MPI_IN_PLACE, p + std::size_t(begin) * elem, n, type, MPI_SUM, comm_,
-                         &pending->pieces.back()),
+    check(MPI_Iallreduce(MPI_IN_PLACE, p + std::size_t(begin) * elem, n, type, MPI_SUM, comm, &pending->pieces.back()),
           "MPI_Iallreduce");
   }
-  return Request(std::move(pending));
+  return pending;
 }
 
-Request Communicator::do_ireduce_scatter_sum(const void* send, std::span<const idx> counts, void* recv,
-                                             DType t) const {
-  const MPI_Datatype type = mpi_sum_type(t, "reduce-scatter");
-  if (size_ == 1) {
-    if (counts[0] > 0) std::memcpy(recv, send, std::size_t(counts[0]) * dtype_bytes(t));
+}  // namespace
+
+Request Communicator::do_iallreduce_sum(void* data, idx count, DType t) const {
+  mpi_sum_type(t, "all-reduce");  // refused on every group size
+  if (size_ == 1 || count == 0) return Request();
+  return Request(iallreduce_in_buckets(data, count, t, bucket_bytes_, comm_));
+}
+
+// An all-reduce of the whole of data, whose part is then copied to recv: twice the bytes of a
+// reduce-scatter, but Open MPI's non-blocking reduce-scatter (libnbc) reduces everything onto rank
+// 0 and scatters from there, so every byte crosses rank 0, where its all-reduce is a ring.
+Request Communicator::do_ireduce_scatter_sum(void* data, std::span<const idx> counts, void* recv, DType t) const {
+  mpi_sum_type(t, "reduce-scatter");
+  const std::size_t elem = dtype_bytes(t);
+  idx total = 0, first = 0;
+  for (int q = 0; q < size_; ++q) {
+    if (q < rank_) first += counts[std::size_t(q)];
+    total += counts[std::size_t(q)];
+  }
+  const std::size_t part_bytes = std::size_t(counts[std::size_t(rank_)]) * elem;
+  const auto* part = static_cast<const unsigned char*>(data) + std::size_t(first) * elem;
+  if (size_ == 1 || total == 0) {
+    if (part_bytes > 0) std::memcpy(recv, part, part_bytes);
     return Request();
   }
-  auto pending = std::make_unique<MpiPending>();
-  // MPI reads the counts until the operation completes: the request keeps them.
-  pending->counts.reserve(counts.size());
-  for (const idx c : counts) pending->counts.push_back(mpi_count(c, "reduce-scatter count"));
-  pending->pieces.push_back(MPI_REQUEST_NULL);
-  check(MPI_Ireduce_scatter(send, recv, pending->counts.data(), type, MPI_SUM, comm_, &pending->pieces.back()),
-        "MPI_Ireduce_scatter");
+  std::unique_ptr<MpiPending> pending = iallreduce_in_buckets(data, total, t, bucket_bytes_, comm_);
+  pending->part = part;
+  pending->part_to = recv;
+  pending->part_bytes = part_bytes;
   return Request(std::move(pending));
 }
 

@@ -85,8 +85,7 @@ class Communicator final : public DataPlane {
  private:
   void do_allreduce_sum(void* data, idx count, DType t) const override;
   Request do_iallreduce_sum(void* data, idx count, DType t) const override;
-  Request do_ireduce_scatter_sum(const void* send, std::span<const idx> counts, void* recv,
-                                 DType t) const override;
+  Request do_ireduce_scatter_sum(void* data, std::span<const idx> counts, void* recv, DType t) const override;
   void do_allgather(const void* send, void* recv, idx count, DType t) const override;
   void do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const override;
   Request do_isend(const void* data, idx count, DType t, int dest, int tag) const override;

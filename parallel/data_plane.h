@@ -138,20 +138,21 @@ class DataPlane {
     do_reduce_scatter_sum(send, recv, count, dtype_of<T>());
   }
   // The reduce-scatter with a count per rank, non-blocking: recv[counts[rank()]] = the sum over
-  // ranks of their send[first, first + counts[rank()]), first = counts[0] + ... + counts[rank() - 1].
-  // send holds the sum of the counts; it must not overlap recv. A count may be 0 (that rank
-  // receives nothing). Started now and complete when the Request is, as iallreduce_sum: ZeRO-1's
-  // delta buckets during the backward, each bucket's piece of a shard summed on the shard's owner
-  // (optim/overlapped_reduction.h). `counts` is read before this returns. Throws
-  // std::invalid_argument unless counts has size() entries, none negative.
+  // ranks of their data[first, first + counts[rank()]), first = counts[0] + ... + counts[rank() - 1].
+  // data holds the sum of the counts; it is this rank's input and the plane's to use: its values
+  // are unspecified afterwards (the MPI plane sums in it). It must not overlap recv. A count may be
+  // 0 (that rank receives nothing). Started now and complete when the Request is, as
+  // iallreduce_sum: ZeRO-1's delta buckets during the backward, each bucket's piece of a shard
+  // summed on the shard's owner (optim/overlapped_reduction.h). `counts` is read before this
+  // returns. Throws std::invalid_argument unless counts has size() entries, none negative.
   template <typename T>
-  Request ireduce_scatter_sum(const T* send, std::span<const idx> counts, T* recv) const {
+  Request ireduce_scatter_sum(T* data, std::span<const idx> counts, T* recv) const {
     if (idx(counts.size()) != size())
       throw std::invalid_argument("ireduce_scatter_sum: " + std::to_string(counts.size()) + " counts for a group of " +
                                   std::to_string(size()) + " ranks");
     for (const idx c : counts)
       if (c < 0) throw std::invalid_argument("ireduce_scatter_sum: a count of " + std::to_string(c));
-    return do_ireduce_scatter_sum(send, counts, recv, dtype_of<T>());
+    return do_ireduce_scatter_sum(data, counts, recv, dtype_of<T>());
   }
   // Non-blocking point-to-point. Messages with the same (peer, tag) match in order. Callers must
   // also post the messages between two ranks in the same order on both sides regardless of tag:
@@ -176,7 +177,7 @@ class DataPlane {
   }
   virtual void do_allgather(const void* send, void* recv, idx count, DType t) const = 0;
   virtual void do_reduce_scatter_sum(const void* send, void* recv, idx count, DType t) const = 0;
-  virtual Request do_ireduce_scatter_sum(const void* send, std::span<const idx> counts, void* recv,
+  virtual Request do_ireduce_scatter_sum(void* data, std::span<const idx> counts, void* recv,
                                         DType t) const = 0;
   virtual Request do_isend(const void* data, idx count, DType t, int dest, int tag) const = 0;
   virtual Request do_irecv(void* data, idx count, DType t, int source, int tag) const = 0;

@@ -2,12 +2,13 @@
 // (optim/distributed_adamw.h). With block = n / ranks, rank r holds [r * block, (r + 1) * block),
 // and the last rank also holds the tail [ranks * block, n) of n % ranks (< ranks) elements.
 //
-// Why floor and a tail rather than ceil(n / ranks) and padding: the reduce-scatter and the
-// all-gather take equal counts (MPI's _block variants, NCCL's only form) and read or write
-// ranks * count contiguous elements, so equal ceil-sized shards would need the model's delta and
-// parameter buffers padded past n. Equal floor-sized blocks fit inside them; the tail (fewer
-// elements than ranks) travels by itself, and the last rank holds at most ranks - 1 more elements
-// than the others.
+// Why floor and a tail rather than ceil(n / ranks) and padding: the optimizer's blocking
+// reduce-scatter and its all-gather take equal counts (MPI's _block variants, NCCL's only form)
+// and read or write ranks * count contiguous elements, so equal ceil-sized shards would need the
+// model's delta and parameter buffers padded past n. Equal floor-sized blocks fit inside them; the
+// tail (fewer elements than ranks) travels by itself there, and the last rank holds at most
+// ranks - 1 more elements than the others. (The overlapped reduction's buckets give each rank its
+// own count, DataPlane::ireduce_scatter_sum, so the tail needs nothing special there.)
 #pragma once
 
 #include <stdexcept>

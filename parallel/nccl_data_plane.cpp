@@ -443,37 +443,33 @@ void NcclDataPlane::do_allreduce_sum(void* data, idx count, DType t) const {
   });
 }
 
-namespace {
-
-// A collective whose Request's wait() orders the caller's stream after it: the host never waits.
-// (State is the plane's private state, named here by deduction.)
-template <typename StatePtr, typename Launch>
-Request nonblocking_collective(const StatePtr& state, const char* call, Launch launch) {
-  auto batch = std::make_shared<Batch>(&state->events);
-  batch->slot = state->collective(call, launch);
+template <typename Launch>
+Request NcclDataPlane::nonblocking_collective(const char* call, Launch launch) const {
+  auto batch = std::make_shared<Batch>(&state_->events);
+  batch->slot = state_->collective(call, launch);
   batch->launched = true;
-  return Request(std::make_unique<NcclPending>(state, std::move(batch), call));
+  return Request(std::make_unique<NcclPending>(state_, std::move(batch), call));
 }
-
-}  // namespace
 
 Request NcclDataPlane::do_iallreduce_sum(void* data, idx count, DType t) const {
   if (count <= 0) return Request();
   const State& s = *state_;
-  return nonblocking_collective(state_, "ncclAllReduce", [&] {
+  return nonblocking_collective("ncclAllReduce", [&] {
     return ncclAllReduce(data, data, std::size_t(count), nccl_type(t), ncclSum, s.comm, s.comm_stream);
   });
 }
 
 // NCCL has no reduce-scatter with a count per rank: one reduce per rank that receives something,
-// onto that rank, launched as one group (the same bytes: each piece crosses the ring once).
-Request NcclDataPlane::do_ireduce_scatter_sum(const void* send, std::span<const idx> counts, void* recv,
+// onto that rank, launched as one group (data is only read). A ring reduce carries its piece
+// over every link but the root's outgoing one, as the ring reduce-scatter carries it, so the
+// bytes per link are those of one reduce-scatter.
+Request NcclDataPlane::do_ireduce_scatter_sum(void* data, std::span<const idx> counts, void* recv,
                                               DType t) const {
   idx total = 0;
   for (const idx c : counts) total += c;
   if (total == 0) return Request();
   const State& s = *state_;
-  return nonblocking_collective(state_, "ncclReduce", [&] {
+  return nonblocking_collective("ncclReduce", [&] {
     // As flush(): the group is closed whatever happens inside it, and an op's failure is the result.
     const ncclResult_t start = ncclGroupStart();
     if (start != ncclSuccess && start != ncclInProgress) return start;
@@ -483,7 +479,7 @@ Request NcclDataPlane::do_ireduce_scatter_sum(const void* send, std::span<const 
       const std::size_t n = std::size_t(counts[std::size_t(q)]);
       if (n > 0) {
         // recvbuff is written on the root only.
-        const ncclResult_t rc = ncclReduce(static_cast<const unsigned char*>(send) + offset, recv, n, nccl_type(t),
+        const ncclResult_t rc = ncclReduce(static_cast<const unsigned char*>(data) + offset, recv, n, nccl_type(t),
                                            ncclSum, q, s.comm, s.comm_stream);
         if (rc != ncclSuccess && rc != ncclInProgress && first == ncclSuccess) first = rc;
       }

@@ -207,14 +207,14 @@ void StagedDataPlane::do_reduce_scatter_sum(const void* send, void* recv, idx co
 
 // Each rank's part in turn, piece by piece: the piece summed onto that rank alone (a reduce-scatter
 // whose other counts are 0) and copied to recv there.
-Request StagedDataPlane::do_ireduce_scatter_sum(const void* send, std::span<const idx> counts, void* recv,
+Request StagedDataPlane::do_ireduce_scatter_sum(void* data, std::span<const idx> counts, void* recv,
                                                 DType t) const {
   idx total = 0;
   for (const idx c : counts) total += c;
   if (total == 0) return Request();
   const std::size_t elem = dtype_bytes(t);
   const idx piece = piece_count(t, 2, "reduce-scatter");
-  const auto* s = static_cast<const unsigned char*>(send);
+  const auto* s = static_cast<const unsigned char*>(data);
   auto* r = static_cast<unsigned char*>(recv);
   with_type(t, [&](auto tag) {
     using T = decltype(tag);
@@ -225,9 +225,9 @@ Request StagedDataPlane::do_ireduce_scatter_sum(const void* send, std::span<cons
       for (idx begin = 0; begin < counts[std::size_t(q)]; begin += piece) {
         const idx n = std::min(piece, counts[std::size_t(q)] - begin);
         copy_to_host(ex_, host_send, s + std::size_t(first + begin) * elem, std::size_t(n) * elem);
+        std::fill(one_count_.begin(), one_count_.end(), idx(0));  // whatever an earlier throw left
         one_count_[std::size_t(q)] = n;
-        host_.ireduce_scatter_sum(static_cast<const T*>(host_send), one_count_, host_recv).wait();
-        one_count_[std::size_t(q)] = 0;
+        host_.ireduce_scatter_sum(host_send, one_count_, host_recv).wait();
         if (q == rank()) copy_to_device(ex_, r + std::size_t(begin) * elem, host_recv, std::size_t(n) * elem);
       }
     }

@@ -238,7 +238,7 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
     const std::size_t bucket_bytes = std::size_t(o.parallel.overlap_kib) << 10;
     reduction = optimizer.sharded()
                   ? std::make_unique<OverlappedDeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
-                                                               bucket_bytes, optimizer.shard_sums())
+                                                               bucket_bytes, optimizer.shard(), optimizer.shard_sums())
                   : std::make_unique<OverlappedDeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
                                                                bucket_bytes);
   }

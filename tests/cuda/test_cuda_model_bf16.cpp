@@ -62,7 +62,7 @@ class SoloPlane final : public DataPlane {
   void do_allreduce_sum(void*, idx, DType) const override {}
   void do_allgather(const void*, void*, idx, DType) const override { unused(); }
   void do_reduce_scatter_sum(const void*, void*, idx, DType) const override { unused(); }
-  Request do_ireduce_scatter_sum(const void*, std::span<const idx>, void*, DType) const override { unused(); }
+  Request do_ireduce_scatter_sum(void*, std::span<const idx>, void*, DType) const override { unused(); }
   Request do_isend(const void*, idx, DType, int, int) const override { unused(); }
   Request do_irecv(void*, idx, DType, int, int) const override { unused(); }
 };

@@ -102,13 +102,14 @@ void planes_agree(const DataPlane& gpu, const DataPlane& host, const std::string
     for (int q = 0; q < P; ++q) total += counts[std::size_t(q)] = q == 1 ? 0 : n + q;
     const idx mine_count = counts[std::size_t(r)];
     const auto low = values<T>(total, r, 8), high = values<T>(total, r, 9);
+    auto low_scratch = low, high_scratch = high;  // the inputs are the planes' scratch
     std::vector<T> low_sum(static_cast<std::size_t>(mine_count)), high_sum(static_cast<std::size_t>(mine_count));
-    host.ireduce_scatter_sum(low.data(), counts, low_sum.data()).wait();
-    host.ireduce_scatter_sum(high.data(), counts, high_sum.data()).wait();
+    host.ireduce_scatter_sum(low_scratch.data(), counts, low_sum.data()).wait();
+    host.ireduce_scatter_sum(high_scratch.data(), counts, high_sum.data()).wait();
     auto d_low = on_gpu(low), d_high = on_gpu(high);
     DeviceBuffer<T> d_low_sum(kGpu, std::max<idx>(mine_count, 1)), d_high_sum(kGpu, std::max<idx>(mine_count, 1));
-    Request scatters[2] = {gpu.ireduce_scatter_sum(static_cast<const T*>(d_high.data()), counts, d_high_sum.data()),
-                           gpu.ireduce_scatter_sum(static_cast<const T*>(d_low.data()), counts, d_low_sum.data())};
+    Request scatters[2] = {gpu.ireduce_scatter_sum(d_high.data(), counts, d_high_sum.data()),
+                           gpu.ireduce_scatter_sum(d_low.data(), counts, d_low_sum.data())};
     wait_all(scatters);
     if (mine_count > 0) {
       auto got_low = on_host(d_low_sum), got_high = on_host(d_high_sum);

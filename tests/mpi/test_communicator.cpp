@@ -27,9 +27,12 @@ TEST(Communicator, BucketedAllreduceSumsEveryElement) {
 }
 
 // The reduce-scatter with a count per rank (ZeRO-1's overlapped buckets), against the sums
-// written out by hand: ragged counts, a rank that receives nothing, and two in flight at once.
+// written out by hand: ragged counts, a rank that receives nothing, two in flight at once (their
+// inputs are the plane's scratch: the communicator sums in them), in several all-reduce buckets.
 TEST(DataPlane, ReduceScatterWithACountPerRank) {
-  const DataPlane& d = test::world();
+  Communicator w = test::world();
+  w.set_bucket_bytes(4 * sizeof(float));
+  const DataPlane& d = w;
   const int P = d.size(), r = d.rank();
   std::vector<idx> counts(static_cast<std::size_t>(P)), none(static_cast<std::size_t>(P), 0);
   for (int q = 0; q < P; ++q) counts[std::size_t(q)] = q == 1 ? 0 : 3 + 2 * q;  // rank 1 receives nothing
@@ -53,9 +56,10 @@ TEST(DataPlane, ReduceScatterWithACountPerRank) {
     EXPECT_EQ(recv_other[std::size_t(i)], float(P) * float((first + i) % 5) - 2.0f * half_rank_sum) << i;
   }
   EXPECT_EQ(recv.back(), -7.0f) << "nothing written past this rank's count";
-  float x = 1.0f;
-  d.ireduce_scatter_sum(&x, none, &x).wait();  // nothing moves anywhere
-  EXPECT_THROW(d.ireduce_scatter_sum(&x, std::span<const idx>(counts).first(std::size_t(P - 1)), &x),
+  float x = 1.0f, y = 2.0f;
+  d.ireduce_scatter_sum(&x, none, &y).wait();  // nothing moves anywhere
+  EXPECT_EQ(y, 2.0f);
+  EXPECT_THROW(d.ireduce_scatter_sum(&x, std::span<const idx>(counts).first(std::size_t(P - 1)), &y),
                std::invalid_argument);
 }
 

@@ -56,9 +56,9 @@ void reduce_scatter_counts_match(const Communicator& w, std::size_t staging) {
     std::vector<idx> counts(static_cast<std::size_t>(P));
     idx total = 0;
     for (int q = 0; q < P; ++q) total += counts[std::size_t(q)] = q == 1 ? 0 : scale * (q + 1);
-    const auto send = values<T>(total, w.rank(), 4);
+    auto send = values<T>(total, w.rank(), 4), scratch = send;  // the inputs are the planes' scratch
     std::vector<T> expect(static_cast<std::size_t>(counts[std::size_t(w.rank())]), T(-1)), got = expect;
-    host.ireduce_scatter_sum(send.data(), counts, expect.data()).wait();
+    host.ireduce_scatter_sum(scratch.data(), counts, expect.data()).wait();
     if (staging < 2 * sizeof(T)) {
       EXPECT_THROW(staged.ireduce_scatter_sum(send.data(), counts, got.data()), std::invalid_argument);
       continue;

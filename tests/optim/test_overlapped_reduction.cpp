@@ -38,7 +38,7 @@ class RecordingPlane final : public DataPlane {
     for (idx i = 0; i < count; ++i) p[i] *= 2.0f;
     return Request();
   }
-  Request do_ireduce_scatter_sum(const void* send, std::span<const idx> c, void* recv, DType t) const override {
+  Request do_ireduce_scatter_sum(void* send, std::span<const idx> c, void* recv, DType t) const override {
     EXPECT_EQ(t, DType::f32);
     const auto* s = static_cast<const float*>(send);
     auto* r = static_cast<float*>(recv);
@@ -105,7 +105,7 @@ TEST(OverlappedReduction, ZeroOneReduceScattersEachBucketToTheShards) {
   for (std::size_t i = 0; i < deltas.size(); ++i) deltas[i] = float(i);
   std::vector<float> shard(33, -1.0f);
   RecordingPlane plane(deltas.data(), 3, 1, shard.data());
-  OverlappedDeltaReduction r(plane, deltas.data(), 100, 40 * sizeof(float), shard.data());
+  OverlappedDeltaReduction r(plane, deltas.data(), 100, 40 * sizeof(float), flat_shard(100, 3, 1), shard.data());
   r.ready(70, 30);
   EXPECT_TRUE(plane.posted.empty());
   r.ready(50, 20);  // the bucket [50, 100): 16 of rank 1's shard, 34 of rank 2's
@@ -124,11 +124,17 @@ TEST(OverlappedReduction, ZeroOneReduceScattersEachBucketToTheShards) {
   // Fewer elements than ranks: no equal blocks, the last rank holds everything.
   std::vector<float> few(2, 1.0f), last_shard(2, 0.0f);
   RecordingPlane three(few.data(), 3, 2, last_shard.data());
-  OverlappedDeltaReduction tiny(three, few.data(), 2, 1 << 20, last_shard.data());
+  OverlappedDeltaReduction tiny(three, few.data(), 2, 1 << 20, flat_shard(2, 3, 2), last_shard.data());
   tiny.ready(0, 2);
   tiny.finish();
   EXPECT_EQ(three.counts, (std::vector<C>{{0, 0, 2}}));
   EXPECT_EQ(last_shard, (std::vector<float>{2.0f, 2.0f}));
+
+  // A shard that is not this rank's (the optimizer laid out over another group) is refused.
+  EXPECT_THROW(OverlappedDeltaReduction(plane, deltas.data(), 100, 0, flat_shard(100, 3, 0), shard.data()),
+               std::invalid_argument);
+  EXPECT_THROW(OverlappedDeltaReduction(plane, deltas.data(), 100, 0, flat_shard(100, 2, 1), shard.data()),
+               std::invalid_argument);
 }
 
 TEST(OverlappedReduction, ARangeOutOfOrderIsRefused) {

@@ -19,7 +19,7 @@ class PlaceOnly final : public DataPlane {
   void do_allreduce_sum(void*, idx, DType) const override { no_transfers(); }
   void do_allgather(const void*, void*, idx, DType) const override { no_transfers(); }
   void do_reduce_scatter_sum(const void*, void*, idx, DType) const override { no_transfers(); }
-  Request do_ireduce_scatter_sum(const void*, std::span<const idx>, void*, DType) const override { no_transfers(); }
+  Request do_ireduce_scatter_sum(void*, std::span<const idx>, void*, DType) const override { no_transfers(); }
   Request do_isend(const void*, idx, DType, int, int) const override { no_transfers(); }
   Request do_irecv(void*, idx, DType, int, int) const override { no_transfers(); }
   int size_, rank_;
