@@ -147,12 +147,14 @@ TEST(CommWatchdog, CompletedOperationsAreRetiredInLaunchOrder) {
 
 TEST(CommWatchdog, IdleOrHealthyItNeverReports) {
   Fake f;
-  auto w = watchdog(f, 200ms);
-  std::this_thread::sleep_for(300ms);  // nothing outstanding for longer than the timeout
+  // A timeout of 1 s, not less: the test thread is the "GPU" here, and a loaded CI machine may
+  // stall it between launching an operation and finishing it.
+  auto w = watchdog(f, 1000ms);
+  std::this_thread::sleep_for(1100ms);  // nothing outstanding for longer than the timeout
   for (std::uint64_t op = 1; op <= 5; ++op) {
     w->launched(op, "ncclAllReduce");
     f.finish(op);
-    std::this_thread::sleep_for(60ms);  // 300 ms of operations, each shorter than the timeout
+    std::this_thread::sleep_for(250ms);  // 1.25 s of operations, each shorter than the timeout
   }
   ASSERT_TRUE(eventually([&] { return w->outstanding() == 0; }));
   w.reset();
@@ -161,14 +163,14 @@ TEST(CommWatchdog, IdleOrHealthyItNeverReports) {
 
 TEST(CommWatchdog, DestructionStopsTheThreadWithoutACallback) {
   Fake f;
-  auto w = watchdog(f, 200ms);
+  auto w = watchdog(f, 1000ms);  // 1 s: a stalled test thread must not reach it before reset()
   w->launched(1, "ncclAllReduce");  // never ends
   std::this_thread::sleep_for(50ms);
   const auto start = Clock::now();
   w.reset();
   EXPECT_LT(Clock::now() - start, 1000ms) << "stopping waited for more than a poll";
   const std::size_t asked = f.asked.size();
-  std::this_thread::sleep_for(400ms);  // past the timeout: a thread still running would report
+  std::this_thread::sleep_for(1100ms);  // past the timeout: a thread still running would report
   EXPECT_EQ(f.fatal_count(), 0u);
   std::lock_guard<std::mutex> lock(f.m);
   EXPECT_EQ(f.asked.size(), asked) << "a hook ran after the destructor returned";
