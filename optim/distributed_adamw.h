@@ -57,7 +57,7 @@ class DistributedAdamW {
   // group's sum (1 / the global target count), `loss` is the step's global mean loss (the step is
   // skipped when it is not finite, as when the norm is not). params[n] ends identical on every
   // rank. Collective over the group.
-  // `summed`: the deltas were reduced during the backward (OverlappedDeltaReduction), so the step
+  // `summed`: the deltas were reduced during the backward (DeltaReduction), so the step
   // skips its own reduction -- zero 0: the whole buffer is the group's sum;
   // zero 1: shard_sums() holds this rank's shard of the sum, and deltas are not read.
   Outcome step(float* params, float* deltas, float scale, double loss, double grad_clip, double lr,
@@ -77,7 +77,7 @@ class DistributedAdamW {
 
   bool sharded() const { return sharded_; }
   // Zero 1: [shard().numel] where the summed deltas of this rank's shard go before step(summed)
-  // (OverlappedDeltaReduction's receive buffer, on the optimizer's device); null unless sharded.
+  // (DeltaReduction's receive buffer, on the optimizer's device); null unless sharded.
   float* shard_sums() { return sharded_ ? grad_shard_.data() : nullptr; }
   // This rank's part of the flat buffer: all of it ({0, n}) unless sharded.
   const FlatShard& shard() const { return shard_; }

@@ -143,7 +143,7 @@ class DataPlane {
   // are unspecified afterwards (the MPI plane sums in it). It must not overlap recv. A count may be
   // 0 (that rank receives nothing). Started now and complete when the Request is, as
   // iallreduce_sum: ZeRO-1's delta buckets during the backward, each bucket's piece of a shard
-  // summed on the shard's owner (optim/overlapped_reduction.h). `counts` is read before this
+  // summed on the shard's owner (optim/delta_reduction.h). `counts` is read before this
   // returns. Throws std::invalid_argument unless counts has size() entries, none negative.
   template <typename T>
   Request ireduce_scatter_sum(T* data, std::span<const idx> counts, T* recv) const {

@@ -105,7 +105,7 @@ struct ParallelOptions {
   std::string transport = "auto";
   // More than one rank: the delta reduction (zero 0 all-reduce, zero 1 reduce-scatter to the
   // shards) runs in buckets of this many KiB while the last micro-batch's backward still runs
-  // (optim/overlapped_reduction.h); 0: after the backward.
+  // (optim/delta_reduction.h); 0: after the backward.
   // 25 MiB, PyTorch DDP's bucket_cap_mb.
   idx overlap_kib = 25 * 1024;
   // NCCL data plane: how long one operation may stay unfinished before its watchdog ends the run

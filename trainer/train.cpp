@@ -20,7 +20,7 @@
 #include "model/params.h"
 #include "optim/adamw.h"
 #include "optim/distributed_adamw.h"
-#include "optim/overlapped_reduction.h"
+#include "optim/delta_reduction.h"
 #include "optim/schedule.h"
 #include "parallel/mesh.h"
 #include "trainer/checkpoint_cadence.h"
@@ -99,7 +99,7 @@ struct StepOutcome {
   bool applied = false;
 };
 template <typename T>
-StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, OverlappedDeltaReduction* reduction,
+StepOutcome train_step(Model<T>& model, DistributedAdamW& optimizer, DeltaReduction* reduction,
                        StreamTimer& comm_timer, DataLoader& data, LocalBatch& local, Batch& batch, idx grad_accum,
                        const Communicator& control, double grad_clip, double lr, idx step) {
   model.zero_deltas();
@@ -233,13 +233,13 @@ TrainResult train_model(const RunOptions& o, const Communicator& comm, const std
   // Several ranks: the deltas are all-reduced (zero 0) or reduce-scattered into the optimizer's
   // shard (zero 1) in buckets during the backward, or in one go after it (overlap_kib 0).
   StreamTimer comm_timer(ex);  // the exposed reduction time of each step
-  std::unique_ptr<OverlappedDeltaReduction> reduction;
+  std::unique_ptr<DeltaReduction> reduction;
   if (comm.size() > 1) {
     const std::size_t bucket_bytes = std::size_t(o.parallel.overlap_kib) << 10;
     reduction = optimizer.sharded()
-                  ? std::make_unique<OverlappedDeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
+                  ? std::make_unique<DeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
                                                                bucket_bytes, optimizer.shard(), optimizer.shard_sums())
-                  : std::make_unique<OverlappedDeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
+                  : std::make_unique<DeltaReduction>(mesh.world_data(), model.deltas(), model.num_params(),
                                                                bucket_bytes);
   }
 

@@ -14,7 +14,7 @@
 #include "e2e/run_options.h"
 #include "mpi/world.h"
 #include "optim/distributed_adamw.h"
-#include "optim/overlapped_reduction.h"
+#include "optim/delta_reduction.h"
 #include "support/check.h"
 #include "trainer/train.h"
 
@@ -50,7 +50,7 @@ TEST(DistributedAdamW, ShardedStepsEqualReplicatedSteps) {
   std::vector<float> p0 = init, p1 = init, p2 = init;
   for (int t = 0; t < 4; ++t) {
     std::vector<float> d0 = rank_deltas(world.rank(), t), d1 = d0, d2 = d0;
-    OverlappedDeltaReduction on_owner(world, d2.data(), kN, 50 * sizeof(float), overlapped.shard(),
+    DeltaReduction on_owner(world, d2.data(), kN, 50 * sizeof(float), overlapped.shard(),
                                       overlapped.shard_sums());
     for (idx end = kN; end > 0;) {
       const idx count = std::min<idx>(end, 37);

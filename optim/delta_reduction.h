@@ -1,8 +1,9 @@
-// The delta reduction overlapped with the backward pass (DDP's gradient buckets): the backward of
-// a step's last micro-batch reports each parameter range the moment its deltas are final on this
-// rank, and once at least `bucket_bytes` of contiguous final deltas are waiting they are reduced
-// in the background while the layers below still run their backward. finish() posts what is left
-// (the embedding, last in the backward) and waits: the time spent waiting there is the
+// A step's delta reduction over the data-parallel ranks, overlapped with the backward pass (DDP's
+// gradient buckets) unless bucket_bytes is 0: the backward of a step's last micro-batch reports
+// each parameter range the moment its deltas are final on this rank, and once at least
+// `bucket_bytes` of contiguous final deltas are waiting they are reduced in the background while
+// the layers below still run their backward. finish() posts what is left (the embedding, last in
+// the backward; everything when bucket_bytes is 0) and waits: the time spent waiting there is the
 // communication the backward did not hide (exposed time).
 //
 // Two destinations, as the optimizer needs them:
@@ -34,16 +35,16 @@
 
 namespace nexus {
 
-class OverlappedDeltaReduction {
+class DeltaReduction {
  public:
   // bucket_bytes 0: no overlap -- ready() posts nothing and finish() reduces the whole buffer (as
   // one collective where the transport allows), so the time it waits is all of the reduction.
   // Zero 0: sums deltas[n] over `group` in place on every rank (group and buffer borrowed).
-  OverlappedDeltaReduction(const DataPlane& group, float* deltas, idx n, std::size_t bucket_bytes);
+  DeltaReduction(const DataPlane& group, float* deltas, idx n, std::size_t bucket_bytes);
   // Zero 1: this rank receives the sums of its shard into shard_sums[shard.numel] (borrowed:
   // DistributedAdamW::shard() and shard_sums()). Throws std::invalid_argument unless `shard` is
   // flat_shard(n, group.size(), group.rank()), the layout the reduction cuts the buckets by.
-  OverlappedDeltaReduction(const DataPlane& group, float* deltas, idx n, std::size_t bucket_bytes,
+  DeltaReduction(const DataPlane& group, float* deltas, idx n, std::size_t bucket_bytes,
                            const FlatShard& shard, float* shard_sums);
 
   // A new step: nothing posted, nothing pending.

@@ -1,4 +1,4 @@
-// OverlappedDeltaReduction against a recording data plane (no MPI): buckets go out as soon as
+// DeltaReduction against a recording data plane (no MPI): buckets go out as soon as
 // enough contiguous deltas are final, cover [0, n) exactly once, top down; finish() posts the rest;
 // under zero 1 each bucket is reduce-scattered to the shards it overlaps; a range out of order is
 // refused. And the real Model's backward reports ranges that tile its
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "model/model.h"
-#include "optim/overlapped_reduction.h"
+#include "optim/delta_reduction.h"
 #include "support/model_configs.h"
 
 namespace nexus {
@@ -64,10 +64,10 @@ class RecordingPlane final : public DataPlane {
   int ranks_, rank_;
 };
 
-TEST(OverlappedReduction, BucketsGoOutWhenFullAndCoverTheBufferOnce) {
+TEST(DeltaReduction, BucketsGoOutWhenFullAndCoverTheBufferOnce) {
   std::vector<float> deltas(100, 1.0f);
   RecordingPlane plane(deltas.data());
-  OverlappedDeltaReduction r(plane, deltas.data(), 100, 32 * sizeof(float));  // 32-element buckets
+  DeltaReduction r(plane, deltas.data(), 100, 32 * sizeof(float));  // 32-element buckets
   r.ready(90, 10);  // 10 pending: not yet
   EXPECT_TRUE(plane.posted.empty());
   r.ready(60, 30);  // 40 pending: one bucket [60, 100)
@@ -89,7 +89,7 @@ TEST(OverlappedReduction, BucketsGoOutWhenFullAndCoverTheBufferOnce) {
 
   // bucket_bytes 0 (parallel.overlap_kib = 0): nothing during the backward, all of it at finish().
   plane.posted.clear();
-  OverlappedDeltaReduction after(plane, deltas.data(), 100, 0);
+  DeltaReduction after(plane, deltas.data(), 100, 0);
   after.ready(50, 50);
   after.ready(0, 50);
   EXPECT_TRUE(plane.posted.empty());
@@ -100,12 +100,12 @@ TEST(OverlappedReduction, BucketsGoOutWhenFullAndCoverTheBufferOnce) {
 // Zero 1: each bucket is reduce-scattered with the bucket's piece of each shard as that rank's
 // count (flat_shard: 100 over 3 ranks is [0, 33), [33, 66), [66, 100)), and rank 1 receives its
 // pieces where they belong in its shard, so the buckets fill its [33, 66) exactly once.
-TEST(OverlappedReduction, ZeroOneReduceScattersEachBucketToTheShards) {
+TEST(DeltaReduction, ZeroOneReduceScattersEachBucketToTheShards) {
   std::vector<float> deltas(100);
   for (std::size_t i = 0; i < deltas.size(); ++i) deltas[i] = float(i);
   std::vector<float> shard(33, -1.0f);
   RecordingPlane plane(deltas.data(), 3, 1, shard.data());
-  OverlappedDeltaReduction r(plane, deltas.data(), 100, 40 * sizeof(float), flat_shard(100, 3, 1), shard.data());
+  DeltaReduction r(plane, deltas.data(), 100, 40 * sizeof(float), flat_shard(100, 3, 1), shard.data());
   r.ready(70, 30);
   EXPECT_TRUE(plane.posted.empty());
   r.ready(50, 20);  // the bucket [50, 100): 16 of rank 1's shard, 34 of rank 2's
@@ -124,29 +124,29 @@ TEST(OverlappedReduction, ZeroOneReduceScattersEachBucketToTheShards) {
   // Fewer elements than ranks: no equal blocks, the last rank holds everything.
   std::vector<float> few(2, 1.0f), last_shard(2, 0.0f);
   RecordingPlane three(few.data(), 3, 2, last_shard.data());
-  OverlappedDeltaReduction tiny(three, few.data(), 2, 1 << 20, flat_shard(2, 3, 2), last_shard.data());
+  DeltaReduction tiny(three, few.data(), 2, 1 << 20, flat_shard(2, 3, 2), last_shard.data());
   tiny.ready(0, 2);
   tiny.finish();
   EXPECT_EQ(three.counts, (std::vector<C>{{0, 0, 2}}));
   EXPECT_EQ(last_shard, (std::vector<float>{2.0f, 2.0f}));
 
   // A shard that is not this rank's (the optimizer laid out over another group) is refused.
-  EXPECT_THROW(OverlappedDeltaReduction(plane, deltas.data(), 100, 0, flat_shard(100, 3, 0), shard.data()),
+  EXPECT_THROW(DeltaReduction(plane, deltas.data(), 100, 0, flat_shard(100, 3, 0), shard.data()),
                std::invalid_argument);
-  EXPECT_THROW(OverlappedDeltaReduction(plane, deltas.data(), 100, 0, flat_shard(100, 2, 1), shard.data()),
+  EXPECT_THROW(DeltaReduction(plane, deltas.data(), 100, 0, flat_shard(100, 2, 1), shard.data()),
                std::invalid_argument);
 }
 
-TEST(OverlappedReduction, ARangeOutOfOrderIsRefused) {
+TEST(DeltaReduction, ARangeOutOfOrderIsRefused) {
   std::vector<float> deltas(10, 1.0f);
   RecordingPlane plane(deltas.data());
-  OverlappedDeltaReduction r(plane, deltas.data(), 10, 1 << 20);
+  DeltaReduction r(plane, deltas.data(), 10, 1 << 20);
   r.ready(5, 5);
   EXPECT_THROW(r.ready(6, 2), std::logic_error);  // overlaps what is already final
   EXPECT_THROW(r.ready(0, 3), std::logic_error);  // leaves a gap
 }
 
-TEST(OverlappedReduction, TheModelsBackwardReportsItsBufferTopDown) {
+TEST(DeltaReduction, TheModelsBackwardReportsItsBufferTopDown) {
   for (const bool tied : {false, true}) {
     ModelConfig c = test::tiny_hybrid(8, 16);
     c.tie_embeddings = tied;

@@ -1,4 +1,4 @@
-#include "optim/overlapped_reduction.h"
+#include "optim/delta_reduction.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -12,7 +12,7 @@ namespace {
 constexpr idx kMaxPost = idx(1) << 30;
 }  // namespace
 
-OverlappedDeltaReduction::OverlappedDeltaReduction(const DataPlane& group, float* deltas, idx n,
+DeltaReduction::DeltaReduction(const DataPlane& group, float* deltas, idx n,
                                                    std::size_t bucket_bytes)
     : group_(group),
       deltas_(deltas),
@@ -24,12 +24,12 @@ OverlappedDeltaReduction::OverlappedDeltaReduction(const DataPlane& group, float
   begin();
 }
 
-OverlappedDeltaReduction::OverlappedDeltaReduction(const DataPlane& group, float* deltas, idx n,
+DeltaReduction::DeltaReduction(const DataPlane& group, float* deltas, idx n,
                                                    std::size_t bucket_bytes, const FlatShard& shard,
                                                    float* shard_sums)
-    : OverlappedDeltaReduction(group, deltas, n, bucket_bytes) {
+    : DeltaReduction(group, deltas, n, bucket_bytes) {
   if (shard != flat_shard(n, group.size(), group.rank()) || (shard.numel > 0 && !shard_sums))
-    throw std::invalid_argument("OverlappedDeltaReduction: the shard [" + std::to_string(shard.offset) + ", " +
+    throw std::invalid_argument("DeltaReduction: the shard [" + std::to_string(shard.offset) + ", " +
                                 std::to_string(shard.offset + shard.numel) + ") is not rank " +
                                 std::to_string(group.rank()) + "'s of " + std::to_string(n) + " elements over " +
                                 std::to_string(group.size()) + " ranks, or has no buffer");
@@ -37,18 +37,18 @@ OverlappedDeltaReduction::OverlappedDeltaReduction(const DataPlane& group, float
   counts_.assign(std::size_t(group.size()), 0);
 }
 
-void OverlappedDeltaReduction::begin() {
+void DeltaReduction::begin() {
   inflight_.clear();
   pending_begin_ = pending_end_ = n_;
   posted_ = 0;
 }
 
-void OverlappedDeltaReduction::post(idx begin, idx end) {
+void DeltaReduction::post(idx begin, idx end) {
   for (; end - begin > kMaxPost; end -= kMaxPost) post_one(end - kMaxPost, end);  // top down, as ever
   if (begin < end) post_one(begin, end);
 }
 
-void OverlappedDeltaReduction::post_one(idx begin, idx end) {
+void DeltaReduction::post_one(idx begin, idx end) {
   if (!shard_sums_) {
     inflight_.push_back(group_.iallreduce_sum(deltas_ + begin, end - begin));
   } else {
@@ -65,9 +65,9 @@ void OverlappedDeltaReduction::post_one(idx begin, idx end) {
   ++posted_;
 }
 
-void OverlappedDeltaReduction::ready(idx offset, idx count) {
+void DeltaReduction::ready(idx offset, idx count) {
   if (count < 0 || offset < 0 || offset + count != pending_begin_)
-    throw std::logic_error("OverlappedDeltaReduction::ready: range [" + std::to_string(offset) + ", " +
+    throw std::logic_error("DeltaReduction::ready: range [" + std::to_string(offset) + ", " +
                            std::to_string(offset + count) + ") does not end where the last one began (" +
                            std::to_string(pending_begin_) + "): ranges must come top down and contiguous");
   pending_begin_ = offset;
@@ -80,7 +80,7 @@ void OverlappedDeltaReduction::ready(idx offset, idx count) {
   }
 }
 
-void OverlappedDeltaReduction::finish() {
+void DeltaReduction::finish() {
   post(0, pending_end_);  // the pending bucket and anything never reported
   pending_begin_ = pending_end_ = 0;
   wait_all(inflight_);
