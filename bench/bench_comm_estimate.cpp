@@ -7,6 +7,7 @@
 //
 //   build/bench/bench_comm_estimate [configs/350m.ini] [--world 32] [--gpus-per-node 8]
 //                                   [--seq-len T] [--global-batch G] [--model.KEY=VALUE ...]
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -38,7 +39,11 @@ int main(int argc, char** argv) {
   const ModelConfig& c = args.options.model;
   const idx T = seq_len ? seq_len : args.options.train.seq_len;
   const idx G = global_batch ? global_batch : world;  // one sequence per dp replica per micro-batch at least
-  const double N = double(ParamTable(c).total());
+  const ParamTable table(c);
+  const double N = double(table.total());
+  // The deltas the backward finishes last (the bottom of the table): the bucket that goes out when
+  // the backward is over, whose reduction nothing is left to hide.
+  const double E = double(table.at("model.embed_tokens.weight").numel);
   idx attention = 0;
   for (idx l = 0; l < c.n_layers; ++l) attention += c.is_attention(l) ? 1 : 0;
   const idx mamba = c.n_layers - attention;
@@ -53,8 +58,9 @@ int main(int argc, char** argv) {
 
   std::printf("| dp | cp | deltas all-reduce MB / rank / step | ZeRO-1 reduce-scatter + all-gather MB | ring K/V MB / "
               "rank / micro-batch | Mamba-2 states MB / rank / micro-batch | micro-batches / step | dp link | dp ms | "
-              "cp ms / step (NVLink) | compute ms / step |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+              "cp ms / step (NVLink) | compute ms / step | dp ms exposed, zero 0 overlapped | dp ms exposed, zero 1 "
+              "overlapped + all-gather |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (idx cp = 1; cp <= world && cp <= gpus_per_node; cp *= 2) {
     if (world % cp || T % (2 * cp)) continue;
     const idx dp = world / cp, P = world;
@@ -76,10 +82,23 @@ int main(int argc, char** argv) {
     const double dp_bw = dp_crosses_nodes ? kInfiniband : kNvlink;
     // 6 N per token (forward + backward) for the weights; this rank's share of the step's tokens.
     const double compute = 6.0 * N * double(G * T) / double(P) / (kAchieved * kPeakFlops);
-    std::printf("| %lld | %lld | %.1f | %.1f | %.1f | %.2f | %lld | %s | %.1f | %.2f | %.1f |\n", (long long)dp,
-                (long long)cp, allreduce / 1e6, zero1 / 1e6, kv / 1e6, states / 1e6, (long long)micro,
+    // Overlapped reduction (optim/delta_reduction.h): the buckets go out during the last
+    // micro-batch's backward (4 N per token on this rank's T / cp tokens) and hide behind it; the
+    // embedding's bucket, finished last, is exposed whole, and whatever the backward is too short
+    // to hide. Zero 1 reduce-scatters (half the all-reduce's bytes) and then all-gathers the
+    // weights after the step, exposed.
+    const double backward_ms = 1e3 * 4.0 * N * double(T / cp) / (kAchieved * kPeakFlops);
+    const auto exposed = [&](double total_bytes, double last_bytes) {
+      const double all = ms(total_bytes, dp_bw), last = ms(last_bytes, dp_bw);
+      return last + std::max(0.0, all - last - backward_ms);
+    };
+    const double half = double(P - 1) / double(P) * kDeltaBytes;  // bytes per element, one half
+    const double exposed0 = exposed(allreduce, 2.0 * half * E);
+    const double exposed1 = exposed(half * N, half * E) + ms(half * N, dp_bw);
+    std::printf("| %lld | %lld | %.1f | %.1f | %.1f | %.2f | %lld | %s | %.1f | %.2f | %.1f | %.1f | %.1f |\n",
+                (long long)dp, (long long)cp, allreduce / 1e6, zero1 / 1e6, kv / 1e6, states / 1e6, (long long)micro,
                 dp_crosses_nodes ? "IB" : "NVLink", ms(allreduce, dp_bw), ms(double(micro) * (kv + states), kNvlink),
-                1e3 * compute);
+                1e3 * compute, exposed0, exposed1);
   }
 
   // Overlap: one hop computes a block of c queries x c keys, 4 c^2 H d FLOPs (QK^T and PV), while
