@@ -82,7 +82,13 @@ std::string CommWatchdog::check_hooks() {
       if (ops_.empty()) break;
       front = ops_.front();
     }
-    if (!hooks_.complete(front.id)) break;
+    bool complete = false;
+    try {
+      complete = hooks_.complete(front.id);
+    } catch (const std::exception& e) {
+      return who_ + ": " + front.call + ": " + e.what();  // the operation it happened under, named
+    }
+    if (!complete) break;
     {
       std::lock_guard<std::mutex> lock(ops_mutex_);
       ops_.pop_front();

@@ -17,7 +17,7 @@
 // No CUDA or NCCL here: the plane supplies them as hooks, and the CPU tests supply fakes.
 // launched() is called by the thread that issues the operations; the hooks run on the watchdog's
 // thread (complete, async_error, retired, fatal). A hook that throws is a fatal error with the
-// exception's text.
+// exception's text (for `complete`, after the name of the operation it was asked about).
 #pragma once
 
 #include <chrono>

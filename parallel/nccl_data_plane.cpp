@@ -327,8 +327,11 @@ struct NcclDataPlane::State {
       const cudaError_t e = cudaEventQuery(events.event(slot));
       if (e == cudaSuccess) return true;
       if (e == cudaErrorNotReady) return false;
-      throw std::runtime_error(std::string("cudaEventQuery: ") + cudaGetErrorName(e) + " (" +
-                               cudaGetErrorString(e) + ")");
+      // CUDA errors are sticky: a fault in any kernel of this process's context (compute or NCCL)
+      // shows in the next query, so this names the operation it surfaced under, not its cause.
+      throw std::runtime_error(std::string("a CUDA error surfaced while waiting for it (cudaEventQuery): ") +
+                               cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
+                               "); the failing kernel may be any on this GPU, compute or NCCL");
     };
     hooks.async_error = [this]() -> std::string {
       // Skipped while the issuing thread is inside an NCCL call: checked again next round, and a

@@ -1,8 +1,9 @@
 // CommWatchdog on the CPU with fake hooks: what the NCCL plane relies on to end a run that would
 // otherwise hang (an operation that never ends, an asynchronous error), and what it must not do
-// (report a healthy run, call anything after it was destroyed). Timeouts are 200 ms and polls
-// 10 ms, so the whole suite takes about a second; the bounds on how soon a fatal report comes are
-// loose (seconds) because the machine running the tests may be loaded.
+// (report a healthy run, call anything after it was destroyed). Timeouts are 200 ms (1 s where a
+// stalled test thread could reach one and fail a healthy case) and polls 10 ms, so the suite takes
+// a few seconds; the bounds on how soon a fatal report comes are loose (seconds) because the
+// machine running the tests may be loaded.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -189,6 +190,7 @@ TEST(CommWatchdog, AHookThatThrowsIsFatalWithItsText) {
   w.reset();
   ASSERT_EQ(f.fatal.size(), 1u);
   EXPECT_NE(f.fatal[0].find("illegal memory access"), std::string::npos) << f.fatal[0];
+  EXPECT_NE(f.fatal[0].find(kWho + ": ncclAllGather: "), std::string::npos) << "the operation is named: " << f.fatal[0];
 }
 
 }  // namespace
