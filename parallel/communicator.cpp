@@ -167,9 +167,8 @@ void Communicator::do_allreduce_sum(void* data, idx count, DType t) const { do_i
 namespace {
 
 // data[count] all-reduced in place in buckets of at most bucket_bytes, all in flight at once.
-std::unique_ptr<MpiPending> iallreduce_in_buckets(void* data, idx count, DType t, std::size_t bucket_bytes,
-                                                  MPI_Comm comm) {
-  const MPI_Datatype type = mpi_sum_type(t, "all-reduce");
+std::unique_ptr<MpiPending> iallreduce_in_buckets(void* data, idx count, DType t, MPI_Datatype type,
+                                                  std::size_t bucket_bytes, MPI_Comm comm) {
   const std::size_t elem = dtype_bytes(t);
   const idx bucket = std::max<idx>(1, idx(bucket_bytes / elem));
   auto pending = std::make_unique<MpiPending>();
@@ -187,16 +186,16 @@ std::unique_ptr<MpiPending> iallreduce_in_buckets(void* data, idx count, DType t
 }  // namespace
 
 Request Communicator::do_iallreduce_sum(void* data, idx count, DType t) const {
-  mpi_sum_type(t, "all-reduce");  // refused on every group size
+  const MPI_Datatype type = mpi_sum_type(t, "all-reduce");  // refused on every group size
   if (size_ == 1 || count == 0) return Request();
-  return Request(iallreduce_in_buckets(data, count, t, bucket_bytes_, comm_));
+  return Request(iallreduce_in_buckets(data, count, t, type, bucket_bytes_, comm_));
 }
 
 // An all-reduce of the whole of data, whose part is then copied to recv: twice the bytes of a
 // reduce-scatter, but Open MPI's non-blocking reduce-scatter (libnbc) reduces everything onto rank
 // 0 and scatters from there, so every byte crosses rank 0, where its all-reduce is a ring.
 Request Communicator::do_ireduce_scatter_sum(void* data, std::span<const idx> counts, void* recv, DType t) const {
-  mpi_sum_type(t, "reduce-scatter");
+  const MPI_Datatype type = mpi_sum_type(t, "reduce-scatter");
   const std::size_t elem = dtype_bytes(t);
   idx total = 0, first = 0;
   for (int q = 0; q < size_; ++q) {
@@ -209,7 +208,7 @@ Request Communicator::do_ireduce_scatter_sum(void* data, std::span<const idx> co
     if (part_bytes > 0) std::memcpy(recv, part, part_bytes);
     return Request();
   }
-  std::unique_ptr<MpiPending> pending = iallreduce_in_buckets(data, total, t, bucket_bytes_, comm_);
+  std::unique_ptr<MpiPending> pending = iallreduce_in_buckets(data, total, t, type, bucket_bytes_, comm_);
   pending->part = part;
   pending->part_to = recv;
   pending->part_bytes = part_bytes;
